@@ -1,0 +1,7 @@
+"""``python -m wmsync``: the same as the ``wmsync`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())
