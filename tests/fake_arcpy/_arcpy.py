@@ -1013,6 +1013,10 @@ def _run_tool(tool_class, args, kwargs):
     except ExecuteError:
         run.add(2, f"Failed to execute ({tool_name}).")
         raise ExecuteError(run.error_text()) from None
+    except KeyboardInterrupt:
+        run.add(2, "Cancelled function")
+        run.add(2, f"Failed to execute ({tool_name}).")
+        raise ExecuteError(run.error_text()) from None
     except Exception:
         run.add(2, traceback.format_exc())
         run.add(2, f"Failed to execute ({tool_name}).")
