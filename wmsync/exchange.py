@@ -571,12 +571,16 @@ class DocumentReader:
         line = _line(node)
         if tag not in _CHILD_TAGS:
             raise ExchangeFormatError(f"unexpected element <{tag}>", line, tag)
-        if not self._schema.validate(node):
+        try:
+            valid = self._schema.validate(node)
+        except etree.LxmlError as exc:  # e.g. an unresolved entity reference inside
+            raise ExchangeFormatError(f"cannot validate: {exc}", line, tag) from exc
+        if not valid:
             message, error_line = self._schema_error()
             match = _ELEMENT_RE.match(message)  # names the inner element when it failed
-            raise ExchangeFormatError(
-                message, error_line or line, match.group(1) if match else tag
-            )
+            if not error_line or error_line >= 65535:  # libxml2 caps validation lines
+                error_line = line
+            raise ExchangeFormatError(message, error_line, match.group(1) if match else tag)
         attrib = node.attrib
         vv_text = str(attrib["vv"])
         try:
