@@ -340,6 +340,42 @@ def test_download_html_page(rsps, client):
         client.download(JXL, io.BytesIO())
 
 
+def test_download_text_plain_envelope_is_decoded(rsps, client):
+    rsps.get(JXL, body=b' {"error": {"code": 498, "message": "Invalid token."}}',
+             content_type="text/plain")
+    dest = io.BytesIO()
+    with pytest.raises(errors.AuthenticationError):
+        client.download(JXL, dest)
+    assert dest.getvalue() == b""
+
+
+def test_download_json_success_is_protocol_error(rsps, client):
+    rsps.get(JXL, json={"jxlURL": "again"})
+    with pytest.raises(errors.ProtocolError, match="not an exchange document"):
+        client.download(JXL, io.BytesIO())
+
+
+def test_download_empty_body(rsps, client):
+    rsps.get(JXL, body=b"", content_type="application/xml")
+    with pytest.raises(errors.ProtocolError, match="empty"):
+        client.download(JXL, io.BytesIO())
+
+
+def test_download_truncation_counted_when_urllib3_does_not_enforce(rsps, client, monkeypatch):
+    """urllib3 1.26 does not check Content-Length itself: the client counts wire bytes."""
+    original = urllib3.response.HTTPResponse.__init__
+
+    def lenient(self, *args, **kwargs):
+        kwargs["enforce_content_length"] = False
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.response.HTTPResponse, "__init__", lenient)
+    rsps.get(JXL, body=b"<JobExchange>", content_type="application/xml",
+             headers={"Content-Length": "5000"}, auto_calculate_content_length=False)
+    with pytest.raises(errors.ConnectionFailed, match="cut off after 13 of 5000 bytes"):
+        client.download(JXL, io.BytesIO())
+
+
 # -- errors: envelopes, statuses, bodies -----------------------------------------------------
 
 
@@ -544,6 +580,32 @@ def test_http_498_status_and_callable_token_refresh(rsps, tmp_path):
     assert c.import_document(doc) == {"importTime": 1}
     assert [call.request.body for call in rsps.calls] == [b"<JobExchange/>"] * 2
     assert rsps.calls[1].request.headers[TOKEN_HEADER] == "Bearer two"
+
+
+def test_token_fetch_failure_is_authentication_error(rsps):
+    def fetch():
+        raise RuntimeError("password hunter2 rejected")
+
+    c = WMServerClient(ROOT, user="bob", token=fetch)
+    with pytest.raises(errors.AuthenticationError) as caught:
+        c.service_info()
+    assert "hunter2" not in str(caught.value) and "RuntimeError" in str(caught.value)
+    assert caught.value.__context__ is None
+    assert len(rsps.calls) == 0
+
+
+def test_token_refresh_failure_keeps_the_498(rsps):
+    class Broken(RotatingToken):
+        def refresh(self):
+            raise OSError("token URL down")
+
+    rsps.add_callback("GET", ROOT, callback=expired_unless("never"),
+                      content_type="application/json")
+    c = WMServerClient(ROOT, user="bob", token=Broken(["old"]), retries=0)
+    with pytest.raises(errors.AuthenticationError) as caught:
+        c.service_info()
+    assert caught.value.code == 498
+    assert len(rsps.calls) == 1
 
 
 def test_cross_host_redirect_drops_token(rsps, client):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import http.client
 import importlib
+import itertools
 import json
 import logging
 import os
@@ -558,7 +559,7 @@ class WMServerClient:
                 query = fields
         refreshed = False
         while True:
-            token = self._token.get() if self._token is not None else None
+            token = self._get_token(target)
             try:
                 return self._attempt(
                     method, target, query, body, upload, headers, token, transfer, sink
@@ -567,9 +568,33 @@ class WMServerClient:
                 if error.code != 498 or refreshed or self._token is None:
                     raise
                 refreshed = True
-                if not self._token.refresh():
+                if not self._refresh_token():
                     raise
                 log.info("token rejected as expired by %s; retrying with a new one", error.url)
+
+    def _get_token(self, target: str) -> Optional[str]:
+        if self._token is None:
+            return None
+        failure: Optional[WMSyncError] = None
+        try:
+            return self._token.get()
+        except WMSyncError:
+            raise
+        except Exception as exc:  # only its type is shown: its text may hold a password
+            failure = AuthenticationError(
+                499, f"could not obtain a token ({type(exc).__name__})", None, target
+            )
+        raise failure
+
+    def _refresh_token(self) -> bool:
+        assert self._token is not None
+        try:
+            return self._token.refresh()
+        except WMSyncError:
+            raise
+        except Exception as exc:  # keep the 498 error; its type only: no secrets
+            log.warning("could not refresh the token (%s)", type(exc).__name__)
+            return False
 
     def _attempt(
         self,
@@ -638,18 +663,25 @@ class WMServerClient:
             self._count(received=len(content))
             return self._decode(method, response, content, where, token), 0
         kind = _content_type(response)
+        chunks = response.iter_content(CHUNK_SIZE)
+        first = next(chunks, b"")
+        # An exchange document starts with "<" or gzip's magic bytes; a JSON answer (an
+        # error envelope, often sent as text/plain) or an error status is decoded instead.
         if (
             response.status_code >= 300
             or kind in _HTML_TYPES
             or kind in _JSON_ONLY_TYPES
             or kind.endswith("+json")
+            or first.lstrip()[:1] in (b"{", b"[")
         ):
-            content = response.content
+            content = first + b"".join(chunks)
             self._count(received=len(content))
             self._decode(method, response, content, where, token)  # raises on any error
             raise ProtocolError("answered JSON, not an exchange document", where)
+        if not first:
+            raise ProtocolError("answered with an empty body, not an exchange document", where)
         written = 0
-        for chunk in response.iter_content(CHUNK_SIZE):
+        for chunk in itertools.chain((first,), chunks):
             sink.write(chunk)
             written += len(chunk)
         try:
