@@ -113,3 +113,53 @@ def as_token_source(token: TokenLike) -> Optional[TokenSource]:
     if callable(token):
         return CallableToken(token)
     raise TypeError(f"token must be text, a TokenSource or a function, not {type(token).__name__}")
+
+
+def generate_token(
+    token_url: str,
+    username: str,
+    password: str,
+    *,
+    verify: Union[bool, str] = True,
+    timeout: float = 60.0,
+    expiration_minutes: int = 60,
+) -> str:
+    """Ask an ArcGIS Server or Portal ``generateToken`` endpoint for a token.
+
+    The password travels in the POST body only; nothing of it reaches a message.
+
+    :raises AuthenticationError: the endpoint refused the credentials.
+    :raises RepositoryError: the endpoint could not be reached or answered nonsense.
+    """
+    import requests
+
+    from .errors import AuthenticationError, ConnectionFailed, ProtocolError, server_error
+
+    form = {
+        "username": username,
+        "password": password,
+        "client": "requestip",
+        "expiration": str(expiration_minutes),
+        "f": "json",
+    }
+    failure: Optional[Exception] = None
+    try:
+        answer = requests.post(token_url, data=form, timeout=(10.0, timeout), verify=verify,
+                               allow_redirects=False)
+        payload = answer.json()
+    except requests.RequestException as exc:
+        failure = ConnectionFailed(f"cannot reach the token service ({type(exc).__name__})",
+                                   token_url)
+    except ValueError:
+        failure = ProtocolError("the token service did not answer JSON", token_url)
+    if failure is not None:
+        raise failure
+    if isinstance(payload, Mapping) and isinstance(payload.get("error"), Mapping):
+        error = payload["error"]
+        code = int(error.get("code") or 400)
+        raise server_error(code if code in (498, 499, 403) else 401,
+                           str(error.get("message") or "token refused"), url=token_url)
+    token = payload.get("token") if isinstance(payload, Mapping) else None
+    if not isinstance(token, str) or not token:
+        raise AuthenticationError(401, "the token service gave no token", url=token_url)
+    return token

@@ -86,7 +86,8 @@ def _read_children(args: argparse.Namespace) -> str:
 
 
 def _token(args: argparse.Namespace) -> Optional[str]:
-    token = args.token or os.environ.get("WMSYNC_TOKEN") or None
+    """The token to send: --token, WMSYNC_TOKEN, or one generated from --token-url."""
+    token: Optional[str] = args.token or os.environ.get("WMSYNC_TOKEN") or None
     if token or not args.token_url:
         return token
     from .auth import generate_token
@@ -197,7 +198,7 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--token", default=None,
                         help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)")
     parser.add_argument("--token-url", default=None,
-                        help="generateToken URL; the password comes from WMSYNC_PASSWORD or a prompt")
+                        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt")
     parser.add_argument("--username", default=None, help="user name for --token-url")
     parser.add_argument("--report", default=None, help="write a JSON report to this file")
     parser.add_argument("--timeout", type=float, default=60.0,
