@@ -84,15 +84,22 @@ def run_demo(out: Printer = print) -> int:
         for name, server in zip(names, servers):
             out(f"  {name:16} {server.url}")
 
+        table = ";".join(f"{name} true {server.url} ''"
+                         for name, server in zip(names[1:], servers[1:]))
+        out("\nConnecting the cluster: the first run registers each child with the parent")
+        out("and hands it its own block of job ids, so a job keeps its id everywhere.")
+        first = synchronize(servers[0].url, names[0], table, user=DEMO_USER,
+                            listener=_PrintListener(out))
+        out(f"  status {first.status}")
+
         out("\nMaking changes on each repository ...")
         _make_changes(*clients)
         for name, client in zip(names, clients):
             _show(out, name, snapshot(client))
 
-        table = ";".join(f"{name} true {server.url} ''"
-                         for name, server in zip(names[1:], servers[1:]))
-        out(f"\nSynchronize Job Data\n  parent: {names[0]} {servers[0].url}\n  children: {table}")
-        result = synchronize(servers[0].url, names[0], table, user=DEMO_USER,
+        out(f"\nSynchronize Job Data\n  parent: {names[0]} {servers[0].url}")
+        out(f"  children: {first.last_sync_text}")
+        result = synchronize(servers[0].url, names[0], first.last_sync_text, user=DEMO_USER,
                              listener=_PrintListener(out))
         out(f"  status {result.status}")
         out(f"  Last Synchronized: {result.last_sync_text}")
@@ -109,7 +116,8 @@ def run_demo(out: Printer = print) -> int:
         moved = sum(c.sent + c.received for c in again.children)
         out(f"  status {again.status}, elements moved: {moved}")
 
-        if result.status == 0 and same and again.status == 0 and moved == 0:
+        if first.status == 0 and result.status == 0 and same and again.status == 0 \
+                and moved == 0:
             out(f"\nOK: all three repositories hold the same {len(snaps[0]['jobs'])} jobs.")
             return 0
         out("\nFAILED: the repositories did not converge.")
