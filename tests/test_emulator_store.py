@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import itertools
 
 import pytest
 
@@ -474,4 +473,4 @@ def test_vv_text_of_fingerprint_is_sorted(tmp_path):
 
 def test_catalog_has_comment_activity():
     assert any(a["name"] == "Comment" for a in catalog.ACTIVITY_TYPES)
-    assert list(itertools.islice(catalog.JOB_PRIORITIES, 1))[0]["value"] == 0
+    assert [p["value"] for p in catalog.JOB_PRIORITIES] == [0, 1, 2, 3, 4, 5]
