@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-
 from cluster import create_job, generation, make_cluster
+
 from wmsync import cli
 
 SUBCOMMANDS = ["sync", "plan", "serve", "demo", "install-toolbox"]

@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import List
 
 import pytest
-
 from cluster import (
     assert_converged,
     create_job,
@@ -19,6 +18,7 @@ from cluster import (
     job_id_by_name,
     make_cluster,
 )
+
 from wmsync import SyncListener, plan, synchronize
 from wmsync.valuetable import parse_children
 
