@@ -465,3 +465,24 @@ def test_python_dash_m_prints_url_first_and_stops_on_sigterm(tmp_path):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_concurrent_edits_and_imports_serialize(emulator, tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    child, parent = emulator("Ohio"), emulator("Parent")
+    get(child.url, "/jobs/create", user="bob", jobTypeId="1", numJobs="50")
+    _, path = export_doc(child, tmp_path, sinceGen="1")
+    post(parent.url, "/replication/nodes/update", user="s", name="Parent", isParent="true",
+         jobIdStart="1000", jobIdBlock="1000")
+
+    def create(_):
+        return get(parent.url, "/jobs/create", user="bob", jobTypeId="1")["jobIds"][0]
+
+    with ThreadPoolExecutor(8) as pool:
+        imports = [pool.submit(import_raw, parent, path) for _ in range(2)]
+        ids = list(pool.map(create, range(24)))
+        results = [f.result() for f in imports]
+    assert len(set(ids)) == 24 and all(1000 <= i < 2000 for i in ids)
+    assert sorted(r["added"] for r in results) == [0, 100]  # atomic and idempotent
+    assert get(parent.url, "/replication/info", user="s")["generation"] == 1 + 24 + 1

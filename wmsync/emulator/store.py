@@ -515,13 +515,14 @@ class Session:
         """
         result = ImportResult(import_time=self.store.now_ms())
         touched_job_types: List[str] = []
-        changed_refs: List[str] = []
+        changed_refs: Dict[str, Element] = {}
         for incoming in elements:
             self._apply_one(incoming, sender, result, touched_job_types, changed_refs)
         if touched_job_types and self._is_parent():
             self._rename_duplicates(touched_job_types, result)
-        for guid in changed_refs:
-            self._check_references(guid, result)
+        known: Dict[str, Optional[str]] = {}
+        for element in changed_refs.values():
+            self._check_references(element, result, known)
         result.generation = self.generation()
         return result
 
@@ -531,7 +532,7 @@ class Session:
         sender: str,
         result: ImportResult,
         touched_job_types: List[str],
-        changed_refs: List[str],
+        changed_refs: Dict[str, Element],
     ) -> None:
         current = self.get(incoming.guid)
         if current is not None and current.kind != incoming.kind:
@@ -589,7 +590,7 @@ class Session:
             if version.kind == "JobType":
                 touched_job_types.append(version.guid)
             if version.kind in REFERENCES:
-                changed_refs.append(version.guid)
+                changed_refs[version.guid] = version
 
     def _log_conflict(self, decision: merge.Decision, result: ImportResult) -> None:
         winner, loser = decision.winner, decision.loser
@@ -650,13 +651,22 @@ class Session:
                 self.edit("JobType", element.guid, fields)
                 result.renamed.append({"guid": element.guid, "from": name, "to": new_name})
 
-    def _check_references(self, guid: str, result: ImportResult) -> None:
-        current = self.get_live(guid)
-        if current is None:
-            return
+    def _live_kind(self, guid: str, known: Dict[str, Optional[str]]) -> Optional[str]:
+        """The kind of a live element (``None`` if absent or deleted), cached in *known*."""
+        if guid not in known:
+            row = self.conn.execute(
+                "SELECT kind FROM elements WHERE guid = ? AND deleted = 0", (guid,)
+            ).fetchone()
+            known[guid] = row[0] if row else None
+        return known[guid]
+
+    def _check_references(
+        self, current: Element, result: ImportResult, known: Dict[str, Optional[str]]
+    ) -> None:
+        guid = current.guid
         for field_name, target_kind in REFERENCES.get(current.kind, {}).items():
             target = current.fields.get(field_name)
-            if target and self.get_live(target, target_kind) is None:
+            if target and self._live_kind(target, known) != target_kind:
                 result.warnings.append(
                     f"{current.kind} {guid} references {target_kind} {target}, "
                     "which this repository does not hold"
