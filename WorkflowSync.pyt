@@ -156,10 +156,15 @@ class SynchronizeJobData:
         found = valuetable.validate_children(_table_value(table), parent)
         errors = [m.text for m in found if m.level == "error"]
         warnings = [m.text for m in found if m.level != "error"]
+        # wmsync.valuetable is the authority on the rows: its verdict replaces the
+        # framework's (e.g. a value-list miss on "True" where Pro compares case-sensitively,
+        # while DESIGN.md accepts true in any case).
         if errors:
             table.setErrorMessage("\n".join(errors))
-        elif warnings and not table.hasError():
+        elif warnings:
             table.setWarningMessage("\n".join(warnings))
+        elif table.hasError():
+            table.clearMessage()
 
     def execute(self, parameters, messages):
         from wmsync.engine import synchronize

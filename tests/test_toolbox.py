@@ -148,6 +148,15 @@ def test_connected_other_than_true_is_an_error_even_past_the_value_list(dialog):
     assert "Row 1" in p.message and "'yes'" in p.message
 
 
+def test_true_in_any_case_passes_even_a_case_sensitive_value_list(arcpy, dialog, monkeypatch):
+    def case_sensitive(self, value):
+        return self.type != "ValueList" or not value or value in self.list
+
+    monkeypatch.setattr(arcpy.Filter, "_accepts", case_sensitive)
+    p = dialog.set("Input_Multi_Name", [["Ohio", "TRUE", OHIO, ""], ["AZ", "True", AZ, ""]])
+    assert not p.hasError(), p.message
+
+
 def test_every_bad_row_is_listed(dialog):
     p = dialog.set("Input_Multi_Name", [["A", "false", OHIO, ""], ["B", "true", "nope", ""]])
     assert "Row 1" in p.message and "Row 2" in p.message
