@@ -150,6 +150,9 @@ def test_conflicting_edits_pick_one_winner_everywhere_and_log_the_loser(three):
     result = sync(three)
     assert result.status == 0
     assert len(result.conflicts) == 1
+    entry = result.conflicts[0]
+    assert (entry["repository"], entry["kind"]) == ("Parent", "Job")
+    assert (entry["winner"], entry["loser_origin"]) == ("AZ", "Ohio")
     assert sum(c.conflicts for c in result.children) == 1
     view = assert_converged(three)
     winner = next(job for job in view["jobs"].values() if job[1] == "contested")[2]

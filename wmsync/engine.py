@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from . import exchange
+from .auth import TokenLike
 from .errors import (
     Cancelled,
     ProtocolError,
@@ -84,7 +85,7 @@ ClientFactory = Callable[[str], RepositoryClient]
 def default_client_factory(
     *,
     user: Optional[str] = None,
-    token: Optional[str] = None,
+    token: TokenLike = None,
     timeout: float = 60.0,
     verify: Any = True,
 ) -> ClientFactory:
@@ -386,10 +387,7 @@ class _Run:
         pair.result.conflicts += len(conflicts)
         pair.result.renumbered += len(answer.get("renumbered") or [])
         with self._conflict_lock:
-            for conflict in conflicts:
-                entry = dict(conflict) if isinstance(conflict, Mapping) else {"detail": conflict}
-                entry["repository"] = repository
-                self.conflicts.append(entry)
+            self.conflicts.extend(_conflict_entry(c, repository) for c in conflicts)
         for warning in answer.get("warnings") or []:
             self.events.put("warning", f"{repository}: {warning}")
 
@@ -472,6 +470,27 @@ class _Run:
         self.events.put("warning", message)
 
 
+def _conflict_entry(conflict: Any, repository: str) -> Dict[str, Any]:
+    """A conflict of an import answer, as the report lists it: who won, whose version lost."""
+    if not isinstance(conflict, Mapping):
+        return {"repository": repository, "detail": str(conflict)}
+
+    def side(key: str) -> Mapping[str, Any]:
+        value = conflict.get(key)
+        return value if isinstance(value, Mapping) else {}
+
+    return {
+        "repository": repository,
+        "guid": conflict.get("guid"),
+        "kind": conflict.get("kind"),
+        "winner": side("winner").get("origin"),
+        "winner_modified": side("winner").get("modified"),
+        "loser_origin": side("loser").get("origin"),
+        "loser_modified": side("loser").get("modified"),
+        "reason": conflict.get("reason"),
+    }
+
+
 def _now_ms() -> int:
     return int(datetime.now(timezone.utc).timestamp() * 1000)
 
@@ -515,7 +534,7 @@ def synchronize(
     children: Any,
     *,
     user: Optional[str] = None,
-    token: Optional[str] = None,
+    token: TokenLike = None,
     client_factory: Optional[ClientFactory] = None,
     listener: Optional[SyncListener] = None,
     full: bool = False,
@@ -626,7 +645,7 @@ def plan(
     children: Any,
     *,
     user: Optional[str] = None,
-    token: Optional[str] = None,
+    token: TokenLike = None,
     client_factory: Optional[ClientFactory] = None,
     full: bool = False,
     timeout: float = 60.0,
