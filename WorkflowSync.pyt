@@ -43,9 +43,10 @@ def _fresh_import(package):
     Refreshing a toolbox in Pro re-executes only the .pyt, not the modules it imports,
     so edits to wmsync would otherwise need a Pro restart. Decision: drop every
     ``package.*`` module from ``sys.modules`` and import them anew when a source file
-    changed since this toolbox first imported the package, or always when the
-    environment variable WMSYNC_RELOAD is 1 (in Pro's Python window:
-    ``os.environ["WMSYNC_RELOAD"] = "1"``). A whole-package re-import (rather than
+    changed since this toolbox first imported the package. The environment variable
+    WMSYNC_RELOAD overrides that: 1 re-imports on every load (in Pro's Python window:
+    ``os.environ["WMSYNC_RELOAD"] = "1"``), 0 never does (test runs, where other code
+    holds the modules while files may change). A whole-package re-import (rather than
     ``importlib.reload`` of single modules) keeps classes consistent: old and new
     modules never mix. With no edits nothing is reloaded, so other code in the same
     session keeps the very classes it imported.
@@ -53,8 +54,10 @@ def _fresh_import(package):
     module = sys.modules.get(package)
     if module is not None:
         stamp = getattr(module, "_pyt_imported_at", None)
-        forced = os.environ.get(_RELOAD_ENV, "") == "1"
-        if forced or (stamp is not None and _changed_since(package, stamp)):
+        setting = os.environ.get(_RELOAD_ENV, "")
+        if setting == "1" or (
+            setting != "0" and stamp is not None and _changed_since(package, stamp)
+        ):
             for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
                 del sys.modules[name]
             importlib.invalidate_caches()

@@ -382,6 +382,7 @@ def probe(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "core.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("WMSYNC_RELOAD")  # the automatic rule
     yield pkg
     for name in [n for n in sys.modules if n.startswith("wmsyncprobe")]:
         del sys.modules[name]
@@ -413,6 +414,13 @@ def test_reload_can_be_forced(toolbox, probe, monkeypatch):
     first = toolbox._fresh_import("wmsyncprobe")
     monkeypatch.setenv("WMSYNC_RELOAD", "1")
     assert toolbox._fresh_import("wmsyncprobe") is not first
+
+
+def test_reload_can_be_switched_off(toolbox, probe, monkeypatch):
+    first = toolbox._fresh_import("wmsyncprobe")
+    _edit(probe / "core.py", "VALUE = 3\n")
+    monkeypatch.setenv("WMSYNC_RELOAD", "0")
+    assert toolbox._fresh_import("wmsyncprobe") is first
 
 
 def test_loading_the_toolbox_twice_keeps_wmsync(arcpy, toolbox):

@@ -26,8 +26,11 @@ def arcpy_fixture(monkeypatch):
     """A fresh fake arcpy in ``sys.modules`` (no user or token from this machine)."""
     module = new_arcpy()
     monkeypatch.setitem(sys.modules, "arcpy", module)
-    for name in ("WMSYNC_TOKEN", "WMSYNC_USER", "WMSYNC_RELOAD"):
+    for name in ("WMSYNC_TOKEN", "WMSYNC_USER"):
         monkeypatch.delenv(name, raising=False)
+    # Never re-import wmsync behind the tests' back (monkeypatched functions, classes
+    # other tests hold), even when a source file changes during the run.
+    monkeypatch.setenv("WMSYNC_RELOAD", "0")
     return module
 
 
