@@ -269,3 +269,47 @@ def test_progress_has_one_step_per_child_per_phase(three):
         "Ohio: sending changes to the parent", "AZ: sending changes to the parent",
         "Ohio: receiving changes from the parent", "AZ: receiving changes from the parent",
     ])
+
+
+def test_a_failed_push_is_redone_next_run_without_a_full_exchange(three):
+    from wmsync.emulator.app import Fault
+
+    sync(three)
+    create_job(three.client("Parent"), "to be pushed")
+    create_job(three.client("Ohio"), "pulled fine")
+    three.children[0].app.faults.append(Fault("replication/import", "error", times=1))
+    failed = sync(three)
+    assert failed.status == 1
+    ohio = failed.children[0]
+    assert ohio.state == "failed" and "receiving" in (ohio.error or "")
+    assert failed.last_sync_rows[0][3] == ""  # the row keeps its (empty) old time
+    again = sync(three)
+    assert again.status == 0
+    assert not again.children[0].full_exchange
+    assert again.children[0].sent == 0  # the pull's watermark had advanced
+    assert again.children[0].received > 0
+    assert_converged(three)
+
+
+@pytest.mark.parametrize(
+    ("parent_row", "child_row", "full", "expected"),
+    [
+        (None, None, False, (False, 0, 0)),
+        ({"syncId": "a", "lastSyncGen": 5}, None, False, (False, 0, 0)),
+        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "b", "lastSyncGen": 7}, False,
+         (False, 0, 0)),
+        ({"syncId": None, "lastSyncGen": 5}, {"syncId": None, "lastSyncGen": 7}, False,
+         (False, 0, 0)),
+        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "a", "lastSyncGen": 7}, False,
+         (True, 5, 7)),
+        ({"syncId": "a", "lastSyncGen": None}, {"syncId": "a", "lastSyncGen": 7}, False,
+         (True, 0, 7)),
+        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "a", "lastSyncGen": 7}, True,
+         (False, 0, 0)),
+    ],
+)
+def test_watermarks_are_trusted_only_with_matching_sync_ids(parent_row, child_row, full,
+                                                            expected):
+    from wmsync.engine import watermarks
+
+    assert watermarks(parent_row, child_row, full) == expected

@@ -135,6 +135,29 @@ def _int_or_none(value: Any) -> Optional[int]:
         return None
 
 
+def watermarks(
+    parent_row: Optional[Mapping[str, Any]],
+    child_row: Optional[Mapping[str, Any]],
+    full: bool,
+) -> Tuple[bool, int, int]:
+    """Whether a pair's watermarks can be trusted, and the parent's and child's marks.
+
+    Matching sync ids in both node rows prove both come from the same runs (no restore
+    from backup, no re-added child); a mark not yet written (its direction failed) is
+    then 0, not a reason to redo the other direction in full. Untrusted: (False, 0, 0).
+    """
+    if full or parent_row is None or child_row is None:
+        return False, 0, 0
+    sync_id = parent_row.get("syncId")
+    if not sync_id or sync_id != child_row.get("syncId"):
+        return False, 0, 0
+    return (
+        True,
+        _int_or_none(parent_row.get("lastSyncGen")) or 0,
+        _int_or_none(child_row.get("lastSyncGen")) or 0,
+    )
+
+
 def _same_url(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
@@ -301,20 +324,8 @@ class _Run:
             p_row = _node(parent_info, name)
             c_row = _node(info, self.parent_name)
             pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
-            p_mark = _int_or_none(p_row.get("lastSyncGen")) if p_row else None
-            c_mark = _int_or_none(c_row.get("lastSyncGen")) if c_row else None
-            p_sid = p_row.get("syncId") if p_row else None
-            c_sid = c_row.get("syncId") if c_row else None
-            pair.trusted = bool(
-                not self.full
-                and p_mark is not None
-                and c_mark is not None
-                and p_sid
-                and p_sid == c_sid
-            )
-            if pair.trusted:
-                pair.parent_mark, pair.child_mark = int(p_mark or 0), int(c_mark or 0)
-            else:
+            pair.trusted, pair.parent_mark, pair.child_mark = watermarks(p_row, c_row, self.full)
+            if not pair.trusted:
                 # A full exchange both ways; forget stale watermarks so they can restart.
                 if p_row is not None:
                     parent.reset_node(name)
@@ -351,8 +362,12 @@ class _Run:
         since_gen: int,
         exclude_via: Optional[str],
         label: str,
+        import_lock: Optional[threading.Lock] = None,
     ) -> Tuple[int, int, Dict[str, Any]]:
         """Export from *source*, validate, import into *target*.
+
+        Only the import holds *import_lock*: the exports, downloads and validations of
+        several children still overlap.
 
         :returns: (elements moved, generation the export covered, import answer).
         """
@@ -376,7 +391,11 @@ class _Run:
             if count == 0:
                 return 0, generation, {}
             self.events.check_cancel()
-            answer = target.import_document(path, merge=True)
+            if import_lock is None:
+                answer = target.import_document(path, merge=True)
+            else:
+                with import_lock:
+                    answer = target.import_document(path, merge=True)
         finally:
             os.unlink(path)
         return count, generation, answer
@@ -398,10 +417,11 @@ class _Run:
         child = self.factory(pair.spec.url)
         parent = self.factory(self.parent_url)
         try:
-            since = pair.child_mark if pair.trusted else 0
+            since = pair.child_mark
             via = self.parent_name if pair.trusted else None
-            with self.parent_import_lock:
-                sent, generation, answer = self.transfer(child, parent, since, via, name)
+            sent, generation, answer = self.transfer(
+                child, parent, since, via, name, self.parent_import_lock
+            )
             self.record(pair, answer, self.parent_name)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
@@ -426,7 +446,7 @@ class _Run:
         child = self.factory(pair.spec.url)
         parent = self.factory(self.parent_url)
         try:
-            since = pair.parent_mark if pair.trusted else 0
+            since = pair.parent_mark
             via = name if pair.trusted else None
             received, generation, answer = self.transfer(parent, child, since, via, name)
             self.record(pair, answer, name)
@@ -699,17 +719,10 @@ def _plan_child(
         if actual.lower() != name.lower():
             raise SyncRefused(f"the server is the repository {actual!r}, not {name!r}")
         p_row, c_row = _node(parent_info, name), _node(info, parent_name)
-        p_mark = _int_or_none(p_row.get("lastSyncGen")) if p_row else None
-        c_mark = _int_or_none(c_row.get("lastSyncGen")) if c_row else None
-        trusted = bool(
-            not full and p_mark is not None and c_mark is not None and p_row and c_row
-            and p_row.get("syncId") and p_row.get("syncId") == c_row.get("syncId")
-        )
+        trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
         entry.full_exchange = not trusted
-        entry.pull = int(child.export((c_mark or 0) if trusted else 0,
-                                      parent_name if trusted else None).count)
-        entry.push_estimate = int(parent.export((p_mark or 0) if trusted else 0,
-                                                name if trusted else None).count)
+        entry.pull = int(child.export(c_mark, parent_name if trusted else None).count)
+        entry.push_estimate = int(parent.export(p_mark, name if trusted else None).count)
         entry.state, entry.error = SYNCHRONIZED, None
     except WMSyncError as exc:
         entry.state, entry.error = FAILED, str(exc)
