@@ -661,3 +661,18 @@ def test_child_spec_is_frozen():
     assert isinstance(spec, ChildSpec)
     with pytest.raises(AttributeError):
         spec.name = "B"  # type: ignore[misc]
+
+
+def test_an_unquoted_hash_is_an_empty_cell_as_arcpy_writes_it():
+    from wmsync.valuetable import parse_children
+
+    specs = parse_children("Ohio true http://o/arcgis/rest/services/O/WMServer #;"
+                           "'#' true http://a/arcgis/rest/services/A/WMServer")
+    assert specs[0].last_sync is None and specs[0].time_text == ""
+    assert specs[1].name == "#"  # quoted, it is a value
+    import pytest
+
+    from wmsync.errors import ValueTableError
+
+    with pytest.raises(ValueTableError, match="Row 1: the child repository name is empty"):
+        parse_children("# true http://o/arcgis/rest/services/O/WMServer")

@@ -315,9 +315,15 @@ def _cells(tokens: List[_Token], text: str) -> List[str]:
     unless it starts with a quote (then each further value is a column too many).
     """
     if len(tokens) <= 3 or tokens[3].quoted:
-        return [t.value for t in tokens]
+        return [_unset(t) for t in tokens]
     fourth = tokens[3]
-    return [t.value for t in tokens[:3]] + [text[fourth.start : tokens[-1].end]]
+    last = text[fourth.start : tokens[-1].end]
+    return [_unset(t) for t in tokens[:3]] + ["" if last == "#" else last]
+
+
+def _unset(token: _Token) -> str:
+    """arcpy writes an empty value-table cell as an unquoted ``#``."""
+    return "" if token.value == "#" and not token.quoted else token.value
 
 
 def _text_rows(text: str, row_separator: bool = True, first_row: int = 1) -> List[_RawRow]:
@@ -564,7 +570,7 @@ def check_parent_url(url: str) -> Optional[str]:
 
 
 def _needs_quotes(text: str) -> bool:
-    return not text or "'" in text or ";" in text or any(c.isspace() for c in text)
+    return not text or text == "#" or "'" in text or ";" in text or any(c.isspace() for c in text)
 
 
 def _is_date(text: str) -> bool:
