@@ -313,3 +313,21 @@ def test_watermarks_are_trusted_only_with_matching_sync_ids(parent_row, child_ro
     from wmsync.engine import watermarks
 
     assert watermarks(parent_row, child_row, full) == expected
+
+
+def test_cancel_stops_at_a_safe_point_and_the_next_run_finishes(three):
+    class CancelAfterPulls(Recorder):
+        def cancelled(self) -> bool:
+            return any("receiving" in s for s in self.steps) or self.done >= 2
+
+    sync(three)
+    create_job(three.client("Ohio"), "made before the cancel")
+    listener = CancelAfterPulls()
+    result = sync(three, listener=listener)
+    assert result.cancelled and result.to_dict()["cancelled"] is True
+    assert result.status > 0
+    assert any(w.startswith("Cancelled") for w in listener.warnings)
+    assert all(row[3] == "" for row in result.last_sync_rows)  # no row advanced
+    again = sync(three)
+    assert again.status == 0 and not again.cancelled
+    assert_converged(three)

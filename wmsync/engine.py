@@ -626,7 +626,14 @@ def synchronize(
         finally:
             run.events.drain(listener)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
-        return done(failed, results, None, run.conflicts)
+        result = done(failed, results, None, run.conflicts)
+        if run.events.cancel.is_set():
+            result.cancelled = True
+            listener.warning(
+                "Cancelled: the run stopped at a safe point; nothing is half-applied, and "
+                "children not synchronized keep their old Last Synchronized time"
+            )
+        return result
 
 
 def _results_in_order(

@@ -76,6 +76,7 @@ class SyncResult:
     children: List[ChildResult] = field(default_factory=list)
     conflicts: List[Dict[str, Any]] = field(default_factory=list)
     error: Optional[str] = None
+    cancelled: bool = False
 
     @property
     def last_sync_rows(self) -> List[List[str]]:
@@ -94,6 +95,7 @@ class SyncResult:
             "started": _iso_utc(self.started),
             "finished": _iso_utc(self.finished),
             "error": self.error,
+            "cancelled": self.cancelled,
             "children": [child.to_dict() for child in self.children],
             "conflicts": self.conflicts,
         }
