@@ -626,14 +626,14 @@ def synchronize(
         finally:
             run.events.drain(listener)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
-        result = done(failed, results, None, run.conflicts)
+        outcome = done(failed, results, None, run.conflicts)
         if run.events.cancel.is_set():
-            result.cancelled = True
+            outcome.cancelled = True
             listener.warning(
                 "Cancelled: the run stopped at a safe point; nothing is half-applied, and "
                 "children not synchronized keep their old Last Synchronized time"
             )
-        return result
+        return outcome
 
 
 def _results_in_order(
