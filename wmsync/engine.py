@@ -21,6 +21,7 @@ import secrets
 import tempfile
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
@@ -306,50 +307,51 @@ class _Run:
 
     # -- preparation -------------------------------------------------------------
 
-    def prepare(self, pair: _Pair, parent_info: Mapping[str, Any], block: int) -> None:
+    def prepare(
+        self,
+        pair: _Pair,
+        child: RepositoryClient,
+        parent: RepositoryClient,
+        parent_info: Mapping[str, Any],
+        block: int,
+    ) -> None:
         """Check one child and register the pair; decide whether watermarks are trusted."""
         name, url = pair.spec.name, pair.spec.url.rstrip("/")
         if name.lower() == self.parent_name.lower() or _same_url(url, self.parent_url):
             raise SyncRefused(f"{name} is the parent repository itself")
-        child = self.factory(url)
-        parent = self.factory(self.parent_url)
-        try:
-            info = child.replication_info()
-            child.require_extensions(info)
-            actual = str(info.get("repository") or "")
-            if actual.lower() != name.lower():
-                raise SyncRefused(
-                    f"the server at {redact_url(url)} is the repository {actual!r}, not {name!r}"
-                )
-            p_row = _node(parent_info, name)
-            c_row = _node(info, self.parent_name)
-            pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
-            pair.trusted, pair.parent_mark, pair.child_mark = watermarks(p_row, c_row, self.full)
-            if not pair.trusted:
-                # A full exchange both ways; forget stale watermarks so they can restart.
-                if p_row is not None:
-                    parent.reset_node(name)
-                if c_row is not None:
-                    child.reset_node(self.parent_name)
-            if p_row is None or _int_or_none(p_row.get("jobIdStart")) is None:
-                parent.update_node(
-                    name, server_url=url, is_parent=False, is_connected=True,
-                    job_id_start=block, job_id_block=JOB_ID_BLOCK,
-                )
-            if c_row is None:
-                child.update_node(
-                    self.parent_name, server_url=self.parent_url, is_parent=True,
-                    is_connected=True,
-                )
-            own = _node(info, name)
-            if own is None or _int_or_none(own.get("jobIdStart")) != block:
-                child.update_node(
-                    name, server_url=url, is_parent=False, is_connected=True,
-                    job_id_start=block, job_id_block=JOB_ID_BLOCK,
-                )
-        finally:
-            child.close()
-            parent.close()
+        info = child.replication_info()
+        child.require_extensions(info)
+        actual = str(info.get("repository") or "")
+        if actual.lower() != name.lower():
+            raise SyncRefused(
+                f"the server at {redact_url(url)} is the repository {actual!r}, not {name!r}"
+            )
+        p_row = _node(parent_info, name)
+        c_row = _node(info, self.parent_name)
+        pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
+        pair.trusted, pair.parent_mark, pair.child_mark = watermarks(p_row, c_row, self.full)
+        if not pair.trusted:
+            # A full exchange both ways; forget stale watermarks so they can restart.
+            if p_row is not None:
+                parent.reset_node(name)
+            if c_row is not None:
+                child.reset_node(self.parent_name)
+        if p_row is None or _int_or_none(p_row.get("jobIdStart")) is None:
+            parent.update_node(
+                name, server_url=url, is_parent=False, is_connected=True,
+                job_id_start=block, job_id_block=JOB_ID_BLOCK,
+            )
+        if c_row is None:
+            child.update_node(
+                self.parent_name, server_url=self.parent_url, is_parent=True,
+                is_connected=True,
+            )
+        own = _node(info, name)
+        if own is None or _int_or_none(own.get("jobIdStart")) != block:
+            child.update_node(
+                name, server_url=url, is_parent=False, is_connected=True,
+                job_id_start=block, job_id_block=JOB_ID_BLOCK,
+            )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
 
@@ -410,45 +412,60 @@ class _Run:
         for warning in answer.get("warnings") or []:
             self.events.put("warning", f"{repository}: {warning}")
 
+    def guarded(
+        self,
+        pair: _Pair,
+        doing: str,
+        work: Callable[[RepositoryClient, RepositoryClient], None],
+        label: Optional[str] = None,
+    ) -> None:
+        """Run one child's *work* with its own clients (child, parent); any failure fails
+        that child alone. With a *label*, the work is one progress step."""
+        if label:
+            self.events.put("step", label)
+        with ExitStack() as clients:
+            try:
+                child = self.factory(pair.spec.url)
+                clients.callback(child.close)
+                parent = self.factory(self.parent_url)
+                clients.callback(parent.close)
+                work(child, parent)
+            except WMSyncError as exc:
+                self.fail(pair, doing, exc)
+            except Exception as exc:  # a bug must not stop the other children
+                log.exception("unexpected error with %s while %s", pair.spec.name, doing)
+                self.fail(pair, doing, exc)
+        if label:
+            self.events.put("step_done")
+
     def pull(self, pair: _Pair) -> None:
         """The child's changes since its watermark go to the parent."""
-        name = pair.spec.name
-        self.events.put("step", f"{name}: sending changes to the parent")
-        child = self.factory(pair.spec.url)
-        parent = self.factory(self.parent_url)
-        try:
-            since = pair.child_mark
+
+        def work(child: RepositoryClient, parent: RepositoryClient) -> None:
             via = self.parent_name if pair.trusted else None
             sent, generation, answer = self.transfer(
-                child, parent, since, via, name, self.parent_import_lock
+                child, parent, pair.child_mark, via, pair.spec.name, self.parent_import_lock
             )
             self.record(pair, answer, self.parent_name)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
             child.update_node(self.parent_name, last_sync_gen=generation, sync_id=pair.sync_id)
-            parent.update_node(name, sync_id=pair.sync_id)
+            parent.update_node(pair.spec.name, sync_id=pair.sync_id)
             pair.result.sent = sent
             pair.pulled = True
-        except WMSyncError as exc:
-            self.fail(pair, "sending its changes to the parent", exc)
-        except Exception as exc:  # a bug must not stop the other children
-            log.exception("unexpected error pulling %s", name)
-            self.fail(pair, "sending its changes to the parent", exc)
-        finally:
-            child.close()
-            parent.close()
-            self.events.put("step_done")
+
+        self.guarded(pair, "sending its changes to the parent", work,
+                     f"{pair.spec.name}: sending changes to the parent")
 
     def push(self, pair: _Pair) -> None:
         """The parent's changes since the pair's watermark go to the child."""
         name = pair.spec.name
-        self.events.put("step", f"{name}: receiving changes from the parent")
-        child = self.factory(pair.spec.url)
-        parent = self.factory(self.parent_url)
-        try:
-            since = pair.parent_mark
+
+        def work(child: RepositoryClient, parent: RepositoryClient) -> None:
             via = name if pair.trusted else None
-            received, generation, answer = self.transfer(parent, child, since, via, name)
+            received, generation, answer = self.transfer(
+                parent, child, pair.parent_mark, via, name
+            )
             self.record(pair, answer, name)
             both = pair.pulled
             # Keep the old syncId when the pull failed: the pair stays trusted on the
@@ -471,15 +488,9 @@ class _Run:
                     f"conflicts {pair.result.conflicts}"
                     + (" (full exchange)" if not pair.trusted else ""),
                 )
-        except WMSyncError as exc:
-            self.fail(pair, "receiving the parent's changes", exc)
-        except Exception as exc:
-            log.exception("unexpected error pushing to %s", name)
-            self.fail(pair, "receiving the parent's changes", exc)
-        finally:
-            child.close()
-            parent.close()
-            self.events.put("step_done")
+
+        self.guarded(pair, "receiving the parent's changes", work,
+                     f"{name}: receiving changes from the parent")
 
     def fail(self, pair: _Pair, doing: str, exc: BaseException) -> None:
         text = str(exc) if isinstance(exc, WMSyncError) else f"unexpected {type(exc).__name__}"
@@ -652,13 +663,11 @@ def _prepare_task(
     run: _Run, pair: _Pair, parent_info: Mapping[str, Any], block: int
 ) -> Callable[[], None]:
     def task() -> None:
-        try:
-            run.prepare(pair, parent_info, block)
-        except WMSyncError as exc:
-            run.fail(pair, "being checked and registered", exc)
-        except Exception as exc:
-            log.exception("unexpected error preparing %s", pair.spec.name)
-            run.fail(pair, "being checked and registered", exc)
+        run.guarded(
+            pair,
+            "being checked and registered",
+            lambda child, parent: run.prepare(pair, child, parent, parent_info, block),
+        )
         if not pair.ready:  # its two steps will not run
             run.events.put("step_done")
             run.events.put("step_done")
