@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from typing import List
 from urllib.parse import parse_qs, urlsplit
 
+import certifi
 import pytest
 import requests
 import responses
@@ -871,8 +872,11 @@ def test_truststore_context_used_when_available(monkeypatch):
     assert c._session.get_adapter(ROOT + "/replication/import")._ssl_context is made[0]
     made.clear()
     WMServerClient(ROOT, user="bob", verify=False)
-    WMServerClient(ROOT, user="bob", verify="/path/ca.pem")
-    assert made == []  # only verify=True uses the system store
+    assert made == []  # no checks, no store
+    bundle = certifi.where()
+    c = WMServerClient(ROOT, user="bob", verify=bundle)
+    assert len(made) == 1  # a CA bundle is added to the system store, not instead of it
+    assert c._session.get_adapter("https://wm.example/x")._ssl_context is made[0]
 
 
 def test_without_truststore_requests_default(monkeypatch):
@@ -882,11 +886,26 @@ def test_without_truststore_requests_default(monkeypatch):
     assert "ssl_context" not in adapter.poolmanager.connection_pool_kw
 
 
-@pytest.mark.parametrize("verify", [True, False, "/path/ca.pem"])
+@pytest.mark.parametrize("verify", [True, False])
 def test_verify_is_passed_on(rsps, verify):
     rsps.get(ROOT, json={})
     WMServerClient(ROOT, user="bob", verify=verify).service_info()
     assert rsps.calls[0].request.req_kwargs["verify"] == verify
+
+
+def test_a_ca_bundle_is_added_to_the_default_store(rsps, monkeypatch):
+    monkeypatch.setitem(sys.modules, "truststore", None)
+    rsps.get(ROOT, json={})
+    client = WMServerClient(ROOT, user="bob", verify=certifi.where())
+    client.service_info()
+    assert rsps.calls[0].request.req_kwargs["verify"] is True
+    context = client._session.get_adapter("https://wm.example/x")._ssl_context
+    assert context is not None and context.cert_store_stats()["x509_ca"] > 1
+
+
+def test_a_missing_ca_bundle_is_a_clear_error():
+    with pytest.raises(OSError):
+        WMServerClient(ROOT, user="bob", verify="/nonexistent/ca.pem")
 
 
 def test_adapters_carry_the_retry_policy():

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple, Type, Union
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
+import certifi
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
@@ -270,7 +271,16 @@ class WMServerClient:
         self._owns_session = session is None
         if session is None:
             session = _TokenSafeSession()
-            context = _system_ssl_context() if verify is True else None
+            context = None
+            if verify is True:
+                context = _system_ssl_context()
+            elif isinstance(verify, str):
+                # --ca-bundle adds that bundle to the usual trust store (DESIGN §7).
+                context = _system_ssl_context() or ssl.create_default_context(
+                    cafile=certifi.where()
+                )
+                context.load_verify_locations(cafile=verify)
+                verify = True
             plain = _Adapter(self._retry_policy(_SAFE_METHODS, backoff), context)
             idempotent = _Adapter(self._retry_policy((*_SAFE_METHODS, "POST"), backoff), context)
             session.mount("http://", plain)
