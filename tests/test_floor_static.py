@@ -1,0 +1,195 @@
+"""Static checks that the code ArcGIS Pro runs honours the floors (DESIGN.md section 9).
+
+Cheap guards for what ruff and mypy do not see: Python 3.9 grammar, names added after
+3.9, urllib3 2-only options, lxml parsers made without the safety keywords, and no
+import of werkzeug or the emulator on the toolbox / ``wmsync sync`` path. The emulator
+(and the demo that starts it) are development tools and are not checked.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = [
+    *sorted(p for p in (ROOT / "wmsync").glob("*.py") if p.name != "demo.py"),
+    ROOT / "WorkflowSync.pyt",
+]
+IDS = [p.name for p in SHIPPED]
+
+#: lxml calls that create a parser or parse with a default one.
+PARSER_MAKERS = {"XMLParser", "iterparse", "XMLPullParser", "ETCompatXMLParser"}
+DEFAULT_PARSER_USERS = {"parse", "fromstring", "XML", "fromstringlist", "XMLID"}
+#: urllib3 2.x only (or removed in 2.x): Pro 3.0-3.2 ship urllib3 1.26.
+URLLIB3_TRAPS = {"method_whitelist", "backoff_max", "backoff_jitter", "BACKOFF_MAX",
+                 "DEFAULT_METHOD_WHITELIST", "BaseHTTPResponse"}
+#: Newer than Python 3.9 (module, name).
+PY310_NAMES = {
+    ("datetime", "UTC"), ("itertools", "pairwise"), ("typing", "Self"),
+    ("typing", "TypeAlias"), ("typing", "ParamSpec"), ("typing", "TypeGuard"),
+    ("typing", "Concatenate"), ("typing", "LiteralString"), ("typing", "Never"),
+    ("typing", "assert_never"), ("typing", "reveal_type"), ("typing", "Required"),
+    ("typing", "NotRequired"), ("typing", "dataclass_transform"), ("enum", "StrEnum"),
+    ("types", "NoneType"), ("types", "EllipsisType"), ("types", "UnionType"),
+    ("contextlib", "aclosing"), ("contextlib", "chdir"), ("asyncio", "TaskGroup"),
+    ("asyncio", "timeout"), ("hashlib", "file_digest"), ("operator", "call"),
+}
+PY310_MODULES = {"tomllib", "wsgiref.types"}
+PY310_BUILTINS = {"aiter", "anext", "EncodingWarning", "ExceptionGroup", "BaseExceptionGroup"}
+
+
+def tree(path: Path) -> ast.Module:
+    return ast.parse(path.read_text(encoding="utf-8"), str(path))
+
+
+def name_of(func: ast.expr) -> str:
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    if isinstance(func, ast.Name):
+        return func.id
+    return ""
+
+
+def keyword_constant(call: ast.Call, name: str):
+    for kw in call.keywords:
+        if kw.arg == name:
+            return kw.value.value if isinstance(kw.value, ast.Constant) else "<expr>"
+    return "<missing>"
+
+
+def test_the_checked_files_are_the_shipped_ones():
+    names = set(IDS)
+    assert {"client.py", "exchange.py", "engine.py", "valuetable.py", "cli.py",
+            "WorkflowSync.pyt"} <= names
+    assert not [p for p in SHIPPED if "emulator" in p.parts]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=IDS)
+def test_python_39_grammar(path):
+    ast.parse(path.read_text(encoding="utf-8"), str(path), feature_version=(3, 9))
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=IDS)
+def test_no_names_newer_than_python_39(path):
+    module = tree(path)
+    found = []
+    has_future = any(
+        isinstance(n, ast.ImportFrom) and n.module == "__future__"
+        and any(a.name == "annotations" for a in n.names)
+        for n in module.body
+    )
+    for node in ast.walk(module):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found += [f"from {node.module} import {a.name}" for a in node.names
+                      if (node.module, a.name) in PY310_NAMES]
+            if node.module in PY310_MODULES:
+                found.append(f"from {node.module}")
+        elif isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names if a.name in PY310_MODULES]
+        elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            if (node.value.id, node.attr) in PY310_NAMES:
+                found.append(f"{node.value.id}.{node.attr}")
+        elif isinstance(node, ast.Name) and node.id in PY310_BUILTINS:
+            found.append(node.id)
+        elif isinstance(node, ast.Call):
+            func = name_of(node.func)
+            kws = {kw.arg for kw in node.keywords}
+            if func == "zip" and "strict" in kws:
+                found.append("zip(strict=)")
+            if func == "dataclass" and kws & {"slots", "kw_only", "match_args"}:
+                found.append("dataclass(slots/kw_only/match_args=)")
+            if func in ("isinstance", "issubclass") and len(node.args) == 2 and any(
+                isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                for n in ast.walk(node.args[1])
+            ):
+                found.append(f"{func}(x, A | B)")
+            if func in ("bisect", "bisect_left", "bisect_right", "insort") and "key" in kws:
+                found.append(f"{func}(key=)")
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.AnnAssign)) \
+                and not has_future:
+            annotations = [node.annotation] if isinstance(node, ast.AnnAssign) else [
+                a.annotation for a in (*node.args.args, *node.args.kwonlyargs)
+            ] + [node.returns]
+            for ann in annotations:
+                if ann is not None and any(
+                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.BitOr)
+                    for n in ast.walk(ann)
+                ):
+                    found.append(f"runtime X | Y annotation at line {ann.lineno}")
+    assert found == []
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=IDS)
+def test_no_urllib3_2_only_options(path):
+    found = []
+    for node in ast.walk(tree(path)):
+        if isinstance(node, ast.keyword) and node.arg in URLLIB3_TRAPS:
+            found.append(f"{node.arg}=")
+        elif isinstance(node, ast.Attribute) and node.attr in URLLIB3_TRAPS:
+            found.append(node.attr)
+        elif isinstance(node, ast.ImportFrom) and node.module and "urllib3" in node.module:
+            found += [a.name for a in node.names if a.name in URLLIB3_TRAPS]
+    assert found == []
+
+
+def unsafe_parser_calls(path):
+    """Every parser or iterparse is made with resolve_entities=False, no_network=True and
+    load_dtd=False passed explicitly (lxml 4.x and iterparse before 6.1 resolve entities
+    by default; the string 'internal' is truthy on 4.x and resolves everything); every
+    parse call names its parser (the default one is lxml's default)."""
+    found = []
+    for node in ast.walk(tree(path)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = name_of(node.func)
+        if func in PARSER_MAKERS:
+            for name, wanted in (("resolve_entities", False), ("no_network", True),
+                                 ("load_dtd", False)):
+                got = keyword_constant(node, name)
+                if got is not wanted:
+                    found.append(f"line {node.lineno}: {func}({name}={got!r})")
+        elif func in DEFAULT_PARSER_USERS and isinstance(node.func, ast.Attribute) and \
+                name_of(node.func.value) in ("etree", "objectify", "html"):
+            if len(node.args) < 2 and "parser" not in {kw.arg for kw in node.keywords}:
+                found.append(f"line {node.lineno}: {func}() with lxml's default parser")
+    return found
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=IDS)
+def test_lxml_parsers_have_the_safety_keywords(path):
+    assert unsafe_parser_calls(path) == []
+
+
+def test_the_parser_check_catches_what_it_should(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text(
+        "from lxml import etree\n"
+        "etree.XMLParser(resolve_entities='internal', no_network=True, load_dtd=False)\n"
+        "etree.iterparse(f, no_network=True)\n"
+        "etree.fromstring(data)\n"
+    )
+    assert unsafe_parser_calls(bad) == [
+        "line 2: XMLParser(resolve_entities='internal')",
+        "line 3: iterparse(resolve_entities='<missing>')",
+        "line 3: iterparse(load_dtd='<missing>')",
+        "line 4: fromstring() with lxml's default parser",
+    ]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=IDS)
+def test_no_werkzeug_or_emulator_at_import_time(path):
+    """Module-level imports only: cli.py imports the emulator inside ``serve``."""
+    found = []
+    for node in tree(path).body:
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.split(".")[0] == "werkzeug"]
+        elif isinstance(node, ast.ImportFrom):
+            module = ("." * node.level) + (node.module or "")
+            if module.split(".")[0] == "werkzeug" or "emulator" in module or any(
+                a.name in ("emulator", "demo") for a in node.names
+            ) or module.lstrip(".") == "demo":
+                found.append(module)
+    assert found == []
