@@ -10,8 +10,9 @@ The format is fixed by ``jxl.xsd`` beside this module (docs/internals.md, DESIGN
     </JobExchange>
 
 Neither side ever holds a whole document: :func:`write_document` serializes one element
-at a time through :class:`lxml.etree.xmlfile`, and :class:`DocumentReader` pulls one
-element at a time out of :func:`lxml.etree.iterparse`, validates it and drops it.
+at a time (as escaped text, flushed every :data:`FLUSH_EVERY` elements), and
+:class:`DocumentReader` pulls one element at a time out of :func:`lxml.etree.iterparse`,
+validates it and drops it.
 
 Reading is hardened (DESIGN.md §7): a DOCTYPE is refused before lxml sees a byte of it
 (so no entity trick reaches the parser), entities are never resolved, no DTD is loaded,
@@ -43,11 +44,14 @@ from typing import (
     IO,
     Any,
     BinaryIO,
+    Callable,
     Dict,
     FrozenSet,
     Iterable,
     Iterator,
     List,
+    Mapping,
+    NamedTuple,
     Optional,
     Tuple,
     Type,
@@ -93,7 +97,6 @@ _GZIP_MAGIC = b"\x1f\x8b"
 _UTF8_BOM = b"\xef\xbb\xbf"
 _XML_SPACE = " \t\r\n"
 _XSD = "{http://www.w3.org/2001/XMLSchema}"
-_VERSION_ATTRS = ("guid", "id", "vv", "modified", "origin")
 _ALLOWED: Dict[str, FrozenSet[str]] = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 _CHILD_TAGS: FrozenSet[str] = frozenset((*KINDS, DELETED))
 _ENCODING_RE = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]*)["']""")
@@ -143,69 +146,109 @@ def write_document(
 
 
 def _write(stream: IO[bytes], header: ExchangeHeader, elements: Iterable[Element]) -> int:
-    root_attrib = {
-        "version": header.version,
-        "repository": header.repository,
-        "generation": str(int(header.generation)),
-        "sinceGen": str(int(header.since_gen)),
-        "exportTime": str(int(header.export_time)),
-    }
+    # The markup is built as text (escaped exactly as lxml serializes it): building an
+    # lxml element per version and serializing it cost about four times as much.
+    root = " ".join(
+        f'{name}="{_escape_attr(value, ROOT, ROOT)}"'
+        for name, value in (
+            ("version", header.version),
+            ("repository", header.repository),
+            ("generation", str(int(header.generation))),
+            ("sinceGen", str(int(header.since_gen))),
+            ("exportTime", str(int(header.export_time))),
+        )
+    )
+    stream.write(f"<?xml version='1.0' encoding='UTF-8'?>\n<{ROOT} {root}>\n".encode())
     count = 0
-    with etree.xmlfile(stream, encoding="UTF-8") as xf:
-        xf.write_declaration()
-        with xf.element(ROOT, root_attrib):
-            xf.write("\n")
-            for element in elements:
-                xf.write(_to_xml(element))
-                xf.write("\n")
-                count += 1
-                if count % FLUSH_EVERY == 0:
-                    xf.flush()
+    chunk: List[str] = []
+    for element in elements:
+        chunk.append(_to_text(element))
+        count += 1
+        if count % FLUSH_EVERY == 0:
+            stream.write("".join(chunk).encode("utf-8"))
+            chunk = []
+    chunk.append(f"</{ROOT}>")
+    stream.write("".join(chunk).encode("utf-8"))
     return count
 
 
-def _to_xml(element: Element) -> etree._Element:
+# Characters XML 1.0 cannot hold (lxml refuses them too), and those that need escaping.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ATTR_SPECIAL = re.compile('[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
+_TEXT_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_ATTR_ESCAPES = str.maketrans(
+    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
+     "\r": "&#13;"}
+)
+_TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
+_NOT_XML_MESSAGE = (
+    "All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control "
+    "characters"
+)
+_vv_texts: Dict[Tuple[Tuple[str, int], ...], str] = {}
+
+
+def _escape_attr(value: str, kind: str, tag: str, guid: str = "") -> str:
+    if _ATTR_SPECIAL.search(value) is None:
+        return value
+    if _NOT_XML.search(value) is not None:
+        raise ExchangeFormatError(f"cannot write {kind} {guid}: {_NOT_XML_MESSAGE}", element=tag)
+    return value.translate(_ATTR_ESCAPES)
+
+
+def _vv_text(vv: Mapping[str, int]) -> str:
+    """``vv_to_text``, remembered: most versions of a document share a few vectors."""
+    key = tuple(sorted(vv.items()))
+    text = _vv_texts.get(key)
+    if text is None:
+        if len(_vv_texts) > 10_000:
+            _vv_texts.clear()
+        text = _vv_texts[key] = vv_to_text(vv)
+    return text
+
+
+def _to_text(element: Element) -> str:
+    """One element as a line of markup."""
     kind = element.kind
     if kind not in _ALLOWED:
         raise ExchangeFormatError(f"cannot write an element of unknown kind {kind!r}")
-    attrib: Dict[str, str] = {}
-    if element.deleted:
-        tag = DELETED
-        attrib["kind"] = kind
-    else:
-        tag = kind
-    attrib["guid"] = element.guid
+    guid = element.guid
+    tag = DELETED if element.deleted else kind
+    parts = [f'<{DELETED} kind="{kind}" guid="' if element.deleted else f'<{kind} guid="',
+             _escape_attr(guid, kind, tag, guid)]
     if element.local_id is not None:
-        attrib["id"] = str(int(element.local_id))
-    attrib["vv"] = vv_to_text(element.vv)
-    attrib["modified"] = str(int(element.modified))
-    attrib["origin"] = element.origin
+        parts.append(f'" id="{int(element.local_id)}')
+    parts.append(f'" vv="{_escape_attr(_vv_text(element.vv), kind, tag, guid)}'
+                 f'" modified="{int(element.modified)}'
+                 f'" origin="{_escape_attr(element.origin, kind, tag, guid)}"')
     note: Optional[str] = None
     if not element.deleted:
-        if not _ALLOWED[kind].issuperset(element.fields):
-            unknown = set(element.fields) - _ALLOWED[kind]
+        fields = element.fields
+        if not _ALLOWED[kind].issuperset(fields):
+            unknown = set(fields) - _ALLOWED[kind]
             raise ExchangeFormatError(
-                f"cannot write {kind} {element.guid}: unknown field(s) "
-                + ", ".join(sorted(unknown)),
+                f"cannot write {kind} {guid}: unknown field(s) " + ", ".join(sorted(unknown)),
                 element=kind,
             )
         for name in FIELDS[kind]:
-            value = element.fields.get(name)
+            value = fields.get(name)
             if value is None:
                 continue
             if name == "notes":
                 note = str(value)
             else:
-                attrib[name] = str(value)
-    try:
-        node = etree.Element(tag, attrib)
-        if note is not None:
-            etree.SubElement(node, NOTE).text = note
-    except ValueError as exc:  # "All strings must be XML compatible" and the like
-        raise ExchangeFormatError(
-            f"cannot write {kind} {element.guid}: {exc}", element=tag
-        ) from exc
-    return node
+                parts.append(f' {name}="{_escape_attr(str(value), kind, tag, guid)}"')
+    if note is None:
+        parts.append("/>\n")
+    else:
+        if _TEXT_SPECIAL.search(note) is not None:
+            if _NOT_XML.search(note) is not None:
+                raise ExchangeFormatError(
+                    f"cannot write {kind} {guid}: {_NOT_XML_MESSAGE}", element=tag
+                )
+            note = note.translate(_TEXT_ESCAPES)
+        parts.append(f"><{NOTE}>{note}</{NOTE}></{kind}>\n")
+    return "".join(parts)
 
 
 def gzip_file(src_path: str, dest_path: str) -> int:
@@ -225,6 +268,7 @@ def gzip_file(src_path: str, dest_path: str) -> int:
 # --------------------------------------------------------------------------- schema
 
 _schemas = threading.local()
+_schema_lock = threading.Lock()
 
 
 def _parser() -> etree.XMLParser:
@@ -246,13 +290,202 @@ def _element_schema() -> etree.XMLSchema:
     """
     schema: Optional[etree.XMLSchema] = getattr(_schemas, "element", None)
     if schema is None:
-        tree = etree.parse(SCHEMA_PATH, _parser())
-        root = tree.getroot()
-        for tag in _CHILD_TAGS:
-            etree.SubElement(root, _XSD + "element", name=tag, type=tag + "Element")
-        schema = etree.XMLSchema(tree)
+        # One thread at a time: a run's workers start reading at the same moment, and
+        # libxml2's schema parser is not safe to run in several threads at once (seen as
+        # a sporadic XMLSchemaParseError under load).
+        with _schema_lock:
+            tree = etree.parse(SCHEMA_PATH, _parser())
+            root = tree.getroot()
+            for tag in _CHILD_TAGS:
+                etree.SubElement(root, _XSD + "element", name=tag, type=tag + "Element")
+            schema = etree.XMLSchema(tree)
         _schemas.element = schema
     return schema
+
+
+# --------------------------------------------------------------------------- fast checks
+#
+# Validating each element with the XMLSchema costs about 20 µs; most of a large import
+# went there. So each child of the root is first checked against a *compiled* form of the
+# same schema: per kind, the allowed attributes with a check per simple type, the
+# required ones and whether a <Note> child may appear, all generated from jxl.xsd when
+# first needed. The compiled checks are conservative: whatever they accept, the schema
+# accepts (tests/test_exchange_perf.py proves it on a corpus); whatever they do not
+# understand or refuse goes to the XMLSchema, which stays the reference and gives the
+# error message. So the XSD decides every refusal, with the same text as before.
+
+_XML_WS = frozenset(" \t\r\n")
+_LONG_RANGE = (-(2**63), 2**63 - 1)
+# Pattern text the compiler translates to Python's re: literals, classes, groups,
+# quantifiers, and "\-" or "\." escapes. Anything else (\d, \p{..}, ^, $ ...) means
+# "let the XMLSchema decide" for that type.
+_SAFE_PATTERN = re.compile(r"(?:[A-Za-z0-9_.~%:,\[\]{}()?*+| -]|\\[-.])*")
+
+class _Rule(NamedTuple):
+    """The compiled check of one simple type: *match* (an anchored regex's ``match``)
+    must match; *low*/*high* bound the integer value when set."""
+
+    match: Callable[[str], Optional[re.Match[str]]]
+    low: Optional[int] = None
+    high: Optional[int] = None
+
+
+_NEVER = _Rule(re.compile(r"(?!)").match)  # matches nothing: the schema decides
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What one kind of element may carry, compiled from the schema.
+
+    ``attrs`` maps each allowed attribute to its rule (``None``: any text); ``note``
+    says whether one text-only ``<Note>`` child may appear.
+    """
+
+    attrs: Dict[str, Optional[_Rule]]
+    required: FrozenSet[str]
+    note: bool
+
+
+def _compile_simple(node: etree._Element) -> Optional[_Rule]:
+    """The rule of one ``xs:simpleType`` (a restriction of xs:string or xs:long)."""
+    restrictions = node.findall(_XSD + "restriction")
+    if len(restrictions) != 1 or len(node) != 1:
+        return _NEVER
+    restriction = restrictions[0]
+    base = restriction.get("base")
+    patterns: List[str] = []
+    min_length: Optional[int] = None
+    low: Optional[int] = None
+    values: List[str] = []
+    for facet in restriction:
+        if not isinstance(facet.tag, str):
+            continue  # a comment
+        name = facet.tag[len(_XSD):] if facet.tag.startswith(_XSD) else ""
+        value = str(facet.get("value", ""))
+        if name == "pattern" and _SAFE_PATTERN.fullmatch(value):
+            patterns.append(value)
+        elif name == "minLength" and base == "xs:string":
+            min_length = int(value)
+        elif name == "minInclusive" and base == "xs:long":
+            low = int(value)
+        elif name == "enumeration" and base == "xs:string":
+            values.append(re.escape(value))
+        else:
+            return _NEVER  # a facet the compiler does not know: the schema decides
+    # Every facet becomes a lookahead of one anchored regex (several patterns in one
+    # restriction would be alternatives in XSD; requiring all of them is stricter, so
+    # still safe).
+    parts = [rf"(?=(?:{p})\Z)" for p in patterns]
+    if base == "xs:long":
+        # Up to 18 digits always fit a long; longer numbers (and white space, which
+        # xs:long would collapse) are left to the schema.
+        parts.append(r"(?=[+-]?[0-9]{1,18}\Z)")
+        return _Rule(re.compile("".join(parts)).match, low, None)
+    if base != "xs:string":
+        return _NEVER
+    if min_length is not None:
+        parts.append(rf"(?=.{{{min_length},}}\Z)")
+    if values:
+        parts.append(rf"(?=(?:{'|'.join(values)})\Z)")
+    if not parts:
+        return None  # any text
+    return _Rule(re.compile("".join(parts), re.DOTALL).match)
+
+
+def _compile_shapes(path: str = SCHEMA_PATH) -> Dict[str, _Shape]:
+    """Compile the schema's root children into :class:`_Shape` s (see above)."""
+    root = etree.parse(path, _parser()).getroot()
+    simple: Dict[str, Optional[_Rule]] = {"xs:string": None}
+    for node in root.iterfind(_XSD + "simpleType"):
+        simple[str(node.get("name"))] = _compile_simple(node)
+    groups = {str(g.get("name")): g for g in root.iterfind(_XSD + "attributeGroup")}
+
+    def attributes(
+        holder: etree._Element, attrs: Dict[str, Optional[_Rule]], required: List[str]
+    ) -> bool:
+        for item in holder:
+            if not isinstance(item.tag, str):
+                continue
+            if item.tag == _XSD + "attribute":
+                name, type_name = str(item.get("name")), str(item.get("type"))
+                attrs[name] = simple.get(type_name, _NEVER)
+                if item.get("use") == "required":
+                    required.append(name)
+            elif item.tag == _XSD + "attributeGroup" and item.get("ref") in groups:
+                if not attributes(groups[str(item.get("ref"))], attrs, required):
+                    return False
+            elif item.tag != _XSD + "sequence":
+                return False
+        return True
+
+    shapes: Dict[str, _Shape] = {}
+    declared = root.find(f"{_XSD}element[@name='{ROOT}']/{_XSD}complexType/{_XSD}choice")
+    for element in [] if declared is None else declared.iterfind(_XSD + "element"):
+        tag, type_name = str(element.get("name")), str(element.get("type"))
+        complex_type = root.find(f"{_XSD}complexType[@name='{type_name}']")
+        if complex_type is None or complex_type.get("mixed") not in (None, "false"):
+            continue
+        attrs: Dict[str, Optional[_Rule]] = {}
+        required: List[str] = []
+        if not attributes(complex_type, attrs, required):
+            continue
+        sequence = complex_type.findall(_XSD + "sequence")
+        note = False
+        if sequence:
+            items = [i for i in sequence[0] if isinstance(i.tag, str)]
+            if (
+                len(sequence) != 1
+                or len(items) != 1
+                or items[0].get("name") != NOTE
+                or items[0].get("type") != "xs:string"
+                or items[0].get("minOccurs") != "0"
+                or items[0].get("maxOccurs") not in (None, "1")
+            ):
+                continue
+            note = True
+        shapes[tag] = _Shape(attrs, frozenset(required), note)
+    return shapes
+
+
+_shapes: Optional[Dict[str, _Shape]] = None
+
+
+def _fast_shapes() -> Dict[str, _Shape]:
+    global _shapes
+    if _shapes is None:
+        with _schema_lock:
+            if _shapes is None:
+                _shapes = _compile_shapes()
+    return _shapes
+
+
+def _fast_valid(node: etree._Element, attrs: Dict[str, str], shape: _Shape) -> bool:
+    """True only when the schema would accept *node* (whose attributes are *attrs*)."""
+    if node.text is not None:
+        return False
+    rules = shape.attrs
+    for name, value in attrs.items():
+        rule = rules.get(name, _NEVER)
+        if rule is None:
+            continue
+        if rule.match(value) is None:
+            return False
+        if rule.low is not None and int(value) < rule.low:
+            return False
+    if not shape.required.issubset(attrs):
+        return False
+    count = len(node)
+    if count == 0:
+        return True
+    if count != 1 or not shape.note:
+        return False
+    child = node[0]
+    return (
+        child.tag == NOTE
+        and len(child) == 0
+        and not child.attrib
+        and child.tail is None
+    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -408,6 +641,7 @@ class DocumentReader:
         try:
             stream = self._open(source)
             self._schema = _element_schema()
+            self._shapes = _fast_shapes()
             # Every safety option is passed explicitly: lxml 4.x resolves entities by
             # default (and iterparse does until 6.1).
             self._events = etree.iterparse(
@@ -571,48 +805,53 @@ class DocumentReader:
         line = _line(node)
         if tag not in _CHILD_TAGS:
             raise ExchangeFormatError(f"unexpected element <{tag}>", line, tag)
-        try:
-            valid = self._schema.validate(node)
-        except etree.LxmlError as exc:  # e.g. an unresolved entity reference inside
-            raise ExchangeFormatError(f"cannot validate: {exc}", line, tag) from exc
+        # lxml-stubs type attribute names and values as str | bytes; lxml gives str.
+        attrib: Dict[str, str] = dict(node.items())  # type: ignore[arg-type]
+        shape = self._shapes.get(tag)
+        if shape is not None and _fast_valid(node, attrib, shape):
+            valid = True  # what the compiled checks accept, the schema accepts
+        else:
+            try:
+                valid = self._schema.validate(node)
+            except etree.LxmlError as exc:  # e.g. an unresolved entity reference inside
+                raise ExchangeFormatError(f"cannot validate: {exc}", line, tag) from exc
         if not valid:
             message, error_line = self._schema_error()
             match = _ELEMENT_RE.match(message)  # names the inner element when it failed
             if not error_line or error_line >= 65535:  # libxml2 caps validation lines
                 error_line = line
             raise ExchangeFormatError(message, error_line, match.group(1) if match else tag)
-        attrib = node.attrib
-        vv_text = str(attrib["vv"])
+        vv_text = attrib["vv"]
         try:
             vv = vv_from_text(vv_text)
         except ValueError as exc:
             raise ExchangeFormatError(f"invalid vv {vv_text!r}: {exc}", line, tag) from None
-        local_id = int(attrib["id"]) if "id" in attrib else None
+        guid = attrib.pop("guid")
+        local_id_text = attrib.pop("id", None)
+        local_id = int(local_id_text) if local_id_text is not None else None
+        del attrib["vv"]
+        modified = int(attrib.pop("modified"))
+        origin = attrib.pop("origin")
         if tag == DELETED:
             return Element(
-                kind=str(attrib["kind"]),
-                guid=str(attrib["guid"]),
+                kind=attrib["kind"],
+                guid=guid,
                 vv=vv,
-                modified=int(attrib["modified"]),
-                origin=str(attrib["origin"]),
+                modified=modified,
+                origin=origin,
                 fields={},
                 deleted=True,
                 local_id=local_id,
             )
-        fields = {
-            str(name): str(value)
-            for name, value in attrib.items()
-            if name not in _VERSION_ATTRS
-        }
-        for child in node:  # only <Note>, in a <Job> (the schema said so)
-            fields["notes"] = child.text or ""
+        if len(node):  # only <Note>, in a <Job> (the schema said so)
+            attrib["notes"] = node[0].text or ""
         return Element(
             kind=tag,
-            guid=str(attrib["guid"]),
+            guid=guid,
             vv=vv,
-            modified=int(attrib["modified"]),
-            origin=str(attrib["origin"]),
-            fields=fields,
+            modified=modified,
+            origin=origin,
+            fields=attrib,
             deleted=False,
             local_id=local_id,
         )
