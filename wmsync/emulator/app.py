@@ -50,16 +50,36 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _CHUNK = 1024 * 1024
 
 
+FAULT_KINDS = (
+    "latency", "stall", "error", "http500", "drop", "html", "truncate", "wrongtype",
+)
+_AFTER_KINDS = ("truncate", "wrongtype")  # applied to the real answer
+_FAULT_KEY = "wmsync.emulator.fault"
+_HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>Error</title></head><body><h1>Service "
+    "unavailable</h1><p>The server encountered an error (injected).</p></body></html>"
+)
+
+
 @dataclass
 class Fault:
     """An injected failure for reliability tests.
 
     :ivar path: regular expression searched in the lower-case path below the root
         (e.g. ``"replication/import"``; ``""`` matches every request).
-    :ivar kind: ``"latency"`` (sleep ``seconds``, then answer), ``"error"`` (a 500
-        envelope), ``"http500"`` (HTTP status 500 with a plain body) or ``"drop"``
-        (close the connection without an answer).
+    :ivar kind: ``"latency"`` (sleep ``seconds``, then answer), ``"stall"`` (wait
+        ``seconds``, then close the connection: the request is never carried out, as a
+        client killed while it waits sees it), ``"error"`` (a 500 envelope),
+        ``"http500"`` (HTTP status 500 with a plain body), ``"drop"``
+        (close the connection without an answer), ``"html"`` (an HTML error page with
+        HTTP ``status``, as a proxy or a login portal answers), ``"truncate"`` (the real
+        answer, cut in half under its full ``Content-Length``, then the connection is
+        closed) or ``"wrongtype"`` (the real answer labelled ``content_type``).
     :ivar times: how many matching requests it hits (``None``: all).
+    :ivar status: the HTTP status of an ``"html"`` page.
+    :ivar content_type: the label a ``"wrongtype"`` answer gets.
+
+    :meth:`release` ends the waits of ``latency`` and ``stall`` early (tests).
     """
 
     path: str
@@ -67,11 +87,18 @@ class Fault:
     seconds: float = 0.0
     times: Optional[int] = None
     hits: int = 0
+    status: int = 200
+    content_type: str = "application/octet-stream"
 
     def __post_init__(self) -> None:
-        if self.kind not in ("latency", "error", "http500", "drop"):
+        if self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}")
         self._pattern = re.compile(self.path)
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """Wake every request waiting in this fault now (and skip later waits)."""
+        self._released.set()
 
 
 @dataclass
@@ -265,6 +292,9 @@ class WMServerApp:
             response = self.dispatch(request)
         finally:
             request.close()  # uploaded file parts
+        fault = environ.get(_FAULT_KEY)
+        if fault is not None:
+            response = self._alter(fault, response)
         return response(environ, start_response)
 
     def dispatch(self, request: Request) -> Response:
@@ -366,13 +396,19 @@ class WMServerApp:
 
     @staticmethod
     def _inject(fault: Fault, request: Request) -> Optional[Response]:
-        if fault.kind == "latency":
-            time.sleep(fault.seconds)
+        if fault.kind in ("latency", "stall"):
+            fault._released.wait(fault.seconds)
+            if fault.kind == "latency":
+                return None
+        if fault.kind in _AFTER_KINDS:  # see __call__ and _alter
+            request.environ[_FAULT_KEY] = fault
             return None
         if fault.kind == "error":
             raise ServerFault("Injected fault")
         if fault.kind == "http500":
             return Response("Injected fault", status=500, mimetype="text/plain")
+        if fault.kind == "html":
+            return Response(_HTML_PAGE, status=fault.status, mimetype="text/html")
         sock = request.environ.get("werkzeug.socket")
         if sock is not None:
             try:
@@ -380,6 +416,22 @@ class WMServerApp:
             except OSError:
                 pass
         return Response(b"", status=500)
+
+    @staticmethod
+    def _alter(fault: Fault, response: Response) -> Response:
+        """Apply a fault that changes the real answer (``truncate``, ``wrongtype``)."""
+        response.direct_passthrough = False  # streamed exports: read them whole
+        try:
+            body = response.get_data()
+        finally:
+            response.close()
+        if fault.kind == "wrongtype":
+            return Response(body, status=response.status_code, content_type=fault.content_type)
+        cut = Response(body[: len(body) // 2], status=response.status_code,
+                       content_type=response.content_type)
+        cut.headers["Content-Length"] = str(len(body))  # promises more than it sends
+        cut.headers["Connection"] = "close"
+        return cut
 
     # -- service root and configuration -----------------------------------------------
 

@@ -32,13 +32,14 @@ class _QuietHandler(WSGIRequestHandler):
         pass
 
 
-def root_url(host: str, port: int, repository: str) -> str:
+def root_url(host: str, port: int, repository: str, scheme: str = "http") -> str:
     """The service root URL of *repository* served at *host*:*port*."""
     if host in ("0.0.0.0", "::", ""):  # noqa: S104 - only names the URL to print
         host = "127.0.0.1"
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}/arcgis/rest/services/{quote(repository, safe='')}/WMServer"
+    path = f"/arcgis/rest/services/{quote(repository, safe='')}/WMServer"
+    return f"{scheme}://{host}:{port}{path}"
 
 
 def _wait_ready(host: str, port: int, deadline: float) -> None:
@@ -122,6 +123,7 @@ def _build(
     clock_offset_ms: int,
     quiet: bool,
     options: Any,
+    ssl_context: Any = None,
 ) -> Tuple[BaseWSGIServer, WMServerApp, str]:
     config = EmulatorConfig(
         repository=repository,
@@ -132,8 +134,11 @@ def _build(
     )
     app = create_app(config)
     handler = _QuietHandler if quiet else WSGIRequestHandler
-    server = make_server(host, port, app, threaded=True, request_handler=handler)
-    url = root_url(host, int(server.server_address[1]), repository)
+    server = make_server(
+        host, port, app, threaded=True, request_handler=handler, ssl_context=ssl_context
+    )
+    scheme = "https" if ssl_context is not None else "http"
+    url = root_url(host, int(server.server_address[1]), repository, scheme)
     return server, app, url
 
 
@@ -147,6 +152,7 @@ def start_in_thread(
     clock_offset_ms: int = 0,
     quiet: bool = True,
     ready_timeout: float = READY_TIMEOUT,
+    ssl_context: Any = None,
     **options: Any,
 ) -> RunningEmulator:
     """Serve one repository from a background thread; returns once it accepts requests.
@@ -157,12 +163,14 @@ def start_in_thread(
     :param token: require this token on every request.
     :param clock_offset_ms: skew this repository's clock (tests).
     :param quiet: log no line per request.
+    :param ssl_context: serve HTTPS: an :class:`ssl.SSLContext` or a ``(certfile,
+        keyfile)`` pair (werkzeug's ``ssl_context``); the URL is then ``https://``.
     :param options: further :class:`~wmsync.emulator.app.EmulatorConfig` fields
         (``faults``, ``max_content_length``, ``work_dir`` ...).
     :raises RuntimeError: it did not accept connections within *ready_timeout*.
     """
     server, app, url = _build(
-        repository, db_path, host, port, token, clock_offset_ms, quiet, options
+        repository, db_path, host, port, token, clock_offset_ms, quiet, options, ssl_context
     )
     running = RunningEmulator(server, app, url)
     running._start(ready_timeout)
