@@ -157,8 +157,10 @@ def generate_token(
     if isinstance(payload, Mapping) and isinstance(payload.get("error"), Mapping):
         error = payload["error"]
         code = int(error.get("code") or 400)
-        raise server_error(code if code in (498, 499, 403) else 401,
-                           str(error.get("message") or "token refused"), url=token_url)
+        message = str(error.get("message") or "token refused")
+        if password:  # a service that echoes what it was sent must not leak it through us
+            message = message.replace(password, "***")
+        raise server_error(code if code in (498, 499, 403) else 401, message, url=token_url)
     token = payload.get("token") if isinstance(payload, Mapping) else None
     if not isinstance(token, str) or not token:
         raise AuthenticationError(401, "the token service gave no token", url=token_url)
