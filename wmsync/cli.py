@@ -138,9 +138,17 @@ def cmd_sync(args: argparse.Namespace) -> int:
     for line in result.summary_lines():
         print(line)
     if result.status >= 0 and not args.quiet:
-        print("Last Synchronized: " + result.last_sync_text)
+        print("Last Synchronized: " + _printable_table(result.last_sync_rows))
     _write_report(args.report, result.to_dict())
     return _exit_code(result.status)
+
+
+def _printable_table(rows: List[List[str]]) -> str:
+    """The Last Synchronized table for the screen: a token written into a row's URL is
+    shown as ``***`` (DESIGN §7: no printed URL carries a secret)."""
+    from .valuetable import format_rows
+
+    return format_rows([[*row[:2], redact_url(row[2]), *row[3:]] for row in rows])
 
 
 def _exit_code(status: int) -> int:
