@@ -304,6 +304,7 @@ class WMServerClient:
             connect=retries,
             read=retries,
             status=retries,
+            other=0,  # e.g. a failed certificate check: repeating it cannot help
             backoff_factor=backoff,
             status_forcelist=RETRY_STATUSES,
             allowed_methods=frozenset(methods),
