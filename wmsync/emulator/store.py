@@ -118,6 +118,13 @@ _KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumera
 _KIND_ORDER += f" ELSE {len(KINDS)} END"
 
 _COLUMNS = "guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen"
+_UPSERT = (
+    f"INSERT INTO elements ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (guid) DO UPDATE SET kind = excluded.kind, "
+    "local_id = excluded.local_id, fields = excluded.fields, vv = excluded.vv, "
+    "modified = excluded.modified, origin = excluded.origin, "
+    "deleted = excluded.deleted, via = excluded.via, gen = excluded.gen"
+)
 
 
 class StoreError(Exception):
@@ -132,8 +139,15 @@ class WrongRepository(StoreError, ValueError):
     """The database file belongs to another repository."""
 
 
+# One encoder for every row: json.dumps with these options builds a new one per call.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+#: Incoming versions an import looks up and writes at once (one SELECT ... IN, one
+#: executemany), instead of one query and one INSERT per element.
+IMPORT_BATCH = 500
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 @dataclass(frozen=True)
@@ -252,6 +266,11 @@ class Session:
         self.conn = conn
         self.writable = writable
         self._gen: Optional[int] = None
+        # While an import applies a batch: the versions its GUIDs have here (``None``:
+        # absent), the (kind, id) pairs taken, and the rows written but not yet flushed.
+        self._batch_current: Optional[Dict[str, Optional[StoredElement]]] = None
+        self._batch_ids: Optional[set[Tuple[str, int]]] = None
+        self._pending: List[Tuple[Any, ...]] = []
 
     @property
     def repository(self) -> str:
@@ -382,6 +401,8 @@ class Session:
     # -- local ids --------------------------------------------------------------------
 
     def id_taken(self, kind: str, local_id: int) -> bool:
+        if self._batch_ids is not None:
+            return (kind, local_id) in self._batch_ids
         row = self.conn.execute(
             "SELECT 1 FROM elements WHERE kind = ? AND local_id = ?", (kind, local_id)
         ).fetchone()
@@ -403,6 +424,7 @@ class Session:
         ``jobIdStart``/``jobIdBlock``); without a block, or when it is used up, the next
         id after the largest one held.
         """
+        self._flush()  # rows an import has not written yet hold ids too
         if kind == "Job":
             own = self.node(self.repository)
             if own is not None and own.job_id_start is not None and own.job_id_block:
@@ -420,26 +442,32 @@ class Session:
         transaction's generation; returns the generation."""
         gen = self.new_generation()
         fields = {} if element.deleted else dict(element.fields)
-        self.conn.execute(
-            f"INSERT INTO elements ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (guid) DO UPDATE SET kind = excluded.kind, "
-            "local_id = excluded.local_id, fields = excluded.fields, vv = excluded.vv, "
-            "modified = excluded.modified, origin = excluded.origin, "
-            "deleted = excluded.deleted, via = excluded.via, gen = excluded.gen",
-            (
-                element.guid,
-                element.kind,
-                element.local_id,
-                _dumps(fields),
-                _dumps(dict(element.vv)),
-                element.modified,
-                element.origin,
-                1 if element.deleted else 0,
-                via,
-                gen,
-            ),
+        row = (
+            element.guid,
+            element.kind,
+            element.local_id,
+            _dumps(fields),
+            _dumps(dict(element.vv)),
+            element.modified,
+            element.origin,
+            1 if element.deleted else 0,
+            via,
+            gen,
         )
+        if self._batch_current is not None:  # an import's batch: written at its end
+            self._batch_current[element.guid] = StoredElement(element, via, gen)
+            if self._batch_ids is not None and element.local_id is not None:
+                self._batch_ids.add((element.kind, element.local_id))
+            self._pending.append(row)
+        else:
+            self.conn.execute(_UPSERT, row)
         return gen
+
+    def _flush(self) -> None:
+        """Write the rows an import's batch has kept back."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self.conn.executemany(_UPSERT, rows)
 
     def edit(
         self,
@@ -516,8 +544,13 @@ class Session:
         result = ImportResult(import_time=self.store.now_ms())
         touched_job_types: List[str] = []
         changed_refs: Dict[str, Element] = {}
+        batch: List[Element] = []
         for incoming in elements:
-            self._apply_one(incoming, sender, result, touched_job_types, changed_refs)
+            batch.append(incoming)
+            if len(batch) >= IMPORT_BATCH:
+                self._apply_batch(batch, sender, result, touched_job_types, changed_refs)
+                batch = []
+        self._apply_batch(batch, sender, result, touched_job_types, changed_refs)
         if touched_job_types and self._is_parent():
             self._rename_duplicates(touched_job_types, result)
         known: Dict[str, Optional[str]] = {}
@@ -525,6 +558,47 @@ class Session:
             self._check_references(element, result, known)
         result.generation = self.generation()
         return result
+
+    def _apply_batch(
+        self,
+        batch: List[Element],
+        sender: str,
+        result: ImportResult,
+        touched_job_types: List[str],
+        changed_refs: Dict[str, Element],
+    ) -> None:
+        """Apply versions in order, reading what they need in two queries and writing
+        them in one ``executemany``; the same answer as applying them one by one."""
+        if not batch:
+            return
+        guids = list({e.guid for e in batch})
+        marks = ", ".join("?" * len(guids))
+        current: Dict[str, Optional[StoredElement]] = dict.fromkeys(guids)
+        for row in self.conn.execute(
+            f"SELECT {_COLUMNS} FROM elements WHERE guid IN ({marks})", guids
+        ):
+            current[row[0]] = self._row(row)
+        wanted: Dict[str, List[int]] = {}
+        for e in batch:  # ids that new elements bring: are they taken here?
+            if e.local_id is not None and current.get(e.guid) is None:
+                wanted.setdefault(e.kind, []).append(e.local_id)
+        taken: set[Tuple[str, int]] = set()
+        for kind, ids in wanted.items():
+            marks = ", ".join("?" * len(ids))
+            taken.update(
+                (kind, int(row[0])) for row in self.conn.execute(
+                    f"SELECT local_id FROM elements WHERE kind = ? AND local_id IN ({marks})",
+                    [kind, *ids],
+                )
+            )
+        self._batch_current, self._batch_ids = current, taken
+        try:
+            for incoming in batch:
+                self._apply_one(incoming, sender, result, touched_job_types, changed_refs)
+            self._flush()
+        finally:
+            self._batch_current = self._batch_ids = None
+            self._pending = []
 
     def _apply_one(
         self,
@@ -534,7 +608,8 @@ class Session:
         touched_job_types: List[str],
         changed_refs: Dict[str, Element],
     ) -> None:
-        current = self.get(incoming.guid)
+        batch = self._batch_current
+        current = batch[incoming.guid] if batch is not None else self.get(incoming.guid)
         if current is not None and current.kind != incoming.kind:
             raise ImportRefused(
                 f"element {incoming.guid} is a {incoming.kind} in the document "
@@ -567,7 +642,8 @@ class Session:
                         "to": local_id,
                     }
                 )
-        version = replace(version, local_id=local_id)
+        if version.local_id != local_id:
+            version = replace(version, local_id=local_id)
         via = "" if decision.local else sender
         if (
             current is not None
@@ -977,11 +1053,11 @@ class Store:
         :raises ImportRefused: the document cannot be applied; nothing changed.
         """
         limit = exchange.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-        header, _count = exchange.validate_file(os.fspath(path), max_bytes=limit)
-        with self.atomic() as session, exchange.read_document(
-            os.fspath(path), max_bytes=limit
-        ) as reader:
-            return session.apply(reader, header.repository)
+        # One pass: every element is validated as it is read, and an invalid one raises
+        # inside the transaction, which then rolls back: nothing changed, as before.
+        with exchange.read_document(os.fspath(path), max_bytes=limit) as reader:
+            with self.atomic() as session:
+                return session.apply(reader, reader.header.repository)
 
     def export(
         self,
