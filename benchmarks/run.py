@@ -1,0 +1,354 @@
+"""The benchmark runner: ``python -m benchmarks [--long] [--only NAME] [--smoke]``.
+
+Scenarios (issue 6, docs/performance.md):
+
+- ``incremental``: repositories of 10^4 and 10^5 jobs (10^6 with ``--long``), three
+  children, 100 changes per child; the time and bytes ratios largest/smallest, and our
+  run as a fraction of a naive full replicate (``full=True``: export everything, import
+  everything) of the same cluster. Its first run registers the cluster: the first full
+  synchronization of the parent's jobs to the three children, which is scenario
+  ``first_full_sync`` at 10^5 jobs. The client's peak RSS of those first runs, whose
+  exchange documents hold all the jobs, is scenario ``memory``.
+- ``no_change``: a run with nothing to move, three children (the fixed cost of a run).
+- ``parallel``: one child vs eight children with 100 changes each.
+- ``emulator_import``: the emulator's import of a document of 10^5 new jobs, in jobs/s.
+
+Every synchronization runs in a fresh client process (``benchmarks.client_run``), the
+emulators each in a process of their own, all on 127.0.0.1. Timed runs are repeated and
+the fastest kept (the machine is shared and noisy); ratios are within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional
+
+import lxml.etree
+
+from wmsync.emulator.store import Store
+
+from .cluster import ROOT, Cluster
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CHILDREN = 3
+CHANGES = 100
+REPEATS = 3
+SYNC_TIMEOUT = 1800.0
+
+SCENARIOS = ("incremental", "no_change", "parallel", "emulator_import")
+
+
+class Mode:
+    """Sizes of one benchmark run."""
+
+    def __init__(self, name: str, sizes: List[int], changes: int, parallel_jobs: int,
+                 import_jobs: int, repeats: int, parallel_children: int = 8) -> None:
+        self.name = name
+        self.sizes = sizes
+        self.changes = changes
+        self.parallel_jobs = parallel_jobs
+        self.parallel_children = parallel_children
+        self.import_jobs = import_jobs
+        self.repeats = repeats
+
+
+MODES = {
+    "default": Mode("default", [10_000, 100_000], CHANGES, 1_000, 100_000, REPEATS),
+    "long": Mode("long", [10_000, 100_000, 1_000_000], CHANGES, 1_000, 100_000, REPEATS),
+    "smoke": Mode("smoke", [100, 200], 10, 50, 200, 1, parallel_children=2),
+}
+
+
+def sync(cluster: Cluster, *, names: Optional[List[str]] = None, full: bool = False,
+         max_workers: int = 4) -> Dict[str, Any]:
+    """One synchronization in a fresh client process; its figures."""
+    spec = {
+        "parent_url": cluster.parent_url,
+        "parent_name": cluster.parent_name,
+        "children": cluster.table(names),
+        "full": full,
+        "max_workers": max_workers,
+    }
+    env = dict(os.environ)
+    for key in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", "ALL_PROXY"):
+        env.pop(key, None)
+    env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.client_run", json.dumps(spec)],
+        capture_output=True, timeout=SYNC_TIMEOUT, cwd=str(ROOT), env=env, check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"client run failed: {done.stderr.decode()[-2000:]}")
+    figures: Dict[str, Any] = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    if figures["status"] != 0:
+        raise RuntimeError(f"synchronization failed: {figures}\n{done.stderr.decode()[-3000:]}")
+    figures["bytes_moved"] = figures["bytes_sent"] + figures["bytes_received"]
+    return figures
+
+
+def entry(name: str, jobs: int, changes: int, children: int, figures: Dict[str, Any],
+          **extra: Any) -> Dict[str, Any]:
+    """One scenario's record with every field the results promise."""
+    record = {
+        "scenario": name,
+        "jobs_per_repository": jobs,
+        "changes": changes,
+        "children": children,
+        "wall_s": figures["wall_s"],
+        "bytes_moved": figures["bytes_moved"],
+        "requests": figures["requests"],
+        "client_peak_rss_mb": figures["client_peak_rss_mb"],
+        "elements_moved": figures.get("sent", 0) + figures.get("received", 0),
+    }
+    record.update(extra)
+    return record
+
+
+def fastest(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    best = dict(min(runs, key=lambda r: r["wall_s"]))
+    best["all_wall_s"] = [r["wall_s"] for r in runs]
+    return best
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def run_incremental(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
+    for jobs in mode.sizes:
+        with Cluster(workdir, f"incremental-{jobs}", CHILDREN) as cluster:
+            log(f"incremental {jobs}: bulk loading the parent")
+            cluster.stores[cluster.parent_name].bulk_insert_jobs(jobs)
+            cluster.start()
+            log(f"incremental {jobs}: first full synchronization to {CHILDREN} children")
+            first = sync(cluster)
+            out.append(entry("first_full_sync", jobs, jobs, CHILDREN, first))
+            out.append(entry("memory", jobs, jobs, CHILDREN, first,
+                             note="client peak RSS of the first full synchronization"))
+            runs = []
+            for round_no in range(mode.repeats):
+                for name in cluster.child_names:
+                    cluster.edit(name, mode.changes, f"round {round_no} {jobs}")
+                runs.append(sync(cluster))
+            best = fastest(runs)
+            log(f"incremental {jobs}: {best['all_wall_s']}")
+            if jobs == mode.sizes[0]:
+                quiet = fastest([sync(cluster) for _ in range(mode.repeats)])
+                log(f"no change: {quiet['all_wall_s']}")
+                out.append(entry("no_change", jobs, 0, CHILDREN, quiet,
+                                 all_wall_s=quiet["all_wall_s"]))
+            log(f"incremental {jobs}: naive full replicate (full=True)")
+            naive = sync(cluster, full=True)
+            out.append(entry("naive_full_replicate", jobs, jobs, CHILDREN, naive))
+            out.append(entry(
+                "incremental", jobs, mode.changes * CHILDREN, CHILDREN, best,
+                all_wall_s=best["all_wall_s"],
+                fraction_of_naive=round(best["wall_s"] / naive["wall_s"], 4),
+            ))
+
+
+def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
+    many = mode.parallel_children
+    with Cluster(workdir, "parallel", many) as cluster:
+        cluster.stores[cluster.parent_name].bulk_insert_jobs(mode.parallel_jobs)
+        cluster.start()
+        log(f"parallel: registering {many} children")
+        sync(cluster, max_workers=many)
+        # The order keeps every round's window exact: the rounds with every child first
+        # (all in step afterwards), then those with Child1 alone.
+        one, all_of_them, push_one, push_all = [], [], [], []
+        for round_no in range(mode.repeats):
+            for name in cluster.child_names:
+                cluster.edit(name, mode.changes, f"all {round_no}")
+            all_of_them.append(sync(cluster, max_workers=many))
+        for round_no in range(mode.repeats):  # the same parent changes to every child
+            cluster.edit(cluster.parent_name, mode.changes, f"push all {round_no}")
+            push_all.append(sync(cluster, max_workers=many))
+        for round_no in range(mode.repeats):
+            cluster.edit(cluster.parent_name, mode.changes, f"push one {round_no}")
+            push_one.append(sync(cluster, names=["Child1"], max_workers=many))
+        for round_no in range(mode.repeats):
+            cluster.edit("Child1", mode.changes, f"one {round_no}")
+            one.append(sync(cluster, names=["Child1"], max_workers=many))
+        best_one, best_many = fastest(one), fastest(all_of_them)
+        best_push_one, best_push_all = fastest(push_one), fastest(push_all)
+        log(f"parallel: 1 child {best_one['all_wall_s']}, {many} children "
+            f"{best_many['all_wall_s']}; parent changes to 1 child "
+            f"{best_push_one['all_wall_s']}, to {many} {best_push_all['all_wall_s']}")
+        jobs = mode.parallel_jobs
+        out.append(entry("parallel_1_child", jobs, mode.changes, 1, best_one,
+                         all_wall_s=best_one["all_wall_s"],
+                         note="the child's own changes"))
+        out.append(entry("parallel_many_children", jobs, mode.changes * many, many, best_many,
+                         all_wall_s=best_many["all_wall_s"],
+                         note="each child's own changes: each also receives the others'"))
+        out.append(entry("parallel_push_1_child", jobs, mode.changes, 1, best_push_one,
+                         all_wall_s=best_push_one["all_wall_s"],
+                         note="the parent's changes to one child"))
+        out.append(entry("parallel_push_many_children", jobs, mode.changes, many,
+                         best_push_all, all_wall_s=best_push_all["all_wall_s"],
+                         note="the same parent changes to every child"))
+
+
+def run_emulator_import(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
+    """The emulator's import (Store.import_file, what replication/import runs), in process."""
+    folder = workdir / "import"
+    source = Store(folder / "source.sqlite", "Source")
+    source.bulk_insert_jobs(mode.import_jobs)
+    info = source.export(folder)
+    target = Store(folder / "target.sqlite", "Target")
+    started = time.perf_counter()
+    result = target.import_file(info.path)
+    added = time.perf_counter() - started
+    started = time.perf_counter()
+    again = target.import_file(info.path)
+    unchanged = time.perf_counter() - started
+    assert result.added == mode.import_jobs and again.unchanged == info.count
+    log(f"emulator import: {mode.import_jobs / added:.0f} jobs/s new, "
+        f"{mode.import_jobs / unchanged:.0f} jobs/s unchanged")
+    out.append({
+        "scenario": "emulator_import",
+        "jobs_per_repository": mode.import_jobs,
+        "changes": mode.import_jobs,
+        "children": 0,
+        "wall_s": round(added, 4),
+        "bytes_moved": os.path.getsize(info.path),
+        "requests": 0,
+        "client_peak_rss_mb": None,
+        "jobs_per_s": round(mode.import_jobs / added),
+        "reimport_wall_s": round(unchanged, 4),
+        "reimport_jobs_per_s": round(mode.import_jobs / unchanged),
+        "note": "in process: Store.import_file, the code replication/import runs",
+    })
+
+
+RUNNERS: Dict[str, Callable[[Mode, Path, List[Dict[str, Any]]], None]] = {
+    "incremental": run_incremental,
+    "no_change": run_incremental,  # measured on the smallest incremental cluster
+    "parallel": run_parallel,
+    "emulator_import": run_emulator_import,
+}
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _find(records: List[Dict[str, Any]], scenario: str, jobs: Optional[int] = None
+          ) -> Optional[Dict[str, Any]]:
+    for record in records:
+        if record["scenario"] == scenario and (jobs is None
+                                               or record["jobs_per_repository"] == jobs):
+            return record
+    return None
+
+
+def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Ratios and targets (issue 6) from the records of this run."""
+    small, large = mode.sizes[0], mode.sizes[-1]
+    ratios: Dict[str, Any] = {}
+    targets: List[Dict[str, Any]] = []
+
+    def target(name: str, value: Optional[float], limit: float, below: bool = True) -> None:
+        if value is None:
+            return
+        met = value <= limit if below else value >= limit
+        targets.append({"target": name, "value": value, "limit": limit, "met": met})
+
+    inc_s, inc_l = _find(records, "incremental", small), _find(records, "incremental", large)
+    if inc_s and inc_l:
+        ratios["incremental_time_ratio"] = round(inc_l["wall_s"] / inc_s["wall_s"], 3)
+        ratios["incremental_bytes_ratio"] = round(inc_l["bytes_moved"] / inc_s["bytes_moved"], 3)
+        ratios["incremental_fraction_of_naive"] = inc_l["fraction_of_naive"]
+        target(f"(a) time ratio {large}/{small}", ratios["incremental_time_ratio"], 1.5)
+        target(f"(a) bytes ratio {large}/{small}", ratios["incremental_bytes_ratio"], 1.1)
+        target(f"(a) incremental at {large} as a fraction of naive",
+               ratios["incremental_fraction_of_naive"], 0.05)
+    first = _find(records, "first_full_sync", 100_000 if 100_000 in mode.sizes else large)
+    if first:
+        target(f"(b) first full sync of {first['jobs_per_repository']} jobs to 3 children, s",
+               first["wall_s"], 60.0)
+    imported = _find(records, "emulator_import")
+    if imported:
+        target("(b) emulator import, jobs/s", imported["jobs_per_s"], 20_000, below=False)
+    quiet = _find(records, "no_change")
+    if quiet:
+        target("(c) no-change run of 3 children, s", quiet["wall_s"], 0.3)
+    one, many = _find(records, "parallel_1_child"), _find(records, "parallel_many_children")
+    if one and many:
+        count = many["children"]
+        ratios[f"parallel_wall_ratio_{count}_to_1"] = round(many["wall_s"] / one["wall_s"], 3)
+        ratios["parallel_wall_per_child_ratio"] = round(
+            many["wall_s"] / count / one["wall_s"], 3)
+    one, many = (_find(records, "parallel_push_1_child"),
+                 _find(records, "parallel_push_many_children"))
+    if one and many:
+        ratios[f"parallel_push_wall_ratio_{many['children']}_to_1"] = round(
+            many["wall_s"] / one["wall_s"], 3)
+    mem_s, mem_l = _find(records, "memory", small), _find(records, "memory", large)
+    if mem_s and mem_l:
+        ratios["memory_rss_ratio"] = round(
+            mem_l["client_peak_rss_mb"] / mem_s["client_peak_rss_mb"], 3)
+        target(f"(e) client peak RSS ratio {large}/{small}", ratios["memory_rss_ratio"], 1.3)
+        target("(e) client peak RSS, MB", mem_l["client_peak_rss_mb"], 150.0)
+    return {"ratios": ratios, "targets": targets}
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--long", action="store_true", help="add 10^6 jobs (slow)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): a check")
+    parser.add_argument("--only", choices=SCENARIOS, action="append",
+                        help="run only this scenario (repeatable)")
+    parser.add_argument("--output", default=None, help="JSON file (default: "
+                        "benchmarks/results/latest.json; smoke: results/smoke.json)")
+    args = parser.parse_args(argv)
+    mode = MODES["smoke" if args.smoke else "long" if args.long else "default"]
+    output = Path(args.output) if args.output else RESULTS / (
+        "smoke.json" if args.smoke else "latest.json")
+    wanted = args.only or list(SCENARIOS)
+    started = time.perf_counter()
+    records: List[Dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="wmsync-bench-") as tmp:
+        done = set()
+        for name in wanted:
+            runner = RUNNERS[name]
+            if runner in done:
+                continue
+            done.add(runner)
+            runner(mode, Path(tmp), records)
+    document = {
+        "meta": {
+            "mode": mode.name,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "runtime_s": round(time.perf_counter() - started, 1),
+            "python": platform.python_version(),
+            "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
+            "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)),
+            "sqlite": sqlite3.sqlite_version,
+            "cpus": os.cpu_count(),
+            "machine": platform.machine(),
+            "scenarios_run": wanted,
+        },
+        "scenarios": records,
+        **summarize(mode, records),
+    }
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    for item in document["targets"]:
+        log(f"{'MET ' if item['met'] else 'MISS'} {item['target']}: {item['value']} "
+            f"(limit {item['limit']})")
+    log(f"wrote {output} in {document['meta']['runtime_s']} s")
+    return 0
