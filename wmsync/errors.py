@@ -75,6 +75,7 @@ class ExchangeFormatError(WMSyncError, ValueError):
     """An exchange document is not valid; names the line and element where it failed."""
 
     def __init__(self, message: str, line: Optional[int] = None, element: Optional[str] = None):
+        self.reason = message  # without the location (which ``line``/``element`` hold)
         self.line = line
         self.element = element
         where = []

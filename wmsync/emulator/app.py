@@ -1020,7 +1020,10 @@ class WMServerApp:
                     details.append(f"line {error.line}")
                 if error.element:
                     details.append(f"element {error.element}")
-                raise BadRequest(f"Invalid exchange document: {error}", details) from None
+                # the location goes in the details only (it was shown twice)
+                raise BadRequest(
+                    f"Invalid exchange document: {error.reason}", details
+                ) from None
             except ImportRefused as error:
                 raise BadRequest(f"Document refused: {error}") from None
         finally:
