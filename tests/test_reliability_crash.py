@@ -52,20 +52,29 @@ def stored_names(server):
 
 
 # boundary -> (server, faults in order: the last one stalls, the ones before pass requests
-# through), extra CLI arguments, and a check of what had happened when the kill came
+# through), extra CLI arguments. One worker where the order of the children matters: with
+# more, the kill may also catch the other child between the two node-row writes of its
+# pull's commit (see the last boundary).
+ONE = ["--max-workers", "1"]
 BOUNDARIES = {
     # the parent has imported Ohio's changes; Ohio's watermark update waits
     "pull import committed, watermark not": ("Ohio", [("replication/nodes/update", None)],
-                                            []),
+                                            ONE),
     # every pull committed; the push's export on the parent waits
     "between pull and push": ("Parent", [("replication/export$", None)], []),
     # one worker: parent node updates 1-2 are the pulls' commits, 3 is Ohio's push commit
     "push import committed, watermark not": (
         "Parent", [("replication/nodes/update", 2), ("replication/nodes/update", None)],
-        ["--max-workers", "1"]),
+        ONE),
     # Ohio's import is being uploaded when the process dies
     "during the push import": ("Ohio", [("replication/import", None)], []),
+    # Ohio's watermark and new syncId are written, the parent's copy of the syncId is not:
+    # the pair's rows disagree, so the next run makes a full exchange with Ohio (DESIGN
+    # section 4: watermarks are trusted only when both syncIds match) -- costlier, safe.
+    "between the two node rows of a pull's commit": (
+        "Parent", [("replication/nodes/update", None)], ONE),
 }
+FULL_NEXT = {"between the two node rows of a pull's commit": {"Ohio"}}
 
 
 @pytest.mark.parametrize("boundary", list(BOUNDARIES))
@@ -109,7 +118,8 @@ def test_sigkill_at_a_phase_boundary_resumes_without_loss(three, tmp_path, bound
     # What had happened when the process died.
     parent_names = stored_names(three.parent)
     ohio_names = stored_names(three.children[0])
-    if boundary == "pull import committed, watermark not":
+    if boundary in ("pull import committed, watermark not",
+                    "between the two node rows of a pull's commit"):
         assert {"ohio 0", "ohio x"} <= parent_names
     if boundary in ("between pull and push", "push import committed, watermark not"):
         assert {"ohio 0", "az 0"} <= parent_names
@@ -126,6 +136,9 @@ def test_sigkill_at_a_phase_boundary_resumes_without_loss(three, tmp_path, bound
     data = json.loads(report.read_text())
     for child in data["children"]:
         assert child["state"] == "synchronized"
+        if child["name"] in FULL_NEXT.get(boundary, ()):
+            assert child["full_exchange"], child
+            continue
         assert not child["full_exchange"], child
         assert child["sent"] <= pull[child["name"]], (child, pull)
         assert child["received"] <= push[child["name"]], (child, push)

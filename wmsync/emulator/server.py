@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from types import FrameType, TracebackType
-from typing import Any, Optional, TextIO, Tuple, Type, Union
+from typing import Any, Dict, Iterator, Optional, TextIO, Tuple, Type, Union
 from urllib.parse import quote
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -114,6 +114,31 @@ class RunningEmulator:
         return f"<RunningEmulator {self.repository} at {self.url}>"
 
 
+def _closing(app: Any) -> Any:
+    """*app*, with every answer closed even when werkzeug's server skips it.
+
+    When a client resets the connection during an answer (a killed or timed-out
+    download), the server's clean-up read raises before it calls the answer's
+    ``close()``, and an export file would stay open. The generator below closes the
+    answer when it is finalized, which happens as soon as the server drops it.
+    """
+
+    def serve(environ: Dict[str, Any], start_response: Any) -> Iterator[bytes]:
+        body = app(environ, start_response)
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from body
+            finally:
+                close = getattr(body, "close", None)
+                if close is not None:
+                    close()
+
+        return chunks()
+
+    return serve
+
+
 def _build(
     repository: str,
     db_path: Union[str, os.PathLike[str]],
@@ -135,7 +160,8 @@ def _build(
     app = create_app(config)
     handler = _QuietHandler if quiet else WSGIRequestHandler
     server = make_server(
-        host, port, app, threaded=True, request_handler=handler, ssl_context=ssl_context
+        host, port, _closing(app), threaded=True, request_handler=handler,
+        ssl_context=ssl_context,
     )
     scheme = "https" if ssl_context is not None else "http"
     url = root_url(host, int(server.server_address[1]), repository, scheme)
