@@ -23,6 +23,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
     parser.add_argument("--token-file", default=None, help="require the token in this file")
     parser.add_argument("--clock-offset-ms", type=int, default=0, help="skew the clock")
+    parser.add_argument("--no-gzip", action="store_true",
+                        help="serve exports uncompressed even to clients that accept gzip")
     args = parser.parse_args(argv)
     token = None
     if args.token_file:
@@ -37,6 +39,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         port=args.port,
         token=token,
         clock_offset_ms=args.clock_offset_ms,
+        gzip_exports=not args.no_gzip,
     )
     return 0
 
