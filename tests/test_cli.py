@@ -151,3 +151,22 @@ def test_demo_converges():
     done = run_cli("demo", timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK: all three repositories hold the same" in done.stdout
+
+
+def test_a_failing_token_service_is_logged_to_the_log_file(three, tmp_path, capsys,
+                                                           monkeypatch):
+    monkeypatch.setenv("WMSYNC_PASSWORD", PLANTED)
+    log_file = tmp_path / "sync.log"
+    code = cli.main(sync_args(three, "--token-url",
+                              "http://127.0.0.1:9/sharing/rest/generateToken",
+                              "--username", "admin", "--log-file", str(log_file), "-vv"))
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "token service" in err
+    logged = log_file.read_text(encoding="utf-8")
+    assert "token service" in logged
+    assert PLANTED not in logged + err
+    import logging
+
+    for handler in logging.getLogger("wmsync").handlers:
+        handler.close()

@@ -453,7 +453,7 @@ def test_http_status_with_envelope_uses_envelope(rsps, client):
 
 @pytest.mark.parametrize("body, content_type, hint", [
     (b"<html><title>IIS</title></html>", "text/html", "is this a WMServer URL"),
-    (b"<?xml version='1.0'?><a/>", "text/plain", "is this a WMServer URL"),
+    (b"<?xml version='1.0'?><a/>", "text/plain", "answered markup (text/plain), not JSON"),
     (b'{"nodes": [', "application/json", "malformed"),
     (b"nodes", "text/plain", "malformed"),
     (b"\xff\xfe\x00", "application/json", "malformed"),
@@ -1004,3 +1004,12 @@ def test_as_token_source():
     assert isinstance(as_token_source(lambda: "x"), CallableToken)
     with pytest.raises(TypeError):
         as_token_source(42)  # type: ignore[arg-type]
+
+
+def test_a_token_service_error_with_an_odd_code_is_still_an_authentication_error(rsps):
+    from wmsync.auth import generate_token
+
+    url = "https://portal.example/sharing/rest/generateToken"
+    rsps.post(url, json={"error": {"code": "Invalid", "message": "bad credentials"}})
+    with pytest.raises(errors.AuthenticationError, match="bad credentials"):
+        generate_token(url, "admin", "pw")

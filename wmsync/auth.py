@@ -156,7 +156,8 @@ def generate_token(
         raise failure
     if isinstance(payload, Mapping) and isinstance(payload.get("error"), Mapping):
         error = payload["error"]
-        code = int(error.get("code") or 400)
+        code = error.get("code")
+        code = code if isinstance(code, int) else 401
         message = str(error.get("message") or "token refused")
         if password:  # a service that echoes what it was sent must not leak it through us
             message = message.replace(password, "***")

@@ -50,6 +50,8 @@ def configure_logging(verbosity: int, log_file: Optional[str], secrets_: Sequenc
         handler.addFilter(redactor)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
     root = logging.getLogger("wmsync")
+    for old in root.handlers:  # a second call (the token is known now) replaces the first
+        old.close()
     root.handlers = handlers
     root.setLevel(max(logging.DEBUG, level) if log_file is None else logging.DEBUG)
     for handler in handlers[:1]:
@@ -116,9 +118,12 @@ def _write_report(path: Optional[str], payload: Dict[str, Any]) -> None:
 def cmd_sync(args: argparse.Namespace) -> int:
     from . import engine
 
+    known = [args.token or "", os.environ.get("WMSYNC_TOKEN", ""),
+             os.environ.get("WMSYNC_PASSWORD", "")]
+    configure_logging(args.verbose, args.log_file, known)  # so a token failure is logged
     token = _token(args)
-    configure_logging(args.verbose, args.log_file, [token or "",
-                                                    os.environ.get("WMSYNC_PASSWORD", "")])
+    if token and token not in known:
+        configure_logging(args.verbose, args.log_file, [*known, token])
     children = _read_children(args)
     verify = _verify(args)
     if args.dry_run:
@@ -284,5 +289,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("interrupted", file=sys.stderr)
         return EXIT_REFUSED
     except (WMSyncError, OSError) as exc:
+        log.debug("refused: %s", exc)  # reaches --log-file once it is set up
         print(f"wmsync: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED

@@ -722,8 +722,10 @@ class WMServerClient:
         problem = ""
         if not content.strip():
             problem = "answered with an empty body"
-        elif kind in _HTML_TYPES or content.lstrip()[:1] == b"<":
+        elif kind in _HTML_TYPES or content.lstrip()[:5].lower() in (b"<!doc", b"<html"):
             problem = _NOT_WMSERVER
+        elif content.lstrip()[:1] == b"<":
+            problem = f"answered markup ({kind or 'no content type'}), not JSON"
         elif kind not in _JSON_TYPES and not kind.endswith("+json"):
             problem = f"answered {kind}, not JSON"
         else:
