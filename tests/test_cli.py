@@ -166,7 +166,11 @@ def test_a_failing_token_service_is_logged_to_the_log_file(three, tmp_path, caps
     logged = log_file.read_text(encoding="utf-8")
     assert "token service" in logged
     assert PLANTED not in logged + err
+
+
+def test_main_in_process_leaves_no_logging_behind(three, capsys):
     import logging
 
-    for handler in logging.getLogger("wmsync").handlers:
-        handler.close()
+    assert cli.main(sync_args(three, "-vv")) == 0
+    handlers = logging.getLogger("wmsync").handlers
+    assert [type(h).__name__ for h in handlers] == ["NullHandler"]

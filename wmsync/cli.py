@@ -58,6 +58,16 @@ def configure_logging(verbosity: int, log_file: Optional[str], secrets_: Sequenc
         handler.setLevel(max(logging.DEBUG, level))
 
 
+def _reset_logging() -> None:
+    """Undo :func:`configure_logging`, so that ``main`` called in-process (scripts,
+    tests) leaves no handler on a stream or file that is about to close."""
+    root = logging.getLogger("wmsync")
+    for handler in root.handlers:
+        handler.close()
+    root.handlers = [logging.NullHandler()]
+    root.setLevel(logging.NOTSET)
+
+
 class _CliListener(SyncListener):
     """Maps engine messages to the log and the progress to short stderr lines."""
 
@@ -292,3 +302,5 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         log.debug("refused: %s", exc)  # reaches --log-file once it is set up
         print(f"wmsync: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
+    finally:
+        _reset_logging()
