@@ -167,6 +167,27 @@ def watermarks(
     )
 
 
+def read_child(
+    child: RepositoryClient, spec: ChildSpec, parent_name: str, parent_url: str
+) -> Dict[str, Any]:
+    """A child's replication info, once it is known to be the repository its row names,
+    with the extensions, and not the parent itself.
+
+    :raises SyncRefused: the row points at the parent or at another repository.
+    """
+    name, url = spec.name, spec.url.rstrip("/")
+    if name.lower() == parent_name.lower() or _same_url(url, parent_url):
+        raise SyncRefused(f"{name} is the parent repository itself")
+    info = child.replication_info()
+    child.require_extensions(info)
+    actual = str(info.get("repository") or "")
+    if actual.lower() != name.lower():
+        raise SyncRefused(
+            f"the server at {redact_url(url)} is the repository {actual!r}, not {name!r}"
+        )
+    return info
+
+
 def _same_url(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
@@ -325,15 +346,7 @@ class _Run:
     ) -> None:
         """Check one child and register the pair; decide whether watermarks are trusted."""
         name, url = pair.spec.name, pair.spec.url.rstrip("/")
-        if name.lower() == self.parent_name.lower() or _same_url(url, self.parent_url):
-            raise SyncRefused(f"{name} is the parent repository itself")
-        info = child.replication_info()
-        child.require_extensions(info)
-        actual = str(info.get("repository") or "")
-        if actual.lower() != name.lower():
-            raise SyncRefused(
-                f"the server at {redact_url(url)} is the repository {actual!r}, not {name!r}"
-            )
+        info = read_child(child, pair.spec, self.parent_name, self.parent_url)
         p_row = _node(parent_info, name)
         c_row = _node(info, self.parent_name)
         pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
@@ -567,10 +580,12 @@ def _read_inputs(children: Any) -> _Inputs:
     return _Inputs(specs, [spec for spec in specs if spec.connected])
 
 
+def _not_connected(spec: ChildSpec) -> str:
+    return f"not connected (connected is {spec.connected_text!r})"
+
+
 def _skipped(spec: ChildSpec) -> ChildResult:
-    return ChildResult(
-        spec, state=SKIPPED, error=f"not connected (connected is {spec.connected_text!r})"
-    )
+    return ChildResult(spec, state=SKIPPED, error=_not_connected(spec))
 
 
 def synchronize(
@@ -710,8 +725,7 @@ def plan(
     factory = client_factory or default_client_factory(
         user=user, token=token, timeout=timeout, verify=verify
     )
-    entries = [PlanEntry(spec, error=f"not connected (connected is {spec.connected_text!r})")
-               for spec in inputs.specs]
+    entries = [PlanEntry(spec, error=_not_connected(spec)) for spec in inputs.specs]
     result = PlanResult(0, parent_name, parent_url, entries)
     parent = factory(parent_url)
     try:
@@ -743,11 +757,7 @@ def _plan_child(
     name = entry.spec.name
     child = factory(entry.spec.url)
     try:
-        info = child.replication_info()
-        child.require_extensions(info)
-        actual = str(info.get("repository") or "")
-        if actual.lower() != name.lower():
-            raise SyncRefused(f"the server is the repository {actual!r}, not {name!r}")
+        info = read_child(child, entry.spec, parent_name, parent.display_url)
         p_row, c_row = _node(parent_info, name), _node(info, parent_name)
         trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
         entry.full_exchange = not trusted
