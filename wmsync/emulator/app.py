@@ -9,6 +9,7 @@ Paths match case-insensitively; the service name must be the repository's.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
@@ -184,6 +185,14 @@ class Call:
         return ids
 
 
+@functools.cache
+def _url_map() -> Map:
+    """The routing map, built once per process: werkzeug compiles every rule, which took
+    longer than creating a whole repository (the property tests make thousands of apps).
+    A Map is only read once built, so applications can share it."""
+    return Map(_rules(), strict_slashes=False, merge_slashes=False)
+
+
 def _rules() -> List[Rule]:
     r = Rule
     return [
@@ -284,7 +293,7 @@ class WMServerApp:
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.faults: List[Fault] = list(config.faults)
         self._fault_lock = threading.Lock()
-        self.url_map = Map(_rules(), strict_slashes=False, merge_slashes=False)
+        self.url_map = _url_map()
 
     @property
     def repository(self) -> str:
