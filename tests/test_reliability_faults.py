@@ -25,7 +25,7 @@ from wmsync.emulator.app import Fault
 from wmsync.emulator.server import start_in_thread
 
 USER = "tester"
-T_CALL, T_TRANSFER = 0.5, 1.0  # short, yet far above a loaded loopback call
+T_CALL, T_TRANSFER = 1.5, 2.5  # short, yet far above a loopback call on a loaded machine
 STAGES = {
     "info": "replication/info",
     "export": "replication/export$",
