@@ -27,7 +27,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
 
 from . import exchange
-from .auth import TokenLike
+from .auth import TokenLike, as_token_source
 from .errors import (
     Cancelled,
     ProtocolError,
@@ -102,9 +102,12 @@ def default_client_factory(
     from .client import WMServerClient
 
     acting_user = user or getpass.getuser()
+    # One source for every client: a token function is called once, and a refresh after
+    # a 498 serves all of them, not only the client that saw it.
+    source = as_token_source(token)
 
     def make(url: str) -> RepositoryClient:
-        return WMServerClient(url, user=acting_user, token=token, timeout=timeout, verify=verify)
+        return WMServerClient(url, user=acting_user, token=source, timeout=timeout, verify=verify)
 
     return make
 
