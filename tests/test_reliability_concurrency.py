@@ -213,3 +213,87 @@ def test_a_row_time_from_a_skewed_client_narrows_nothing(skewed):
     again = sync(skewed, result.last_sync_text, listener=listener)
     assert again.status == 0 and moved(again) == 0
     assert not any("row time ignored" in text for text in listener.texts)
+
+
+# -- concurrent first runs: job id blocks ----------------------------------------------
+
+
+class RacingParent:
+    """The parent as one run sees it, while another run registers Ohio at the same
+    moment: whenever this run writes Utah's job id block, Ohio's row takes the same
+    block just before or just after (``times`` times)."""
+
+    def __init__(self, client, rival, when, times):
+        self._client, self._rival, self._when, self._times = client, rival, when, times
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    def update_node(self, name, **fields):
+        racing = name == "Utah" and fields.get("job_id_start") is not None and self._times
+        if racing and self._when == "before":
+            self._plant(fields["job_id_start"])
+        answer = self._client.update_node(name, **fields)
+        if racing and self._when == "after":
+            self._plant(fields["job_id_start"])
+        return answer
+
+    def _plant(self, start):
+        self._times -= 1
+        self._rival.update_node("Ohio", server_url="http://127.0.0.1:9/Ohio", is_parent=False,
+                                is_connected=True, job_id_start=start, job_id_block=1_000_000)
+
+
+def racing_factory(cluster, when, times):
+    def make(url):
+        client = WMServerClient(url, user=USER)
+        if url.rstrip("/") == cluster.parent.url.rstrip("/"):
+            return RacingParent(client, cluster.client("Parent"), when, times)
+        return client
+    return make
+
+
+def blocks(client):
+    return {n["name"]: n.get("jobIdStart") for n in client.replication_info()["nodes"]}
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_concurrent_first_runs_never_share_a_job_id_block(emulator, when):
+    three = make_cluster(emulator, "Parent", "Ohio", "Utah")
+    try:
+        utah_only = three.table(connected={"Ohio": "false"})
+        first = sync(three, utah_only, client_factory=racing_factory(three, when, 1))
+        assert first.status == 0, first.summary_lines()
+        on_parent = blocks(three.client("Parent"))
+        ohio, utah = on_parent["Ohio"], on_parent["Utah"]
+        assert abs(ohio - utah) >= 1_000_000, on_parent  # disjoint: Utah moved off Ohio's
+        assert blocks(three.client("Utah"))["Utah"] == utah  # the child got the kept one
+        assert sync(three).status == 0  # Ohio's run goes on with the block it wrote
+        assert blocks(three.client("Ohio"))["Ohio"] == ohio
+        ids = {create_job(three.client(name), f"new on {name}") for name in ("Ohio", "Utah")}
+        assert len(ids) == 2
+        assert sync(three).status == 0
+        view = assert_converged(three)
+        assert len(view["jobs"]) == 2
+    finally:
+        three.close()
+
+
+def test_a_block_that_keeps_being_taken_fails_the_child_and_hands_it_nothing(emulator):
+    three = make_cluster(emulator, "Parent", "Ohio", "Utah")
+    try:
+        utah_only = three.table(connected={"Ohio": "false"})
+        result = sync(three, utah_only, client_factory=racing_factory(three, "after", 99))
+        assert result.status == 1
+        (utah,) = [c for c in result.children if c.name == "Utah"]
+        assert "no free job id block" in utah.error and "Traceback" not in utah.error
+        assert "Utah" not in blocks(three.client("Utah"))  # no block was handed to it
+        # The next run checks the block again before handing it over; Ohio's claim,
+        # never handed to Ohio either, is checked again too.
+        assert sync(three).status == 0
+        on_parent = blocks(three.client("Parent"))
+        assert abs(on_parent["Ohio"] - on_parent["Utah"]) >= 1_000_000, on_parent
+        for name in ("Ohio", "Utah"):
+            assert blocks(three.client(name))[name] == on_parent[name]
+    finally:
+        three.close()

@@ -44,6 +44,7 @@ from .valuetable import ChildSpec, parse_children
 log = logging.getLogger(__name__)
 
 JOB_ID_BLOCK = 1_000_000  # ids each repository numbers its new jobs from (DESIGN §4)
+CLAIM_ATTEMPTS = 5  # writes of a new child's block before giving up (concurrent first runs)
 #: Exchange documents are uploaded gzip-compressed (``Content-Encoding: gzip``, which
 #: the protocol's raw-body import accepts) at this zlib level; 0 uploads them as they
 #: are. Level 1 makes them about 9x smaller for about 7 ms of CPU per MB: on loopback
@@ -110,6 +111,45 @@ def default_client_factory(
         return WMServerClient(url, user=acting_user, token=source, timeout=timeout, verify=verify)
 
     return make
+
+
+def _overlaps(node: Mapping[str, Any], start: int) -> bool:
+    other = _int_or_none(node.get("jobIdStart"))
+    if other is None:
+        return False
+    size = _int_or_none(node.get("jobIdBlock")) or JOB_ID_BLOCK
+    return other < start + JOB_ID_BLOCK and start < other + size
+
+
+def claim_block(parent: RepositoryClient, name: str, url: str, block: int) -> int:
+    """Write *name*'s job id block on the parent, read it back, and return the block.
+
+    Another run registering another child at the same moment may have picked the same
+    block from the same parent state. So after each write the parent is read again, and
+    if any other row overlaps the block, this run moves to a fresh one and checks again.
+    A block is kept only when a read made after its write shows no overlap; two runs
+    cannot both keep one, as each would have had to read before the other wrote. Runs
+    that collide together move apart by their names' order among the colliding rows.
+    """
+    for _ in range(CLAIM_ATTEMPTS):
+        parent.update_node(
+            name, server_url=url, is_parent=False, is_connected=True,
+            job_id_start=block, job_id_block=JOB_ID_BLOCK,
+        )
+        nodes = [n for n in parent.replication_info().get("nodes") or []
+                 if isinstance(n, Mapping)]
+        others = [n for n in nodes if str(n.get("name", "")).lower() != name.lower()]
+        colliding = [str(n.get("name", "")).lower() for n in others if _overlaps(n, block)]
+        if not colliding:
+            return block
+        ends = [start + (_int_or_none(n.get("jobIdBlock")) or JOB_ID_BLOCK)
+                for n in nodes if (start := _int_or_none(n.get("jobIdStart"))) is not None]
+        rank = sorted([*colliding, name.lower()]).index(name.lower())
+        block = max(ends) + rank * JOB_ID_BLOCK
+    raise SyncRefused(
+        f"{name}: no free job id block could be claimed on the parent; other runs kept "
+        f"taking the same ones. Run again."
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -360,17 +400,16 @@ class _Run:
                 parent.reset_node(name)
             if c_row is not None:
                 child.reset_node(self.parent_name)
-        if p_row is None or _int_or_none(p_row.get("jobIdStart")) is None:
-            parent.update_node(
-                name, server_url=url, is_parent=False, is_connected=True,
-                job_id_start=block, job_id_block=JOB_ID_BLOCK,
-            )
+        own = _node(info, name)
+        handed = own is not None and _int_or_none(own.get("jobIdStart")) == block
+        if p_row is None or _int_or_none(p_row.get("jobIdStart")) is None or not handed:
+            # Not yet in the child's hands: (re)check it against concurrent first runs.
+            block = claim_block(parent, name, url, block)
         if c_row is None:
             child.update_node(
                 self.parent_name, server_url=self.parent_url, is_parent=True,
                 is_connected=True,
             )
-        own = _node(info, name)
         if own is None or _int_or_none(own.get("jobIdStart")) != block:
             child.update_node(
                 name, server_url=url, is_parent=False, is_connected=True,
