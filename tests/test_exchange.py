@@ -21,6 +21,7 @@ from wmsync.exchange import (
     ExchangeHeader,
     gzip_file,
     read_document,
+    source,
     validate_file,
     write_document,
 )
@@ -368,7 +369,7 @@ def test_entities_stay_unresolved_even_past_the_prolog_check(tmp_path, monkeypat
     settings still resolve nothing (lxml 4.x would by default)."""
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET")
-    monkeypatch.setattr(exchange, "_scan_prolog", lambda stream: b"")
+    monkeypatch.setattr(source, "_scan_prolog", lambda stream: b"")
     data = (f'<!DOCTYPE JobExchange [<!ENTITY xxe SYSTEM "file://{secret}">]>\n'
             + ROOT + f"\n<Job {V}><Note>&xxe;</Note></Job>"
             "\n</JobExchange>").encode()

@@ -1,7 +1,7 @@
 """The exchange reader's compiled checks agree with jxl.xsd (the reference).
 
 The reader first checks each element against checks compiled from the schema and asks
-the XMLSchema only when they do not accept it (wmsync/exchange.py, "fast checks"). That
+the XMLSchema only when they do not accept it (wmsync/exchange/checks.py). That
 is safe as long as the compiled checks never accept what the schema refuses; these tests
 prove it on a corpus of valid and invalid elements, and that the compiled checks really
 accept what the writer writes (otherwise they would save nothing).
@@ -17,6 +17,7 @@ import pytest
 from lxml import etree
 
 from wmsync import exchange
+from wmsync.exchange import checks, schema
 from wmsync.model import FIELDS, KINDS, REFERENCES, Element
 
 G = "0f8fad5b-d9cb-469f-a165-70867728950e"
@@ -37,13 +38,13 @@ TRICKY = [
 
 
 def _schema():
-    return exchange._element_schema()
+    return schema._element_schema()
 
 
 def _fast(node):
-    shape = exchange._fast_shapes().get(str(node.tag))
+    shape = checks._fast_shapes().get(str(node.tag))
     attrs = dict(node.items())
-    return shape is not None and exchange._fast_valid(node, attrs, shape)
+    return shape is not None and checks._fast_valid(node, attrs, shape)
 
 
 def _check(node):
@@ -69,16 +70,16 @@ def _nodes_of(elements):
     buffer = io.BytesIO()
     header = exchange.ExchangeHeader("R", 1, 0, 1)
     exchange.write_document(buffer, header, elements)
-    root = etree.fromstring(buffer.getvalue(), exchange._parser())
+    root = etree.fromstring(buffer.getvalue(), schema._parser())
     return list(root)
 
 
 def test_every_kind_compiles_to_real_checks():
-    shapes = exchange._fast_shapes()
+    shapes = checks._fast_shapes()
     assert set(shapes) == {*KINDS, "Deleted"}
     for tag, shape in shapes.items():
         assert {"guid", "vv", "modified", "origin"} <= shape.required, tag
-        assert exchange._NEVER not in shape.attrs.values(), tag
+        assert checks._NEVER not in shape.attrs.values(), tag
         assert shape.note == (tag == "Job")
     assert set(shapes["Job"].attrs) == {*FIELDS["Job"], "guid", "id", "vv", "modified",
                                         "origin"} - {"notes"}
@@ -91,7 +92,7 @@ def test_the_fast_checks_accept_what_the_writer_writes():
 
 @pytest.mark.parametrize("tag", [*KINDS, "Deleted"])
 def test_never_accepts_what_the_schema_refuses(tag):
-    shape = exchange._fast_shapes()[tag]
+    shape = checks._fast_shapes()[tag]
     agreed = refused = 0
     base = dict(BASE, kind="Job") if tag == "Deleted" else dict(BASE)
     for name, value in itertools.product(sorted(shape.attrs), TRICKY):

@@ -19,9 +19,8 @@ import time
 import pytest
 from lxml import etree
 
-from wmsync import exchange
 from wmsync.errors import ExchangeFormatError
-from wmsync.exchange import ExchangeHeader, read_document, write_document
+from wmsync.exchange import ExchangeHeader, read_document, schema, source, write_document
 from wmsync.model import Element
 
 SECRET = "TOP-SECRET-6d1f"
@@ -144,7 +143,7 @@ def test_past_the_prolog_check_the_parser_resolves_and_fetches_nothing(
     the DOCTYPE refusal stops those on every version, which is why it comes first.)
     """
     base, hits = web
-    monkeypatch.setattr(exchange, "_scan_prolog", lambda stream: b"")
+    monkeypatch.setattr(source, "_scan_prolog", lambda stream: b"")
     data = hostile(secret_file, base)
     for variant in (data, data.replace(b" %param;", b"")):
         try:
@@ -162,7 +161,7 @@ def test_past_the_prolog_check_the_parser_resolves_and_fetches_nothing(
 
 @pytest.fixture
 def recorded(monkeypatch):
-    """Record every XMLParser / iterparse the exchange module creates (keywords and all)."""
+    """Record every XMLParser / iterparse the exchange package creates (keywords and all)."""
     calls = []
     real_parser, real_iterparse = etree.XMLParser, etree.iterparse
 
@@ -174,9 +173,10 @@ def recorded(monkeypatch):
         calls.append(("iterparse", args, kwargs))
         return real_iterparse(source, *args, **kwargs)
 
-    monkeypatch.setattr(exchange.etree, "XMLParser", parser_spy)
-    monkeypatch.setattr(exchange.etree, "iterparse", iterparse_spy)
-    monkeypatch.setattr(exchange, "_schemas", threading.local())  # schema parsed anew
+    # lxml.etree itself: every module of the package calls etree.XMLParser/iterparse.
+    monkeypatch.setattr(etree, "XMLParser", parser_spy)
+    monkeypatch.setattr(etree, "iterparse", iterparse_spy)
+    monkeypatch.setattr(schema, "_schemas", threading.local())  # schema parsed anew
     return calls
 
 

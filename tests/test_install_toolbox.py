@@ -48,13 +48,18 @@ def test_folder_holds_toolbox_metadata_and_package_without_emulator(tmp_path):
     for name in METADATA_FILES:
         assert (dest / name).read_bytes() == (ROOT / "metadata" / name).read_bytes()
     package = dest / "wmsync"
-    shipped = {p.name for p in (ROOT / "wmsync").iterdir() if p.suffix in (".py", ".xsd")}
+    source = ROOT / "wmsync"
+    shipped = {p.relative_to(source).as_posix() for p in source.rglob("*")
+               if p.suffix in (".py", ".xsd") and "emulator" not in p.relative_to(source).parts}
     shipped -= {"demo.py"}
-    assert {p.name for p in package.iterdir()} == shipped | {"py.typed"}
+    assert {"jxl.xsd", "exchange/__init__.py", "exchange/reader.py"} <= shipped
+    folders = {p.rsplit("/", 1)[0] for p in shipped if "/" in p}  # subpackages
+    assert {p.relative_to(package).as_posix() for p in package.rglob("*")} == (
+        shipped | folders | {"py.typed"})
     assert not (package / "emulator").exists()
     assert not list(dest.rglob("__pycache__"))
     assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # no staging left
-    for path in package.glob("*.py"):
+    for path in package.rglob("*.py"):
         text = path.read_text(encoding="utf-8")
         assert not re.search(r"^\s*(from|import)\s+werkzeug", text, re.M), path.name
 

@@ -1,0 +1,79 @@
+"""The job exchange document (JXL): write it as a stream, read and validate it as a stream.
+
+The format is fixed by ``jxl.xsd`` in the ``wmsync`` package (:data:`SCHEMA_PATH`;
+docs/internals.md, DESIGN.md §4)::
+
+    <JobExchange version="1" repository="Ohio" generation="812" sinceGen="790"
+                 exportTime="1754041845000">
+      <Job guid="…" id="101" vv="Parent:2 Ohio:1" modified="…" origin="Ohio" name="…">
+        <Note>free text</Note></Job>
+      <Deleted kind="Hold" guid="…" vv="…" modified="…" origin="…"/>
+    </JobExchange>
+
+Neither side ever holds a whole document: :func:`write_document` serializes one element
+at a time (as escaped text, flushed every :data:`FLUSH_EVERY` elements), and
+:class:`DocumentReader` pulls one element at a time out of :func:`lxml.etree.iterparse`,
+validates it and drops it.
+
+Reading is hardened (DESIGN.md §7): a DOCTYPE is refused before lxml sees a byte of it
+(so no entity trick reaches the parser), entities are never resolved, no DTD is loaded,
+nothing is fetched, the input is decoded as UTF-8 whatever it declares, and a counting
+wrapper refuses more than ``max_bytes`` of (decompressed) input. gzip input is accepted
+transparently. Every problem becomes :class:`~wmsync.errors.ExchangeFormatError` naming
+the line and element where it was found.
+
+Why each element is validated on its own rather than with ``iterparse(schema=...)``:
+with a schema attached, lxml (6.1 / libxml2 2.14, measured) reports validity errors only
+once the whole document has been parsed, always at line 0, and reports a truncated or
+malformed document as "no element found (line 0)" or not at all. Validating each child of
+the root against the same schema as soon as it ends gives the error at once, with its
+line, before the element is handed out.
+
+The modules, one concern each (this package re-exports their public names):
+
+- ``common``: the format's names and limits, :class:`ExchangeHeader`.
+- ``writer``: :func:`write_document`, :func:`gzip_file`.
+- ``schema``: ``jxl.xsd`` as an lxml XMLSchema, and the parser settings for whole files.
+- ``checks``: the schema compiled into fast per-element checks (the XMLSchema decides
+  whatever they do not accept).
+- ``source``: a document's bytes for both readers: gzip, the size limit, the prolog
+  check (no DOCTYPE, UTF-8 only).
+- ``reader``: :class:`DocumentReader`, :func:`read_document`, :func:`validate_file`.
+- ``quick``: :func:`read_records`, the emulator's quick reading (:class:`NotCertain`
+  when it cannot vouch for a document).
+"""
+
+from __future__ import annotations
+
+from ..errors import ExchangeFormatError
+from ..model import vv_from_text
+from .common import DEFAULT_MAX_BYTES, DELETED, NOTE, ROOT, VERSION, ExchangeHeader, PathOrFile
+from .quick import NotCertain, Record, RecordReader, read_records
+from .reader import DocumentReader, read_document, validate_file
+from .schema import SCHEMA_PATH
+from .source import MAX_PROLOG_BYTES
+from .writer import FLUSH_EVERY, gzip_file, write_document
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DELETED",
+    "FLUSH_EVERY",
+    "MAX_PROLOG_BYTES",
+    "NOTE",
+    "ROOT",
+    "SCHEMA_PATH",
+    "VERSION",
+    "DocumentReader",
+    "ExchangeFormatError",
+    "ExchangeHeader",
+    "NotCertain",
+    "PathOrFile",
+    "Record",
+    "RecordReader",
+    "gzip_file",
+    "read_document",
+    "read_records",
+    "validate_file",
+    "vv_from_text",
+    "write_document",
+]
