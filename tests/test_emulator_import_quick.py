@@ -13,6 +13,7 @@ import sqlite3
 import pytest
 
 from wmsync import exchange
+from wmsync.emulator import importing
 from wmsync.emulator import store as store_module
 from wmsync.emulator.store import ImportRefused, Store
 from wmsync.errors import ExchangeFormatError
@@ -125,7 +126,7 @@ def reference_import(store: Store, path) -> dict:
 
 @pytest.mark.parametrize("batch", [500, 4, 1])
 def test_quick_import_gives_the_reference_answer_and_rows(tmp_path, monkeypatch, batch):
-    monkeypatch.setattr(store_module, "IMPORT_BATCH", batch)
+    monkeypatch.setattr(importing, "IMPORT_BATCH", batch)
     base = base_store(tmp_path)
     doc = write_doc(tmp_path / "in.jxl", incoming())
     quick, reference = copy(tmp_path, base, "quick"), copy(tmp_path, base, "reference")
@@ -136,7 +137,7 @@ def test_quick_import_gives_the_reference_answer_and_rows(tmp_path, monkeypatch,
     monkeypatch.setattr(exchange, "read_document", refuse)
     got = answer(quick.import_file(doc))
     monkeypatch.undo()
-    monkeypatch.setattr(store_module, "IMPORT_BATCH", batch)
+    monkeypatch.setattr(importing, "IMPORT_BATCH", batch)
     expected = reference_import(reference, doc)
     assert got == expected
     assert state(quick) == state(reference)

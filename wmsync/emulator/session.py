@@ -1,0 +1,334 @@
+"""One transaction's queries and changes: :class:`Session` (see
+:meth:`~wmsync.emulator.store.Store.atomic`); its import path is in
+:mod:`wmsync.emulator.importing`.
+"""
+
+# SQL text here is assembled from module constants only (column lists, the kind order);
+# every value goes through a placeholder.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from wmsync.model import Element, bump_vv, new_guid
+
+from . import catalog
+from .importing import ImportMixin
+from .records import Node, StoredElement, StoreError
+from .tables import _COLUMNS, _KIND_ORDER, _UPSERT, ID_KINDS, _dumps
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+class Session(ImportMixin):
+    """Queries and changes inside one transaction (see :meth:`Store.atomic`)."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection, *, writable: bool) -> None:
+        self.store = store
+        self.conn = conn
+        self.writable = writable
+        self._gen: Optional[int] = None
+        # While an import applies a batch: the versions its GUIDs have here (``None``:
+        # absent), the (kind, id) pairs taken, and the rows written but not yet flushed.
+        self._batch_current: Optional[Dict[str, Optional[StoredElement]]] = None
+        self._batch_ids: Optional[set[Tuple[str, int]]] = None
+        self._pending: List[Tuple[Any, ...]] = []
+
+    @property
+    def repository(self) -> str:
+        return self.store.repository
+
+    # -- generations ------------------------------------------------------------------
+
+    def generation(self) -> int:
+        """The repository's current generation (this transaction's, once allocated)."""
+        if self._gen is not None:
+            return self._gen
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
+        return int(row[0])
+
+    def new_generation(self) -> int:
+        """This transaction's generation, allocated on first use (only when writing)."""
+        if not self.writable:
+            raise StoreError("read-only session")
+        if self._gen is None:
+            gen = self.generation() + 1
+            self.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),)
+            )
+            self._gen = gen
+        return self._gen
+
+    @property
+    def changed(self) -> bool:
+        """True once this transaction has written an element."""
+        return self._gen is not None
+
+    # -- reading ----------------------------------------------------------------------
+
+    @staticmethod
+    def _row(row: Sequence[Any]) -> StoredElement:
+        guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen = row
+        element = Element(
+            kind=kind,
+            guid=guid,
+            vv=json.loads(vv),
+            modified=int(modified),
+            origin=origin,
+            fields=json.loads(fields),
+            deleted=bool(deleted),
+            local_id=local_id,
+        )
+        return StoredElement(element, via, int(gen))
+
+    def get(self, guid: str) -> Optional[StoredElement]:
+        """The current version of *guid* (tombstones included), or ``None``."""
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM elements WHERE guid = ?", (guid,)
+        ).fetchone()
+        return self._row(row) if row else None
+
+    def get_live(self, guid: str, kind: Optional[str] = None) -> Optional[StoredElement]:
+        """The current version of *guid* unless deleted (or of another kind)."""
+        found = self.get(guid)
+        if found is None or found.deleted or (kind is not None and found.kind != kind):
+            return None
+        return found
+
+    def by_id(self, kind: str, local_id: int, *, live: bool = True) -> Optional[StoredElement]:
+        """The element of *kind* with this local id (``None`` if absent or deleted)."""
+        row = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM elements WHERE kind = ? AND local_id = ?",
+            (kind, local_id),
+        ).fetchone()
+        if row is None:
+            return None
+        found = self._row(row)
+        return None if (live and found.deleted) else found
+
+    def live(self, kind: str) -> List[StoredElement]:
+        """Every live element of *kind*, by local id then GUID."""
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM elements WHERE kind = ? AND deleted = 0 "
+            "ORDER BY local_id, guid",
+            (kind,),
+        ).fetchall()
+        return [self._row(r) for r in rows]
+
+    def live_ids(self, kind: str) -> List[int]:
+        """The local ids of every live element of *kind*, ascending."""
+        rows = self.conn.execute(
+            "SELECT local_id FROM elements WHERE kind = ? AND deleted = 0 "
+            "AND local_id IS NOT NULL ORDER BY local_id",
+            (kind,),
+        ).fetchall()
+        return [int(r[0]) for r in rows]
+
+    def of_job(self, kind: str, job_guid: str) -> List[StoredElement]:
+        """Live holds or activity records of one job, in creation order."""
+        rows = self.conn.execute(
+            f"SELECT {_COLUMNS} FROM elements WHERE kind = ? "
+            "AND json_extract(fields, '$.job') = ? AND deleted = 0 "
+            "AND kind IN ('Hold', 'Activity')",  # the partial index elements_job_of
+            (kind, job_guid),
+        ).fetchall()
+        found = [self._row(r) for r in rows]
+        date_field = "holdDate" if kind == "Hold" else "date"
+
+        def key(e: StoredElement) -> Tuple[int, int, str]:
+            try:
+                date = int(e.fields.get(date_field, "0"))
+            except ValueError:
+                date = 0
+            return (date, e.local_id or 0, e.guid)
+
+        return sorted(found, key=key)
+
+    def elements_since(
+        self, since_gen: int = 0, exclude_via: Optional[str] = None
+    ) -> Iterator[Element]:
+        """Versions written after *since_gen* (tombstones too), in document order."""
+        sql = f"SELECT {_COLUMNS} FROM elements WHERE gen > ?"
+        params: List[Any] = [since_gen]
+        if exclude_via:
+            sql += " AND via != ?"
+            params.append(exclude_via)
+        sql += f" ORDER BY deleted, {_KIND_ORDER}, local_id, guid"
+        cursor = self.conn.execute(sql, params)
+        try:
+            for row in cursor:
+                yield self._row(row).element
+        finally:
+            cursor.close()
+
+    # -- local ids --------------------------------------------------------------------
+
+    def id_taken(self, kind: str, local_id: int) -> bool:
+        if self._batch_ids is not None:
+            return (kind, local_id) in self._batch_ids
+        row = self.conn.execute(
+            "SELECT 1 FROM elements WHERE kind = ? AND local_id = ?", (kind, local_id)
+        ).fetchone()
+        return row is not None
+
+    def _max_id(self, kind: str, low: Optional[int] = None, high: Optional[int] = None) -> int:
+        sql = "SELECT MAX(local_id) FROM elements WHERE kind = ? AND local_id IS NOT NULL"
+        params: List[Any] = [kind]
+        if low is not None and high is not None:
+            sql += " AND local_id >= ? AND local_id < ?"
+            params += [low, high]
+        row = self.conn.execute(sql, params).fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def next_id(self, kind: str) -> int:
+        """The next local id for a new element of *kind* (ids are never reused).
+
+        Jobs are numbered from this repository's own block (its own node row's
+        ``jobIdStart``/``jobIdBlock``); without a block, or when it is used up, the next
+        id after the largest one held.
+        """
+        self._flush()  # rows an import has not written yet hold ids too
+        if kind == "Job":
+            own = self.node(self.repository)
+            if own is not None and own.job_id_start is not None and own.job_id_block:
+                start, end = own.job_id_start, own.job_id_start + own.job_id_block
+                highest = self._max_id(kind, start, end)
+                candidate = highest + 1 if highest else start
+                if candidate < end:
+                    return candidate
+        return self._max_id(kind) + 1
+
+    # -- writing ----------------------------------------------------------------------
+
+    def write(self, element: Element, via: str) -> int:
+        """Store exactly this version (content, vv, modified, origin, id) at this
+        transaction's generation; returns the generation."""
+        gen = self.new_generation()
+        fields = {} if element.deleted else dict(element.fields)
+        row = (
+            element.guid,
+            element.kind,
+            element.local_id,
+            _dumps(fields),
+            _dumps(dict(element.vv)),
+            element.modified,
+            element.origin,
+            1 if element.deleted else 0,
+            via,
+            gen,
+        )
+        if self._batch_current is not None:  # an import's batch: written at its end
+            self._batch_current[element.guid] = StoredElement(element, via, gen)
+            if self._batch_ids is not None and element.local_id is not None:
+                self._batch_ids.add((element.kind, element.local_id))
+            self._pending.append(row)
+        else:
+            self.conn.execute(_UPSERT, row)
+        return gen
+
+    def _flush(self) -> None:
+        """Write the rows an import's batch has kept back."""
+        if self._pending:
+            rows, self._pending = self._pending, []
+            self.conn.executemany(_UPSERT, rows)
+
+    def edit(
+        self,
+        kind: str,
+        guid: Optional[str],
+        fields: Mapping[str, Optional[str]],
+        *,
+        local_id: Optional[int] = None,
+        deleted: bool = False,
+    ) -> Element:
+        """Make a local edit: a new version with the own counter bumped.
+
+        :param guid: the element to change, or ``None`` for a new one (a new GUID).
+        :param fields: the complete new content; ``None`` values are left out (null).
+        :param local_id: the id of a new element (allocated when ``None`` and the kind
+            has ids); an existing element keeps its id.
+        """
+        current = self.get(guid) if guid else None
+        if current is not None and current.kind != kind:
+            raise StoreError(f"{guid} is a {current.kind}, not a {kind}")
+        if current is not None:
+            local_id = current.local_id
+        elif local_id is None and kind in ID_KINDS:
+            local_id = self.next_id(kind)
+        vv = bump_vv(current.element.vv if current else {}, self.repository)
+        clean = {} if deleted else {k: v for k, v in fields.items() if v is not None}
+        element = Element(
+            kind=kind,
+            guid=guid or new_guid(),
+            vv=vv,
+            modified=self.store.now_ms(),
+            origin=self.repository,
+            fields=clean,
+            deleted=deleted,
+            local_id=local_id,
+        )
+        self.write(element, "")
+        return element
+
+    def delete(self, guid: str) -> Optional[Element]:
+        """Replace a live element with a tombstone (a local edit); ``None`` if not live."""
+        current = self.get_live(guid)
+        if current is None:
+            return None
+        return self.edit(current.kind, guid, {}, deleted=True)
+
+    def log_activity(self, job_guid: str, activity: str, user: str, message: str) -> Element:
+        """Log an activity record on a job (a new element of its own)."""
+        type_id = catalog.ACTIVITY.get(activity, catalog.ACTIVITY["Comment"])
+        return self.add_activity(job_guid, type_id, user, message)
+
+    def add_activity(self, job_guid: str, type_id: int, user: str, message: str) -> Element:
+        """Add an activity record of type *type_id* to a job."""
+        return self.edit(
+            "Activity",
+            None,
+            {
+                "job": job_guid,
+                "type": str(type_id),
+                "user": user,
+                "date": str(self.store.now_ms()),
+                "message": message,
+            },
+        )
+
+    # -- nodes ------------------------------------------------------------------------
+
+    _NODE_COLUMNS = (
+        "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
+        "syncId, jobIdStart, jobIdBlock"
+    )
+
+    @staticmethod
+    def _node(row: Sequence[Any]) -> Node:
+        return Node(
+            id=int(row[0]),
+            name=row[1],
+            description=row[2],
+            server_url=row[3],
+            is_parent=bool(row[4]),
+            is_connected=bool(row[5]),
+            last_sync=row[6],
+            last_sync_gen=row[7],
+            sync_id=row[8],
+            job_id_start=row[9],
+            job_id_block=row[10],
+        )
+
+    def node(self, name: str) -> Optional[Node]:
+        row = self.conn.execute(
+            f"SELECT {self._NODE_COLUMNS} FROM nodes WHERE name = ?", (name,)
+        ).fetchone()
+        return self._node(row) if row else None
+
+    def nodes(self) -> List[Node]:
+        rows = self.conn.execute(f"SELECT {self._NODE_COLUMNS} FROM nodes ORDER BY id")
+        return [self._node(r) for r in rows.fetchall()]
