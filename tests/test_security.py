@@ -23,6 +23,7 @@ from wmsync import cli, synchronize
 from wmsync.auth import generate_token
 from wmsync.client import WMServerClient
 from wmsync.emulator import server as emulator_server
+from wmsync.emulator.app import EmulatorConfig, create_app
 from wmsync.errors import ConnectionFailed, PermissionDenied, WMSyncError
 
 USER = "tester"
@@ -175,6 +176,90 @@ def test_a_refused_password_is_not_echoed_back_to_the_user(guarded, token_servic
         generate_token(token_service, "admin", "wrong-" + PASSWORD)
     exc = refused.value
     assert_clean(str(exc), repr(exc), repr(exc.args), " ".join(getattr(exc, "details", [])))
+
+
+class Expiring:
+    """A WSGI wrapper in front of an emulator: each token the ``rotating`` service hands
+    out is good for ``uses`` requests across the cluster, then it is answered 498
+    (Esri's "invalid or expired token" envelope); a token never issued gets 403."""
+
+    def __init__(self, inner, ledger):
+        self.inner, self.ledger = inner, ledger
+
+    def __call__(self, environ, start_response):
+        header = environ.get("HTTP_X_ESRI_AUTHORIZATION", "")
+        sent = header[7:] if header.lower().startswith("bearer ") else ""
+        with self.ledger["lock"]:
+            left = self.ledger["uses"].get(sent)
+            if left is not None and left > 0:
+                self.ledger["uses"][sent] = left - 1
+                self.ledger["served"][sent] = self.ledger["served"].get(sent, 0) + 1
+        if left is None:
+            error = {"code": 403, "message": "Invalid token", "details": []}
+        elif left <= 0:
+            error = {"code": 498, "message": "Invalid token.", "details": []}
+        else:
+            return self.inner(environ, start_response)
+        return Response(json.dumps({"error": error}), mimetype="application/json")(
+            environ, start_response)
+
+
+@pytest.fixture
+def rotating(tmp_path):
+    """A cluster behind :class:`Expiring` and a ``generateToken`` service that hands out
+    a new planted token on each call; yields (ledger, token URL, parent URL, Ohio URL)."""
+    ledger = {"lock": threading.Lock(), "uses": {}, "served": {}, "issued": []}
+
+    def service(environ, start_response):
+        with ledger["lock"]:
+            token = f"{TOKEN}-{len(ledger['issued'])}"
+            ledger["issued"].append(token)
+            ledger["uses"][token] = 12
+        payload = {"token": token, "expires": 9999999999999, "ssl": False}
+        return Response(json.dumps(payload), mimetype="application/json")(
+            environ, start_response)
+
+    servers = []
+    for name, app in [("portal", service)] + [
+        (name, Expiring(create_app(EmulatorConfig(repository=name,
+                                                  db_path=str(tmp_path / f"{name}.sqlite"))),
+                        ledger))
+        for name in ("Parent", "Ohio")
+    ]:
+        server = make_server("127.0.0.1", 0, app, threaded=True)
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()
+        servers.append((name, server))
+    urls = {name: emulator_server.root_url("127.0.0.1", server.server_port, name)
+            for name, server in servers}
+    portal = servers[0][1].server_port
+    try:
+        yield (ledger, f"http://127.0.0.1:{portal}/portal/sharing/rest/generateToken",
+               urls["Parent"], urls["Ohio"])
+    finally:
+        for _, server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_token_that_expires_during_a_run_is_fetched_again(rotating, tmp_path):
+    ledger, token_url, parent, ohio = rotating
+    log_file, report = tmp_path / "sync.log", tmp_path / "report.json"
+    done = run_cli("sync", "--parent-url", parent, "--parent-name", "Parent",
+                   "--children", f"Ohio true {ohio} ''", "--user", USER, "--token-url",
+                   token_url, "--username", "admin", "--log-file", str(log_file), "-vv",
+                   "--report", str(report), env={"WMSYNC_PASSWORD": PASSWORD})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Ohio: synchronized" in done.stdout
+    issued = ledger["issued"]
+    assert len(issued) >= 2  # the first one ran out mid-run and a new one was fetched
+    assert all(ledger["served"].get(token, 0) > 0 for token in issued)
+    logged = log_file.read_text()
+    assert "retrying with a new one" in logged
+    for token in issued:  # every token fetched, not only the first, is kept out of sight
+        for text in (done.stdout, done.stderr, logged, report.read_text()):
+            assert token not in text
+    assert_clean(done.stdout, done.stderr, logged, report.read_text())
 
 
 def test_wrong_tokens_in_exceptions_and_reports_are_redacted(guarded):

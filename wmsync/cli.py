@@ -16,6 +16,7 @@ import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
+from .auth import TokenLike
 from .errors import WMSyncError, redact_url
 from .progress import SyncListener
 
@@ -31,6 +32,11 @@ class _RedactingFilter(logging.Filter):
         super().__init__()
         self._secrets = [s for s in secrets_ if s]
 
+    def add(self, secret: str) -> None:
+        """Redact *secret* too from now on (a token fetched during the run)."""
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
+
     def filter(self, record: logging.LogRecord) -> bool:
         text = record.getMessage()
         for secret in self._secrets:
@@ -39,8 +45,11 @@ class _RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(verbosity: int, log_file: Optional[str], secrets_: Sequence[str]) -> None:
-    """Send wmsync's log to stderr (and *log_file*), with secrets redacted."""
+def configure_logging(
+    verbosity: int, log_file: Optional[str], secrets_: Sequence[str]
+) -> _RedactingFilter:
+    """Send wmsync's log to stderr (and *log_file*), with secrets redacted; return the
+    redacting filter, so that secrets learnt later can be added to it."""
     level = logging.WARNING - 10 * verbosity
     redactor = _RedactingFilter(secrets_)
     handlers: List[logging.Handler] = [logging.StreamHandler(sys.stderr)]
@@ -56,6 +65,7 @@ def configure_logging(verbosity: int, log_file: Optional[str], secrets_: Sequenc
     root.setLevel(max(logging.DEBUG, level) if log_file is None else logging.DEBUG)
     for handler in handlers[:1]:
         handler.setLevel(max(logging.DEBUG, level))
+    return redactor
 
 
 def _reset_logging() -> None:
@@ -97,18 +107,33 @@ def _read_children(args: argparse.Namespace) -> str:
     return str(args.children)
 
 
-def _token(args: argparse.Namespace) -> Optional[str]:
-    """The token to send: --token, WMSYNC_TOKEN, or one generated from --token-url."""
+def _token(args: argparse.Namespace, redactor: _RedactingFilter) -> TokenLike:
+    """The token to send: --token, WMSYNC_TOKEN, or one generated from --token-url.
+
+    A generated token is fetched here (so a refused password stops the run before it
+    starts) and fetched again whenever a server answers 498 (expired) during a long
+    run. Every token fetched and a typed password are added to the log's redaction.
+    """
     token: Optional[str] = args.token or os.environ.get("WMSYNC_TOKEN") or None
     if token or not args.token_url:
         return token
-    from .auth import generate_token
+    from .auth import CallableToken, generate_token
 
     username = args.username or getpass.getuser()
     password = os.environ.get("WMSYNC_PASSWORD") or getpass.getpass(
         f"Password for {username} at {redact_url(args.token_url)}: "
     )
-    return generate_token(args.token_url, username, password, verify=_verify(args))
+    redactor.add(password)
+    verify = _verify(args)
+
+    def fetch() -> str:
+        fetched = generate_token(args.token_url, username, password, verify=verify)
+        redactor.add(fetched)
+        return fetched
+
+    source = CallableToken(fetch)
+    source.get()
+    return source
 
 
 def _verify(args: argparse.Namespace) -> Any:
@@ -130,10 +155,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
     known = [args.token or "", os.environ.get("WMSYNC_TOKEN", ""),
              os.environ.get("WMSYNC_PASSWORD", "")]
-    configure_logging(args.verbose, args.log_file, known)  # so a token failure is logged
-    token = _token(args)
-    if token and token not in known:
-        configure_logging(args.verbose, args.log_file, [*known, token])
+    redactor = configure_logging(args.verbose, args.log_file, known)
+    token = _token(args, redactor)
     children = _read_children(args)
     verify = _verify(args)
     if args.dry_run:
