@@ -9,7 +9,9 @@ the ``wmsync`` package, which sits beside this file. Keep this file ASCII.
 import getpass
 import importlib
 import os
+import queue
 import sys
+import threading
 import time
 
 # The wmsync package is installed beside this file: make it importable wherever Pro
@@ -174,7 +176,8 @@ class SynchronizeJobData:
         from wmsync.errors import ValueTableError
 
         p = _by_name(parameters)
-        token = _signin_token() or os.environ.get("WMSYNC_TOKEN") or None
+        signin = _signin_token()
+        token = _SigninToken(signin) if signin else os.environ.get("WMSYNC_TOKEN") or None
         listener = _ArcpyListener(messages, token)
         auto_cancelling = getattr(arcpy.env, "autoCancelling", None)
         if auto_cancelling is not None:
@@ -232,6 +235,68 @@ def _signin_token():
     return None
 
 
+class _SigninToken:
+    """Pro's sign-in token as a wmsync token source, renewed on a 498 (expired).
+
+    A renewal calls ``arcpy.GetSigninToken`` again, and arcpy may only be called from
+    the tool's own thread. The engine's workers ask for a renewal from theirs, so their
+    request waits in a queue until the tool's thread serves it: the listener does that
+    each time the engine polls it for Cancel (every 0.1 s while work runs).
+    """
+
+    WAIT_SECONDS = 30.0  # a worker gives up on a renewal the tool's thread never served
+
+    def __init__(self, token):
+        self._token = token
+        self._seen = [token]  # every token handed out, for the messages' redaction
+        self._owner = threading.get_ident()
+        self._lock = threading.Lock()
+        self._requests = queue.Queue()
+
+    def get(self):
+        with self._lock:
+            return self._token
+
+    def refresh(self):
+        """Renew (on the tool's thread); True when the token now differs from before."""
+        before = self.get()
+        if threading.get_ident() == self._owner:
+            self._renew()
+        else:
+            done = threading.Event()
+            self._requests.put(done)
+            if not done.wait(self.WAIT_SECONDS):
+                return False
+        after = self.get()
+        return after is not None and after != before
+
+    def serve(self):
+        """Serve the workers' pending renewals; call on the tool's thread only."""
+        while True:
+            try:
+                done = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                self._renew()
+            finally:
+                done.set()
+
+    def secrets(self):
+        with self._lock:
+            return list(self._seen)
+
+    def _renew(self):
+        fresh = _signin_token()
+        with self._lock:
+            if fresh and fresh != self._token:
+                self._token = fresh
+                self._seen.append(fresh)
+
+    def __repr__(self):  # never show the token itself
+        return "_SigninToken(***)"
+
+
 def _user():
     """The Workflow Manager user: WMSYNC_USER, else the OS user."""
     user = os.environ.get("WMSYNC_USER")
@@ -248,13 +313,17 @@ class _ArcpyListener(SyncListener):
 
     def __init__(self, messages, token=None):
         self._messages = messages
-        self._token = token
+        self._token = token  # a text, a _SigninToken, or None
 
     def scrub(self, text):
-        # The engine redacts already; this guards the one secret the toolbox holds.
+        # The engine redacts already; this guards the secrets the toolbox holds.
         text = str(text)
-        if self._token:
-            text = text.replace(self._token, "***")
+        if isinstance(self._token, _SigninToken):
+            secrets = self._token.secrets()
+        else:
+            secrets = [self._token] if self._token else []
+        for secret in secrets:
+            text = text.replace(secret, "***")
         return text
 
     def info(self, text):
@@ -273,4 +342,6 @@ class _ArcpyListener(SyncListener):
         arcpy.SetProgressorPosition()
 
     def cancelled(self):
+        if isinstance(self._token, _SigninToken):
+            self._token.serve()  # polled on the tool's thread: renew tokens here
         return bool(getattr(arcpy.env, "isCancelled", False))

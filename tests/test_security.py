@@ -179,9 +179,10 @@ def test_a_refused_password_is_not_echoed_back_to_the_user(guarded, token_servic
 
 
 class Expiring:
-    """A WSGI wrapper in front of an emulator: each token the ``rotating`` service hands
-    out is good for ``uses`` requests across the cluster, then it is answered 498
-    (Esri's "invalid or expired token" envelope); a token never issued gets 403."""
+    """A WSGI wrapper in front of an emulator: each token the ``rotating`` fixture
+    issues is good for 12 requests across the cluster, then it is answered 498 (Esri's
+    "invalid or expired token" envelope) and ``ledger["on_expired"]`` is called once; a
+    token never issued gets 403."""
 
     def __init__(self, inner, ledger):
         self.inner, self.ledger = inner, ledger
@@ -194,6 +195,9 @@ class Expiring:
             if left is not None and left > 0:
                 self.ledger["uses"][sent] = left - 1
                 self.ledger["served"][sent] = self.ledger["served"].get(sent, 0) + 1
+            elif left == 0:
+                self.ledger["uses"][sent] = -1
+                self.ledger["on_expired"]()
         if left is None:
             error = {"code": 403, "message": "Invalid token", "details": []}
         elif left <= 0:
@@ -208,14 +212,20 @@ class Expiring:
 def rotating(tmp_path):
     """A cluster behind :class:`Expiring` and a ``generateToken`` service that hands out
     a new planted token on each call; yields (ledger, token URL, parent URL, Ohio URL)."""
-    ledger = {"lock": threading.Lock(), "uses": {}, "served": {}, "issued": []}
+    ledger = {"lock": threading.RLock(), "uses": {}, "served": {}, "issued": [],
+              "on_expired": lambda: None}
 
-    def service(environ, start_response):
+    def issue():
         with ledger["lock"]:
             token = f"{TOKEN}-{len(ledger['issued'])}"
             ledger["issued"].append(token)
             ledger["uses"][token] = 12
-        payload = {"token": token, "expires": 9999999999999, "ssl": False}
+            return token
+
+    ledger["issue"] = issue
+
+    def service(environ, start_response):
+        payload = {"token": issue(), "expires": 9999999999999, "ssl": False}
         return Response(json.dumps(payload), mimetype="application/json")(
             environ, start_response)
 
@@ -260,6 +270,23 @@ def test_a_token_that_expires_during_a_run_is_fetched_again(rotating, tmp_path):
         for text in (done.stdout, done.stderr, logged, report.read_text()):
             assert token not in text
     assert_clean(done.stdout, done.stderr, logged, report.read_text())
+
+
+def test_the_toolbox_renews_an_expired_signin_token_on_the_tool_thread(arcpy, rotating,
+                                                                       monkeypatch):
+    ledger, _, parent, ohio = rotating
+    monkeypatch.setenv("WMSYNC_USER", USER)
+    arcpy._fake.set_signin_token(ledger["issue"]())
+    # Pro renews its sign-in token itself; the old one then expires on the servers.
+    ledger["on_expired"] = lambda: arcpy._fake.set_signin_token(ledger["issue"]())
+    arcpy.ImportToolbox(str(PYT), "wmx")
+    result = arcpy.SynchronizeJobData_wmx(parent, "Parent", f"Ohio true {ohio} ''")
+    assert result.getOutput(0) == "0", arcpy._fake.all_text()
+    issued = ledger["issued"]
+    assert len(issued) >= 2  # it ran out during the run and the renewed one was used
+    assert all(ledger["served"].get(token, 0) > 0 for token in issued[:-1])
+    assert arcpy._fake.off_thread_calls == []  # GetSigninToken only on the tool's thread
+    assert_clean(arcpy._fake.all_text())
 
 
 def test_wrong_tokens_in_exceptions_and_reports_are_redacted(guarded):

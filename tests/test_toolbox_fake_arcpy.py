@@ -124,7 +124,8 @@ class Toolbox:
 class Echo:
     def getParameterInfo(self):
         a = arcpy.Parameter(name="a", displayName="A", datatype="GPString")
-        a.filter.list = ["ok", "error", "raise", "crash", "warn", "freeze", "cancel"]
+        a.filter.list = ["ok", "error", "raise", "crash", "warn", "freeze", "cancel",
+                         "thread"]
         n = arcpy.Parameter(name="n", displayName="N", datatype="GPLong",
                             parameterType="Derived", direction="Output")
         t = arcpy.Parameter(name="t", displayName="T", datatype="GPString",
@@ -150,6 +151,20 @@ class Echo:
         if what == "cancel":
             arcpy._fake.request_cancel()
             arcpy.SetProgressorLabel("next line")
+        if what == "thread":
+            import threading
+            refused = []
+            def worker():
+                for call in (lambda: arcpy.AddMessage("from a worker"),
+                             lambda: messages.addWarningMessage("from a worker")):
+                    try:
+                        call()
+                    except RuntimeError as exc:
+                        refused.append(str(exc))
+            thread = threading.Thread(target=worker)
+            thread.start()
+            thread.join()
+            messages.addMessage(" | ".join(refused))
         parameters[1].value = 7
         arcpy.SetParameter(2, "text out")
 '''
@@ -204,6 +219,16 @@ def test_value_list_is_case_insensitive(arcpy, toy):
 def test_validation_may_not_change_immutable_properties(arcpy, toy):
     with pytest.raises(AttributeError, match="parameterType"):
         arcpy.Echo_toy("freeze")
+
+
+def test_arcpy_calls_from_a_worker_thread_are_refused_while_a_tool_runs(arcpy, toy):
+    result = arcpy.Echo_toy("thread")
+    refused = result.getMessages(0)
+    assert "AddMessage called from a worker thread" in refused
+    assert "messages.addWarningMessage called from a worker thread" in refused
+    assert "from a worker" not in refused.replace("from a worker thread", "")
+    assert arcpy._fake.off_thread_calls == ["AddMessage", "messages.addWarningMessage"]
+    arcpy._fake.off_thread_calls.clear()  # seen: the fixture's check would fail on them
 
 
 def test_auto_cancelling_interrupts_the_next_arcpy_call(arcpy, toy):

@@ -27,6 +27,9 @@ What is faithful, in short:
   ``execute(parameters, messages)``; an error message, ``ExecuteError`` or any exception
   fails the tool (``ExecuteError``, no outputs). Otherwise a :class:`Result` whose
   ``getOutput(i)`` counts *output* parameters only and returns **strings**.
+- Threads: arcpy is not thread-safe, so while a tool runs, an arcpy function or a
+  ``messages`` call from any thread but the tool's raises ``RuntimeError`` (and is
+  recorded in ``_fake.off_thread_calls``) [INFER: Pro's behaviour is undefined there].
 - Cancellation: ``env.isCancelled`` turns true when a test asks; with
   ``env.autoCancelling`` true (Pro's default) the next arcpy call then raises
   ``KeyboardInterrupt``, as Pro stops a tool "at the next line".
@@ -42,6 +45,7 @@ import importlib.util
 import itertools
 import os
 import re
+import threading
 import traceback
 import types
 
@@ -82,6 +86,8 @@ class _FakeState:
         self.cancel_after_positions = None  # cancel once this many positions were set
         self.cancel_requested = False
         self.toolboxes = {}
+        self.tool_thread = None  # the thread running the current tool
+        self.off_thread_calls = []  # names of arcpy calls made from other threads
 
     # --- controls
     def set_signin_token(self, token, referer="https://www.arcgis.com"):
@@ -118,8 +124,17 @@ class _FakeState:
 _fake = _FakeState()
 
 
+def _check_thread(what):
+    """Refuse an arcpy call from a thread other than the running tool's."""
+    if _fake.current is not None and threading.get_ident() != _fake.tool_thread:
+        _fake.off_thread_calls.append(what)
+        raise RuntimeError(f"arcpy {what} called from a worker thread: arcpy is not "
+                           "thread-safe")
+
+
 def _arcpy_call():
     """Every public function passes here: honours Cancel as Pro's autoCancelling does."""
+    _check_thread(traceback.extract_stack(limit=2)[0].name)
     if _fake.cancel_requested and env.autoCancelling:
         _fake.cancel_requested = False
         raise KeyboardInterrupt("cancelled (arcpy.env.autoCancelling)")
@@ -663,12 +678,15 @@ class _Messages:
         self._run = run
 
     def addMessage(self, message):
+        _check_thread("messages.addMessage")
         self._run.add(0, message)
 
     def addWarningMessage(self, message):
+        _check_thread("messages.addWarningMessage")
         self._run.add(1, message)
 
     def addErrorMessage(self, message):
+        _check_thread("messages.addErrorMessage")
         self._run.add(2, message)  # does not raise [4]
 
     def addIDMessage(self, message_type, message_ID, add_argument1=None, add_argument2=None):
@@ -1008,6 +1026,7 @@ def _run_tool(tool_class, args, kwargs):
     started = _dt.datetime.now()
     run.add(0, f"Start Time: {_stamp()}")
     _fake.current = run
+    _fake.tool_thread = threading.get_ident()
     try:
         tool.execute(params, _Messages(run))
     except ExecuteError:

@@ -31,7 +31,9 @@ def arcpy_fixture(monkeypatch):
     # Never re-import wmsync behind the tests' back (monkeypatched functions, classes
     # other tests hold), even when a source file changes during the run.
     monkeypatch.setenv("WMSYNC_RELOAD", "0")
-    return module
+    yield module
+    # The fake refuses off-thread calls; a refusal swallowed somewhere still fails here.
+    assert not module._fake.off_thread_calls, module._fake.off_thread_calls
 
 
 @pytest.fixture(name="toolbox")
