@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
-from .cluster import ROOT
-
+ROOT = Path(__file__).resolve().parents[1]
 TEST = ("tests/test_reliability_convergence.py"
         "::test_random_clusters_converge_under_faults_with_nothing_lost")
 RESULTS = ROOT / "benchmarks" / "results"
