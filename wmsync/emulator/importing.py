@@ -142,6 +142,19 @@ class ImportMixin:
         for e in batch:  # ids that new elements bring: are they taken here?
             if e.local_id is not None and current.get(e.guid) is None:
                 wanted.setdefault(e.kind, []).append(e.local_id)
+        taken = self._ids_taken(wanted)
+        self._batch_current, self._batch_ids = current, taken
+        try:
+            for incoming in batch:
+                self._apply_one(incoming, sender, result, touched_job_types, changed_refs)
+            self._flush()
+        finally:
+            self._batch_current = self._batch_ids = None
+            self._pending = []
+
+    def _ids_taken(self, wanted: Mapping[str, List[int]]) -> set[Tuple[str, int]]:
+        """The ``(kind, local id)`` pairs among *wanted* that this repository already uses
+        (one query per kind), so that a batch knows which incoming ids to renumber."""
         taken: set[Tuple[str, int]] = set()
         for kind, ids in wanted.items():
             marks = ", ".join("?" * len(ids))
@@ -151,14 +164,7 @@ class ImportMixin:
                     [kind, *ids],
                 )
             )
-        self._batch_current, self._batch_ids = current, taken
-        try:
-            for incoming in batch:
-                self._apply_one(incoming, sender, result, touched_job_types, changed_refs)
-            self._flush()
-        finally:
-            self._batch_current = self._batch_ids = None
-            self._pending = []
+        return taken
 
     def apply_records(
         self, batches: Iterable[List[exchange.Record]], sender: str
@@ -206,15 +212,7 @@ class ImportMixin:
         for r in records:
             if r[2] is not None and r[1] not in rows:
                 wanted.setdefault(r[0], []).append(r[2])
-        taken: set[Tuple[str, int]] = set()
-        for kind, ids in wanted.items():
-            marks = ", ".join("?" * len(ids))
-            taken.update(
-                (kind, int(row[0])) for row in self.conn.execute(
-                    f"SELECT local_id FROM elements WHERE kind = ? AND local_id IN ({marks})",
-                    [kind, *ids],
-                )
-            )
+        taken = self._ids_taken(wanted)
         current: Dict[str, Optional[StoredElement]] = {}
         self._batch_current, self._batch_ids = current, taken
         slow: set[str] = set()  # GUIDs whose state is in ``current`` from now on
