@@ -112,3 +112,14 @@ def assert_converged(cluster: Cluster) -> Dict[str, Any]:
         for part in ("jobs", "jobTypes", "users", "groups"):
             assert view[part] == first[part], f"{name} differs from the parent in {part}"
     return first
+
+
+class Clock:
+    """A store clock for tests: starts at *start* (ms) and ticks 1 ms per reading."""
+
+    def __init__(self, start: int = 1_700_000_000_000) -> None:
+        self.now = start
+
+    def __call__(self) -> int:
+        self.now += 1
+        return self.now

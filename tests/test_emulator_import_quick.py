@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from cluster import Clock
 
 from wmsync import exchange
 from wmsync.emulator import importing
@@ -20,15 +21,6 @@ from wmsync.errors import ExchangeFormatError
 from wmsync.model import Element, guid_for_name
 
 DEFAULT_TYPE = guid_for_name("JobType", "Default")
-
-
-class Clock:
-    def __init__(self, start: int = 1_700_000_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        self.now += 1
-        return self.now
 
 
 def guid(n: int) -> str:

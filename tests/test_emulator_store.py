@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 
 import pytest
+from cluster import Clock
 
 from wmsync import exchange
 from wmsync.emulator import catalog, merge
@@ -14,15 +15,6 @@ from wmsync.model import Element, guid_for_name, vv_to_text
 
 JOB_GUID = "11111111-1111-4111-8111-111111111111"
 DEFAULT_TYPE = guid_for_name("JobType", "Default")
-
-
-class Clock:
-    def __init__(self, start: int = 1_700_000_000_000) -> None:
-        self.now = start
-
-    def __call__(self) -> int:
-        self.now += 1
-        return self.now
 
 
 def make_store(tmp_path, name="Parent", **kwargs) -> Store:
