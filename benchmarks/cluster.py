@@ -1,6 +1,6 @@
 """Clusters of emulated repositories for the benchmarks, each emulator in its own process.
 
-Setup writes straight into the SQLite files through :class:`wmsync.emulator.store.Store`
+Setup writes straight into the SQLite files through :class:`wmsync.repository.store.Store`
 (bulk loading is not what is measured); everything measured goes through HTTP. Every
 process started here is stopped in ``close()`` (terminate, then kill after a timeout),
 and servers bind 127.0.0.1 only.
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from wmsync.emulator.store import Store
+from wmsync.repository.store import Store
 
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 10.0

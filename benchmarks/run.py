@@ -34,7 +34,7 @@ from typing import Any, Callable, Dict, List, Optional
 
 import lxml.etree
 
-from wmsync.emulator.store import Store
+from wmsync.repository.store import Store
 
 from .cluster import ROOT, Cluster
 

@@ -14,11 +14,11 @@ import pytest
 from cluster import Clock
 
 from wmsync import exchange
-from wmsync.emulator import importing
-from wmsync.emulator import store as store_module
-from wmsync.emulator.store import ImportRefused, Store
 from wmsync.errors import ExchangeFormatError
 from wmsync.model import Element, guid_for_name
+from wmsync.repository import importing
+from wmsync.repository import store as store_module
+from wmsync.repository.store import ImportRefused, Store
 
 DEFAULT_TYPE = guid_for_name("JobType", "Default")
 

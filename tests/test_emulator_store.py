@@ -8,10 +8,10 @@ import pytest
 from cluster import Clock
 
 from wmsync import exchange
-from wmsync.emulator import catalog, merge
-from wmsync.emulator.store import ImportRefused, Store, WrongRepository
 from wmsync.errors import ExchangeFormatError
 from wmsync.model import Element, guid_for_name, vv_to_text
+from wmsync.repository import catalog, merge
+from wmsync.repository.store import ImportRefused, Store, WrongRepository
 
 JOB_GUID = "11111111-1111-4111-8111-111111111111"
 DEFAULT_TYPE = guid_for_name("JobType", "Default")

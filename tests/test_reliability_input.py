@@ -20,9 +20,9 @@ from werkzeug.wrappers import Response
 
 from wmsync import exchange, synchronize
 from wmsync.emulator.server import start_in_thread
-from wmsync.emulator.store import Store
 from wmsync.errors import BadRequest, ValueTableError
 from wmsync.model import Element, new_guid
+from wmsync.repository.store import Store
 from wmsync.valuetable import parse_children
 
 USER = "tester"

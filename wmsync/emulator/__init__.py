@@ -1,6 +1,6 @@
 """A Workflow Manager REST server ("WMServer") for tests, demos and offline trials.
 
-One emulated repository is one SQLite file (:mod:`wmsync.emulator.store`) served by a
+One emulated repository is one SQLite file (:mod:`wmsync.repository.store`) served by a
 werkzeug WSGI application (:mod:`wmsync.emulator.app`). It speaks the Esri parts of
 ``wmserver-protocol.md`` that Esri's JavaScript client uses, plus the WorkflowSync
 replication extensions (export, import, nodes, conflicts).
@@ -10,7 +10,7 @@ Nothing outside this package imports it: ``import wmsync`` never needs werkzeug.
 - :func:`wmsync.emulator.server.serve` runs one repository until SIGTERM or Ctrl-C;
 - :func:`wmsync.emulator.server.start_in_thread` runs one in a thread (tests, demos);
 - :func:`wmsync.emulator.app.create_app` builds the WSGI application from a config;
-- :class:`wmsync.emulator.store.Store` is the repository itself (also usable without
+- :class:`wmsync.repository.store.Store` is the repository itself (also usable without
   HTTP, e.g. to bulk-load benchmark data).
 """
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Dict, Optional
 
 from wmsync.model import guid_for_name
+from wmsync.repository import catalog
+from wmsync.repository.store import Session, Store, StoredElement
 
-from . import catalog, shapes
+from . import shapes
 from .envelope import BadRequest, Conflict, NotFound
 from .routes import Call
-from .store import Session, Store, StoredElement
 
 
 class ConfigApi:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import catalog, shapes
+from wmsync.repository import catalog
+from wmsync.repository.store import Session, Store, StoredElement
+
+from . import shapes
 from .envelope import BadRequest, Conflict, NotFound
 from .routes import Call
-from .store import Session, Store, StoredElement
 
 
 # Job update: request key -> (field, parser). Parsers turn a value into field text.

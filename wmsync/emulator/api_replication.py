@@ -19,10 +19,10 @@ from werkzeug.wsgi import wrap_file
 
 from wmsync import exchange
 from wmsync.errors import ExchangeFormatError
+from wmsync.repository.store import ImportRefused, Store
 
 from .envelope import BadRequest, NotFound
 from .routes import Call
-from .store import ImportRefused, Store
 
 if TYPE_CHECKING:
     from .app import EmulatorConfig

@@ -29,6 +29,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.wrappers import Request, Response
 
 from wmsync import exchange
+from wmsync.repository.store import Store
 
 from .api_config import ConfigApi
 from .api_jobs import JobsApi
@@ -36,7 +37,6 @@ from .api_replication import EXPORT_GZIP_LEVEL, EXTENSIONS, ReplicationApi
 from .envelope import ApiError, BadRequest, Forbidden, NotFound, ServerFault
 from .faults import _FAULT_KEY, FAULT_KINDS, Fault, FaultInjection
 from .routes import Call, _url_map
-from .store import Store
 
 __all__ = [
     "EXPORT_GZIP_LEVEL",

@@ -19,8 +19,9 @@ from urllib.parse import quote
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
+from wmsync.repository.store import Store
+
 from .app import EmulatorConfig, WMServerApp, create_app
-from .store import Store
 
 READY_TIMEOUT = 10.0
 
@@ -60,7 +61,7 @@ class RunningEmulator:
 
     :ivar url: its service root URL.
     :ivar app: the WSGI application (``app.faults`` can be changed while it runs).
-    :ivar store: its :class:`~wmsync.emulator.store.Store`.
+    :ivar store: its :class:`~wmsync.repository.store.Store`.
     :ivar db_path: its SQLite file.
     """
 

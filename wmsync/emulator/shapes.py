@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any, Dict, List, Mapping, Optional
 from urllib.parse import quote, unquote
 
-from . import catalog
+from wmsync.repository import catalog
+from wmsync.repository.store import Session, StoredElement
+
 from .envelope import BadRequest
-from .store import Session, StoredElement
 
 
 def number(text: Optional[str], default: Optional[int] = None) -> Optional[int]:

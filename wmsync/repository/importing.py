@@ -1,5 +1,5 @@
 """How a session applies incoming versions: the import path of
-:class:`~wmsync.emulator.session.Session`.
+:class:`~wmsync.repository.session.Session`.
 
 Each version goes through :func:`merge.decide`; conflicts are logged, a parent renames
 job types whose names now clash, and references to elements this repository does not
@@ -55,7 +55,7 @@ def _version(element: Element) -> Dict[str, Any]:
 
 
 class ImportMixin:
-    """The import path of :class:`~wmsync.emulator.session.Session` (a base class of it)."""
+    """The import path of :class:`~wmsync.repository.session.Session` (a base class of it)."""
 
     if TYPE_CHECKING:  # what the import path uses of Session, for the type checker
         store: Store

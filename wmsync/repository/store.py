@@ -11,10 +11,10 @@ Connections are opened per operation and closed at its end (the threaded server 
 each request in a thread of its own), in WAL mode with a long busy timeout, so a user
 edit waits for a running import instead of failing.
 
-The store is split by concern: :mod:`~wmsync.emulator.tables` (tables and row
-encoding), :mod:`~wmsync.emulator.records` (errors and row classes),
-:mod:`~wmsync.emulator.session` (:class:`Session`), :mod:`~wmsync.emulator.importing`
-(its import path) and :mod:`~wmsync.emulator.bulk` (benchmark loaders). Their public
+The store is split by concern: :mod:`~wmsync.repository.tables` (tables and row
+encoding), :mod:`~wmsync.repository.records` (errors and row classes),
+:mod:`~wmsync.repository.session` (:class:`Session`), :mod:`~wmsync.repository.importing`
+(its import path) and :mod:`~wmsync.repository.bulk` (benchmark loaders). Their public
 names are importable from here too.
 """
 

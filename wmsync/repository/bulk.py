@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 class BulkLoading:
-    """The benchmark loaders of :class:`~wmsync.emulator.store.Store` (a base class of it)."""
+    """The benchmark loaders of :class:`~wmsync.repository.store.Store` (a base class of it)."""
 
     if TYPE_CHECKING:  # what the loaders use of Store, for the type checker
         repository: str

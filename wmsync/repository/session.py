@@ -1,6 +1,6 @@
 """One transaction's queries and changes: :class:`Session` (see
-:meth:`~wmsync.emulator.store.Store.atomic`); its import path is in
-:mod:`wmsync.emulator.importing`.
+:meth:`~wmsync.repository.store.Store.atomic`); its import path is in
+:mod:`wmsync.repository.importing`.
 """
 
 # SQL text here is assembled from module constants only (column lists, the kind order);

@@ -1,0 +1,12 @@
+"""A Workflow Manager repository kept in SQLite, with the replication extensions' state.
+
+Generations, element versions, node rows, the conflict log, export and import with the
+merge rule: everything a repository with the WorkflowSync extensions holds. The emulator
+serves one over HTTP (:mod:`wmsync.emulator`); nothing here needs werkzeug.
+
+- :class:`wmsync.repository.store.Store` is the repository (one SQLite file);
+- :class:`wmsync.repository.session.Session` is one transaction on it;
+- :mod:`wmsync.repository.merge` is the merge rule;
+- :mod:`wmsync.repository.catalog` holds the default configuration every repository
+  starts with.
+"""
