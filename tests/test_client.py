@@ -1,4 +1,6 @@
-"""Tests of wmsync.client (the WMServer REST client) and wmsync.auth (token sources)."""
+"""Tests of wmsync.client (the WMServer REST client) and wmsync.transport (its plumbing).
+
+Token sources and the token service: tests/test_auth.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import http.server
 import inspect
 import io
 import json
+import re
 import socket
 import ssl
 import sys
@@ -25,7 +28,7 @@ import responses
 import urllib3
 
 from wmsync import errors
-from wmsync.auth import CallableToken, StaticToken, TokenSource, as_token_source
+from wmsync.auth import TokenSource
 from wmsync.client import TOKEN_HEADER, ExportInfo, WMServerClient
 
 ROOT = "http://wm.example/arcgis/rest/services/Parent/WMServer"
@@ -708,12 +711,15 @@ def test_read_timeout_retry_policy(tmp_path):
     with silent_server() as (url, held):
         c = WMServerClient(url, user="bob", timeout=0.15, transfer_timeout=0.15, retries=1,
                            backoff=0)
-        with pytest.raises(errors.TimedOut):
+        with pytest.raises(errors.TimedOut) as caught:
             c.get("jobs")  # a read: retried
         assert len(held) == 2
-        with pytest.raises(errors.TimedOut):
+        # The truth about the wait: not "within 0.15 s" alone after two tries.
+        assert re.search(r"no answer within 0\.15 s, 2 tries over 0\.[3-9] s", str(caught.value))
+        with pytest.raises(errors.TimedOut) as caught:
             c.post("jobs/create", jobTypeId=1)  # a change: never repeated
         assert len(held) == 3
+        assert "no answer within 0.15 s (read timeout)" in str(caught.value)
         with pytest.raises(errors.TimedOut):
             c.import_document(doc)  # idempotent: retried
         assert len(held) == 5
@@ -963,53 +969,3 @@ def test_close_owned_but_not_injected_session(monkeypatch):
     monkeypatch.setattr(session, "close", lambda: closed.append("injected"))
     WMServerClient(ROOT, user="bob", session=session).close()
     assert closed == ["own"]
-
-
-# -- token sources ---------------------------------------------------------------------------
-
-
-def test_static_token():
-    source = StaticToken("abc")
-    assert source.get() == "abc" and source.refresh() is False
-    assert "abc" not in repr(source)
-    assert StaticToken("").get() is None
-
-
-def test_callable_token_fetches_lazily_and_refreshes():
-    calls = []
-
-    def fetch():
-        calls.append(1)
-        return {"token": f"t{len(calls)}", "expires": 0}  # arcpy.GetSigninToken() shape
-
-    source = CallableToken(fetch)
-    assert calls == []
-    assert source.get() == "t1" and source.get() == "t1"
-    assert source.refresh() is True and source.get() == "t2"
-    assert CallableToken(lambda: "same").refresh() is True
-    same = CallableToken(lambda: "same")
-    same.get()
-    assert same.refresh() is False  # nothing new: no point retrying
-    assert CallableToken(lambda: None).get() is None
-    with pytest.raises(TypeError):
-        CallableToken(lambda: 42).get()
-
-
-def test_as_token_source():
-    assert as_token_source(None) is None
-    assert as_token_source("") is None
-    assert isinstance(as_token_source("x"), StaticToken)
-    rotating = RotatingToken(["a"])
-    assert as_token_source(rotating) is rotating
-    assert isinstance(as_token_source(lambda: "x"), CallableToken)
-    with pytest.raises(TypeError):
-        as_token_source(42)  # type: ignore[arg-type]
-
-
-def test_a_token_service_error_with_an_odd_code_is_still_an_authentication_error(rsps):
-    from wmsync.auth import generate_token
-
-    url = "https://portal.example/sharing/rest/generateToken"
-    rsps.post(url, json={"error": {"code": "Invalid", "message": "bad credentials"}})
-    with pytest.raises(errors.AuthenticationError, match="bad credentials"):
-        generate_token(url, "admin", "pw")
