@@ -18,6 +18,8 @@ from wmsync.auth import (
     token_text,
 )
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 TOKEN_URL = "https://portal.example/sharing/rest/generateToken"
 
 

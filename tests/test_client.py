@@ -31,17 +31,10 @@ from wmsync import errors
 from wmsync.auth import TokenSource
 from wmsync.client import TOKEN_HEADER, ExportInfo, WMServerClient
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 ROOT = "http://wm.example/arcgis/rest/services/Parent/WMServer"
 TOKEN = "s3cret-T0KEN"
-
-
-@pytest.fixture(autouse=True)
-def clean_environ(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "WMSYNC_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture

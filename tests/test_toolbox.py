@@ -22,6 +22,8 @@ from wmsync.report import FAILED, SYNCHRONIZED, ChildResult, SyncResult
 from wmsync.toolbox import fresh_import
 from wmsync.valuetable import parse_children
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 PARENT = "http://hq/arcgis/rest/services/Parent/WMServer"
 OHIO = "http://ohioServer/arcgis/rest/services/SO/WMServer"
 AZ = "http://AZServer/arcgis/rest/services/AZ/WMServer"

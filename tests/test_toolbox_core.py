@@ -15,6 +15,8 @@ from wmsync.report import FAILED, SKIPPED, SYNCHRONIZED, ChildResult, SyncResult
 from wmsync.toolbox import ArcpyListener, closing_summary, update_messages
 from wmsync.valuetable import parse_children
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 OHIO = "http://ohio/arcgis/rest/services/SO/WMServer"
 
 

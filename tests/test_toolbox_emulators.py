@@ -14,6 +14,8 @@ from fake_arcpy.fixtures import PYT, arcpy_fixture  # noqa: F401
 
 from wmsync.valuetable import parse_children, parse_time
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 OLD = "2011-08-08 12:00"
 
 

@@ -7,6 +7,8 @@ import textwrap
 import pytest
 from fake_arcpy.fixtures import arcpy_fixture  # noqa: F401
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 # --------------------------------------------------------------------------- ValueTable
 
 

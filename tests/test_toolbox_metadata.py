@@ -19,6 +19,8 @@ import wmsync.engine
 from wmsync.report import SYNCHRONIZED, ChildResult, SyncResult
 from wmsync.valuetable import parse_children
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 METADATA = ROOT / "metadata"
 TOOLBOX_XML = METADATA / "WorkflowSync.pyt.xml"
 TOOL_XML = METADATA / "WorkflowSync.SynchronizeJobData.pyt.xml"
