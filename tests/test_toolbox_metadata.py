@@ -83,6 +83,11 @@ def test_summary_usage_and_search_keys():
     usage = text_of(root.findtext("tool/usage"))
     for word in ("connected", "warning", "-1", "WMSYNC_TOKEN", "wmsync"):
         assert word in usage
+    # Who acts, how Cancel ends the tool, what the progressor says (the tool's behaviour).
+    for words in ("WMSYNC_USER environment variable, else the user signed in to the computer",
+                  "ends as cancelled", "Pulling: 2 of 3 children",
+                  "child URL that does not end with /WMServer"):
+        assert words in usage
     assert root.findall("dataIdInfo/searchKeys/keyword")
     assert root.find("mdHrLv/ScopeCd").get("value") == "005"
 
