@@ -24,6 +24,7 @@ from typing import Any, List, Optional, Sequence, Union
 
 from . import valuetable
 from .auth import ThreadBoundToken
+from .errors import redact_url
 from .progress import SyncListener
 from .report import FAILED, SKIPPED, SYNCHRONIZED, SyncResult
 
@@ -267,6 +268,13 @@ def closing_summary(result: SyncResult) -> Optional[str]:
     )
 
 
+def _rows(result: SyncResult) -> str:
+    """Last Synchronized as value-table text for a message: URLs without secrets."""
+    rows = [[name, connected, redact_url(url), when]
+            for name, connected, url, when in result.last_sync_rows]
+    return valuetable.format_rows(rows)
+
+
 def last_sync_table(arcpy: Any, columns: Sequence[Sequence[str]], result: SyncResult) -> Any:
     """The Last Synchronized output as an ``arcpy.ValueTable`` of *columns*."""
     table = arcpy.ValueTable([column[0] for column in columns])
@@ -306,7 +314,7 @@ def run(arcpy: Any, messages: Any, parent_url: str, parent_name: str, children: 
                 else result.error or "nothing could be synchronized"
             )
             if result.cancelled and any(c.state == SYNCHRONIZED for c in result.children):
-                messages.addMessage("Last Synchronized so far: " + result.last_sync_text)
+                messages.addMessage(listener.scrub("Last Synchronized so far: " + _rows(result)))
             messages.addErrorMessage(text)
             raise arcpy.ExecuteError(text)
         if summary:
