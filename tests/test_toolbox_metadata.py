@@ -1,8 +1,8 @@
 """The toolbox's item descriptions (metadata/*.pyt.xml): well-formed, complete, runnable samples.
 
 ArcGIS Pro reads ``<Toolbox>.pyt.xml`` and ``<Toolbox>.<ToolClass>.pyt.xml`` from the
-folder of the ``.pyt`` (Esri: documenting a tool in a Python toolbox); the sources live in ``metadata/`` and
-``wmsync install-toolbox`` copies them beside the ``.pyt``.
+folder of the ``.pyt`` (Esri: documenting a tool in a Python toolbox); the sources live
+in ``metadata/`` and ``wmsync install-toolbox`` copies them beside the ``.pyt``.
 """
 
 from __future__ import annotations

@@ -640,7 +640,6 @@ class WMServerClient:
                 return consume(answer)
             finally:
                 self._count(received=answer.received)
-        raise AssertionError("unreachable")  # pragma: no cover - the with block returns
 
     def _get_token(self, target: str) -> Optional[str]:
         if self._token is None:

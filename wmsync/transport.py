@@ -30,8 +30,8 @@ import importlib
 import re
 import ssl
 import time
-from contextlib import contextmanager
-from typing import Any, Iterable, Iterator, List, Optional, Tuple, Type, Union
+from types import TracebackType
+from typing import Any, Iterable, List, Optional, Tuple, Type, Union
 
 import certifi
 import requests
@@ -187,21 +187,38 @@ def build_session(
 # --------------------------------------------------------------------------- errors
 
 
-@contextmanager
-def mapped_errors(where: str, timeout: Tuple[float, float], retries: int) -> Iterator[None]:
-    """Turn any transport exception raised inside into the matching wmsync error.
+class _ErrorMapper:
+    """The context manager :func:`mapped_errors` returns (never swallows an exception)."""
+
+    def __init__(self, where: str, timeout: Tuple[float, float], retries: int) -> None:
+        self._where, self._timeout, self._retries = where, timeout, retries
+        self._started = 0.0
+
+    def __enter__(self) -> None:
+        self._started = time.monotonic()
+
+    def __exit__(
+        self,
+        kind: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        traceback: Optional[TracebackType],
+    ) -> None:
+        if isinstance(exc, TRANSPORT_EXCEPTIONS):
+            elapsed = time.monotonic() - self._started
+            failure = transport_error(exc, self._where, self._timeout, self._retries, elapsed)
+            # from None: the original's text holds URLs (and maybe a token) and stays hidden.
+            raise failure from None
+
+
+def mapped_errors(where: str, timeout: Tuple[float, float], retries: int) -> _ErrorMapper:
+    """A context manager that turns any transport exception raised inside into the
+    matching wmsync error; wmsync errors and everything else pass through.
 
     :param where: the redacted URL the messages name.
     :param timeout: the ``(connect, read)`` timeout the request ran with.
     :param retries: how often urllib3 may have retried (to tell the truth about waits).
     """
-    started = time.monotonic()
-    try:
-        yield
-    except TRANSPORT_EXCEPTIONS as exc:
-        failure = transport_error(exc, where, timeout, retries, time.monotonic() - started)
-        # from None: the original's text holds URLs (and maybe a token) and stays hidden.
-        raise failure from None
+    return _ErrorMapper(where, timeout, retries)
 
 
 def _chain(exc: BaseException) -> List[BaseException]:
