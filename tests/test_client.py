@@ -962,3 +962,38 @@ def test_close_owned_but_not_injected_session(monkeypatch):
     monkeypatch.setattr(session, "close", lambda: closed.append("injected"))
     WMServerClient(ROOT, user="bob", session=session).close()
     assert closed == ["own"]
+
+
+# -- wmsync.transport on its own ----------------------------------------------------------------
+
+
+def test_mapped_errors_translates_transport_errors_only():
+    from wmsync.transport import mapped_errors
+
+    with pytest.raises(errors.ConnectionFailed) as caught:
+        with mapped_errors(ROOT, (1.0, 2.0), 0):
+            raise requests.ConnectionError(f"refused at {ROOT}?token={TOKEN}")
+    assert_clean(caught.value)
+    with pytest.raises(errors.NotFound):  # a wmsync error passes as it is
+        with mapped_errors(ROOT, (1.0, 2.0), 0):
+            raise errors.NotFound(404, "gone", None, ROOT)
+    with pytest.raises(KeyError):  # a bug is not disguised as a network failure
+        with mapped_errors(ROOT, (1.0, 2.0), 0):
+            raise KeyError("x")
+
+
+def test_a_timeout_after_retries_says_how_long_was_waited():
+    from wmsync.transport import transport_error
+
+    inner = urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")
+    exhausted = requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", inner))
+    text = str(transport_error(exhausted, ROOT, (10.0, 3.0), retries=3, elapsed=15.2))
+    assert "no answer within 3 s, 4 tries over 15 s" in text
+    single = str(transport_error(requests.ReadTimeout("x"), ROOT, (10.0, 3.0), retries=3,
+                                 elapsed=3.1))
+    assert "no answer within 3 s (read timeout)" in single and "tries" not in single
+    connect = urllib3.exceptions.ConnectTimeoutError(None, "timed out")
+    text = str(transport_error(
+        requests.ConnectTimeout(urllib3.exceptions.MaxRetryError(None, "/x", connect)),
+        ROOT, (10.0, 3.0), retries=2, elapsed=31.0))
+    assert "could not connect within 10 s, 3 tries over 31 s" in text
