@@ -3,10 +3,11 @@
 It speaks the wire contract of docs/protocol.md and turns every outcome into data or a
 :mod:`wmsync.errors` exception. The shape follows requests/httpx:
 
-- :meth:`WMServerClient._request` is the one place that sends. It runs inside
+- :meth:`WMServerClient._send` is the one place that sends. It runs inside
   :func:`wmsync.transport.mapped_errors`, the one context manager that turns every
-  requests/urllib3 exception into a wmsync error; an answer 498 (invalid or expired
-  token) makes the token source refresh once, then the request is repeated.
+  requests/urllib3 exception into a wmsync error; :meth:`WMServerClient._request`
+  around it makes the token source refresh once on an answer 498 (invalid or expired
+  token), then repeats the request.
 - Small functions consume an answer: :func:`read_json` (the JSON object, or the error
   an ``{"error": ...}`` envelope, an HTTP error status or a non-JSON body stands for)
   and :func:`save_into` (stream an exchange document into a file).
@@ -579,11 +580,23 @@ class WMServerClient:
         )
         return self._request(request, read_json)
 
-    def _build(self, method: str, url: str, transfer: bool, **parts: Any) -> Request:
+    def _build(
+        self,
+        method: str,
+        url: str,
+        transfer: bool,
+        *,
+        query: Optional[Dict[str, str]] = None,
+        form: Optional[Dict[str, str]] = None,
+        upload: Optional[str] = None,
+        headers: Optional[Dict[str, str]] = None,
+    ) -> Request:
+        """A :class:`Request` with this client's timeout and retry count for it."""
         retried = method in SAFE_METHODS or urlsplit(url).path.endswith(IDEMPOTENT_POSTS)
         return Request(
             method, url, self._transfer_timeout if transfer else self._timeout,
-            retries=self._retries if retried else 0, **parts,
+            query=query, form=form, upload=upload, headers=headers or {},
+            retries=self._retries if retried else 0,
         )
 
     def _count(self, *, made: int = 0, sent: int = 0, received: int = 0) -> None:
@@ -593,7 +606,7 @@ class WMServerClient:
             self.bytes_received += received
 
     def _request(self, request: Request, consume: Consumer[T]) -> T:
-        """Send *request* and hand the answer to *consume*: the one place that sends.
+        """Send *request* (through :meth:`_send`) and return what *consume* made of it.
 
         A 498 (invalid or expired token) refreshes the token source once and repeats
         the request; every other failure leaves as a :class:`~wmsync.errors.WMSyncError`.
@@ -612,6 +625,10 @@ class WMServerClient:
                 log.info("token rejected as expired by %s; retrying with a new one", error.url)
 
     def _send(self, request: Request, token: Optional[str], consume: Consumer[T]) -> T:
+        """The one place that uses the session, inside :func:`~wmsync.transport.mapped_errors`.
+
+        The response is streamed and closed (and an uploaded file too) whatever happens.
+        """
         headers = dict(request.headers)
         if token:
             headers[TOKEN_HEADER] = "Bearer " + token
