@@ -1,7 +1,7 @@
 """The toolbox's item descriptions (metadata/*.pyt.xml): well-formed, complete, runnable samples.
 
 ArcGIS Pro reads ``<Toolbox>.pyt.xml`` and ``<Toolbox>.<ToolClass>.pyt.xml`` from the
-folder of the ``.pyt`` (Esri: documenting a tool in a Python toolbox); the sources live
+folder of the ``.pyt`` (docs/toolbox.md section 6); the sources live
 in ``metadata/`` and ``wmsync install-toolbox`` copies them beside the ``.pyt``.
 """
 

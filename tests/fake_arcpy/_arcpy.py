@@ -3,9 +3,8 @@
 This file is executed as a *fresh* module named ``arcpy`` for every test (see
 :func:`fake_arcpy.new_arcpy`), so its module-level state (messages, progressor,
 environment, imported toolboxes) never leaks between tests. Facts come from Esri's
-arcpy documentation for Python toolboxes; the numbers in brackets name the topic ([2]
-Parameter, [3] value tables, [4] messages and progress, [5] calling a tool, [8] loading
-a .pyt); where a fact is inferred, not documented, the choice made here says so.
+arcpy documentation as summed up in docs/toolbox.md (section numbers in brackets);
+where a fact is inferred, not documented, the choice made here says so.
 
 What is faithful, in short:
 
