@@ -13,21 +13,25 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+#: The one list of what a developer's shell must not bring into a test (each name also
+#: in lower case): secrets, the toolbox's acting user, proxies and CA bundle overrides.
 _CLEARED = (
     "WMSYNC_TOKEN",
     "WMSYNC_PASSWORD",
     "WMSYNC_SERVER_TOKEN",
+    "WMSYNC_USER",
     "HTTP_PROXY",
     "HTTPS_PROXY",
     "NO_PROXY",
     "ALL_PROXY",
     "REQUESTS_CA_BUNDLE",
+    "CURL_CA_BUNDLE",
 )
 
 
 @pytest.fixture(autouse=True)
 def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No token, password or proxy from the developer's shell reaches a test."""
+    """No token, password, user, proxy or CA bundle from the developer's shell reaches a test."""
     for name in _CLEARED:
         for variant in {name, name.lower()}:
             if variant in os.environ:

@@ -1,4 +1,6 @@
-"""Tests of wmsync.client (the WMServer REST client) and wmsync.auth (token sources)."""
+"""Tests of wmsync.client (the WMServer REST client) and wmsync.transport (its plumbing).
+
+Token sources and the token service: tests/test_auth.py."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import http.server
 import inspect
 import io
 import json
+import re
 import socket
 import ssl
 import sys
@@ -25,20 +28,13 @@ import responses
 import urllib3
 
 from wmsync import errors
-from wmsync.auth import CallableToken, StaticToken, TokenSource, as_token_source
+from wmsync.auth import TokenSource
 from wmsync.client import TOKEN_HEADER, ExportInfo, WMServerClient
+
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
 
 ROOT = "http://wm.example/arcgis/rest/services/Parent/WMServer"
 TOKEN = "s3cret-T0KEN"
-
-
-@pytest.fixture(autouse=True)
-def clean_environ(monkeypatch):
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
-        monkeypatch.delenv(name, raising=False)
-        monkeypatch.delenv(name.lower(), raising=False)
-    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "WMSYNC_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -708,12 +704,15 @@ def test_read_timeout_retry_policy(tmp_path):
     with silent_server() as (url, held):
         c = WMServerClient(url, user="bob", timeout=0.15, transfer_timeout=0.15, retries=1,
                            backoff=0)
-        with pytest.raises(errors.TimedOut):
+        with pytest.raises(errors.TimedOut) as caught:
             c.get("jobs")  # a read: retried
         assert len(held) == 2
-        with pytest.raises(errors.TimedOut):
+        # The truth about the wait: not "within 0.15 s" alone after two tries.
+        assert re.search(r"no answer within 0\.15 s, 2 tries over 0\.[3-9] s", str(caught.value))
+        with pytest.raises(errors.TimedOut) as caught:
             c.post("jobs/create", jobTypeId=1)  # a change: never repeated
         assert len(held) == 3
+        assert "no answer within 0.15 s (read timeout)" in str(caught.value)
         with pytest.raises(errors.TimedOut):
             c.import_document(doc)  # idempotent: retried
         assert len(held) == 5
@@ -965,51 +964,36 @@ def test_close_owned_but_not_injected_session(monkeypatch):
     assert closed == ["own"]
 
 
-# -- token sources ---------------------------------------------------------------------------
+# -- wmsync.transport on its own ----------------------------------------------------------------
 
 
-def test_static_token():
-    source = StaticToken("abc")
-    assert source.get() == "abc" and source.refresh() is False
-    assert "abc" not in repr(source)
-    assert StaticToken("").get() is None
+def test_mapped_errors_translates_transport_errors_only():
+    from wmsync.transport import mapped_errors
+
+    with pytest.raises(errors.ConnectionFailed) as caught:
+        with mapped_errors(ROOT, (1.0, 2.0), 0):
+            raise requests.ConnectionError(f"refused at {ROOT}?token={TOKEN}")
+    assert_clean(caught.value)
+    with pytest.raises(errors.NotFound):  # a wmsync error passes as it is
+        with mapped_errors(ROOT, (1.0, 2.0), 0):
+            raise errors.NotFound(404, "gone", None, ROOT)
+    with pytest.raises(KeyError):  # a bug is not disguised as a network failure
+        with mapped_errors(ROOT, (1.0, 2.0), 0):
+            raise KeyError("x")
 
 
-def test_callable_token_fetches_lazily_and_refreshes():
-    calls = []
+def test_a_timeout_after_retries_says_how_long_was_waited():
+    from wmsync.transport import transport_error
 
-    def fetch():
-        calls.append(1)
-        return {"token": f"t{len(calls)}", "expires": 0}  # arcpy.GetSigninToken() shape
-
-    source = CallableToken(fetch)
-    assert calls == []
-    assert source.get() == "t1" and source.get() == "t1"
-    assert source.refresh() is True and source.get() == "t2"
-    assert CallableToken(lambda: "same").refresh() is True
-    same = CallableToken(lambda: "same")
-    same.get()
-    assert same.refresh() is False  # nothing new: no point retrying
-    assert CallableToken(lambda: None).get() is None
-    with pytest.raises(TypeError):
-        CallableToken(lambda: 42).get()
-
-
-def test_as_token_source():
-    assert as_token_source(None) is None
-    assert as_token_source("") is None
-    assert isinstance(as_token_source("x"), StaticToken)
-    rotating = RotatingToken(["a"])
-    assert as_token_source(rotating) is rotating
-    assert isinstance(as_token_source(lambda: "x"), CallableToken)
-    with pytest.raises(TypeError):
-        as_token_source(42)  # type: ignore[arg-type]
-
-
-def test_a_token_service_error_with_an_odd_code_is_still_an_authentication_error(rsps):
-    from wmsync.auth import generate_token
-
-    url = "https://portal.example/sharing/rest/generateToken"
-    rsps.post(url, json={"error": {"code": "Invalid", "message": "bad credentials"}})
-    with pytest.raises(errors.AuthenticationError, match="bad credentials"):
-        generate_token(url, "admin", "pw")
+    inner = urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")
+    exhausted = requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", inner))
+    text = str(transport_error(exhausted, ROOT, (10.0, 3.0), retries=3, elapsed=15.2))
+    assert "no answer within 3 s, 4 tries over 15 s" in text
+    single = str(transport_error(requests.ReadTimeout("x"), ROOT, (10.0, 3.0), retries=3,
+                                 elapsed=3.1))
+    assert "no answer within 3 s (read timeout)" in single and "tries" not in single
+    connect = urllib3.exceptions.ConnectTimeoutError(None, "timed out")
+    text = str(transport_error(
+        requests.ConnectTimeout(urllib3.exceptions.MaxRetryError(None, "/x", connect)),
+        ROOT, (10.0, 3.0), retries=2, elapsed=31.0))
+    assert "could not connect within 10 s, 3 tries over 31 s" in text

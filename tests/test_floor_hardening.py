@@ -23,6 +23,8 @@ from wmsync.errors import ExchangeFormatError
 from wmsync.exchange import ExchangeHeader, read_document, schema, source, write_document
 from wmsync.model import Element
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 SECRET = "TOP-SECRET-6d1f"
 ROOT_TAG = '<JobExchange version="1" repository="R" generation="1" sinceGen="0" exportTime="0">'
 

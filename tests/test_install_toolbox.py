@@ -25,6 +25,8 @@ from wmsync.errors import WMSyncError
 from wmsync.install import TOOLBOX_FILE, install_toolbox, toolbox_sources
 from wmsync.valuetable import parse_children
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_ARCPY = Path(__file__).resolve().parent / "fake_arcpy"
 METADATA_FILES = ["WorkflowSync.SynchronizeJobData.pyt.xml", "WorkflowSync.pyt.xml"]

@@ -16,7 +16,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 from wmsync.valuetable import parse_children
+
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
 
 TESTS = Path(__file__).resolve().parent
 PYT = TESTS.parent / "WorkflowSync.pyt"

@@ -19,7 +19,10 @@ from fake_arcpy.fixtures import PYT, arcpy_fixture, toolbox_fixture  # noqa: F40
 
 import wmsync.engine
 from wmsync.report import FAILED, SYNCHRONIZED, ChildResult, SyncResult
+from wmsync.toolbox import fresh_import
 from wmsync.valuetable import parse_children
+
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
 
 PARENT = "http://hq/arcgis/rest/services/Parent/WMServer"
 OHIO = "http://ohioServer/arcgis/rest/services/SO/WMServer"
@@ -169,6 +172,13 @@ def test_parent_url_that_is_not_wmserver_is_a_warning(dialog):
     assert dialog.errors() == {}
 
 
+def test_child_url_that_is_not_wmserver_is_the_same_warning(dialog):
+    p = dialog.set("Input_Multi_Name", [["Ohio", "true", OHIO.rsplit("/", 1)[0], ""]])
+    assert p.hasWarning() and not p.hasError()
+    assert p.message.startswith("Row 1: child URL ") and "does not end with /WMServer" in p.message
+    assert dialog.errors() == {}
+
+
 def test_good_parent_url_has_no_message(dialog):
     assert not dialog["Input_Parent_Repository_URL"].message
 
@@ -204,8 +214,9 @@ def test_validation_does_not_touch_immutable_properties(dialog):
 class Script:
     """A stand-in for wmsync.engine.synchronize: plays listener calls, returns a result."""
 
-    def __init__(self, status=0, error=None, failed=(), say=()):
+    def __init__(self, status=0, error=None, failed=(), say=(), cancelled=False):
         self.status, self.error, self.failed, self.say = status, error, set(failed), say
+        self.cancelled = cancelled
         self.calls = []
 
     def __call__(self, parent_url, parent_name, children, **kwargs):
@@ -216,10 +227,12 @@ class Script:
             getattr(listener, kind)(text)
         listener.begin(2 * len(specs), "Synchronizing job data")
         results = []
-        for spec in specs:
-            for phase in ("sending changes", "receiving changes"):
+        # The engine's step labels, phase after phase (all pulls, then all pushes).
+        for phase in ("sending changes to the parent", "receiving changes from the parent"):
+            for spec in specs:
                 listener.step(f"{spec.name}: {phase}")
                 listener.step_done()
+        for spec in specs:
             if spec.name in self.failed:
                 listener.warning(f"{spec.name} failed while sending changes: boom")
                 results.append(ChildResult(spec, state=FAILED, error="boom"))
@@ -228,7 +241,7 @@ class Script:
                 results.append(ChildResult(spec, state=SYNCHRONIZED, last_sync=NEW_TIME))
         now = datetime.now().astimezone()
         return SyncResult(self.status, parent_name, parent_url, now, now, results,
-                          error=self.error)
+                          error=self.error, cancelled=self.cancelled)
 
 
 NEW_TIME = datetime(2024, 3, 1, 9, 30, 5).astimezone()
@@ -263,7 +276,13 @@ def test_execute_sets_both_outputs_and_maps_progress(arcpy, engine):
     assert children[0] == ["Ohio_Repository", "true", OHIO, "2011-08-08 12:00"]
     calls = arcpy._fake.progress
     assert calls[0] == ("SetProgressor", "step", "Synchronizing job data", 0, 4, 1)
-    assert ("SetProgressorLabel", "AZ_Repository: receiving changes") in calls
+    labels = [c[1] for c in calls if c[0] == "SetProgressorLabel"]
+    assert labels == [
+        "Pulling: 0 of 2 children", "Pulling: 1 of 2 children",
+        "Pulling: 1 of 2 children", "Pulling: 2 of 2 children",
+        "Pushing: 0 of 2 children", "Pushing: 1 of 2 children",
+        "Pushing: 1 of 2 children", "Pushing: 2 of 2 children",
+    ]
     assert sum(1 for c in calls if c[0] == "SetProgressorPosition") == 4
     assert calls[-1] == ("ResetProgressor",)
     assert (0, "Ohio_Repository: sent 1, received 2, conflicts 0") in arcpy._fake.messages()
@@ -300,8 +319,18 @@ def test_failed_child_is_a_warning_and_outputs_still_come(arcpy, engine):
     rows = result.getOutput(1).split(";")
     assert rows[1] == f"AZ_Repository true {AZ} '2011-08-08 12:00'"  # old time kept
     warnings = [t for s, t in arcpy._fake.messages() if s == 1]
-    assert warnings == ["AZ_Repository failed while sending changes: boom"]  # once, not twice
+    assert warnings[0] == "AZ_Repository failed while sending changes: boom"  # once, not twice
+    assert warnings[1:] == [  # and a closing summary
+        "1 of 2 connected children synchronized; not synchronized: AZ_Repository. Their "
+        "Last Synchronized time is unchanged, so the next run retries them (status 1)."]
     assert result.maxSeverity == 1
+
+
+def test_no_summary_when_every_child_synchronized(arcpy, engine):
+    engine(Script())
+    run_tool(arcpy, PARENT, "Parent", ESRI_SAMPLE)
+    assert not [t for s, t in arcpy._fake.messages() if s == 1]
+    assert arcpy._fake.runs[-1].status == "succeeded"
 
 
 def test_status_minus_one_is_an_error_and_execute_error(arcpy, engine):
@@ -350,10 +379,18 @@ def test_cancel_is_left_to_the_engine_and_auto_cancelling_restored(arcpy, engine
             seen.append(kwargs["listener"].cancelled())
             return super().__call__(*args, **kwargs)  # arcpy calls must not raise now
 
-    engine(Cancelling())
-    run_tool(arcpy, PARENT, "Parent", ESRI_SAMPLE)
+    engine(Cancelling(cancelled=True))
+    with pytest.raises(arcpy.ExecuteError) as info:
+        run_tool(arcpy, PARENT, "Parent", ESRI_SAMPLE)
     assert seen == [True]
     assert arcpy.env.autoCancelling is True
+    # Cancelled in ArcGIS's sense: the tool fails, it does not "succeed" with a status.
+    run = arcpy._fake.runs[-1]
+    assert run.status == "cancelled" and not run.cancel_ignored
+    assert "Cancelled: 2 of 2 connected children synchronized" in str(info.value)
+    assert "aborted by User" in str(info.value)
+    assert any(t.startswith("Last Synchronized so far: Ohio_Repository true")
+               for _, t in arcpy._fake.messages(0))
 
 
 def test_python_true_and_list_rows_from_a_script(arcpy, engine):
@@ -383,7 +420,7 @@ def probe(tmp_path, monkeypatch):
     (pkg / "__init__.py").write_text("")
     (pkg / "core.py").write_text("VALUE = 1\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("WMSYNC_RELOAD")  # the automatic rule
+    monkeypatch.delenv("WMSYNC_RELOAD", raising=False)  # the automatic rule
     yield pkg
     for name in [n for n in sys.modules if n.startswith("wmsyncprobe")]:
         del sys.modules[name]
@@ -395,40 +432,75 @@ def _edit(path: Path, text: str) -> None:
     os.utime(path, (later, later))
 
 
-def test_unchanged_package_is_not_reimported(toolbox, probe):
-    first = toolbox._fresh_import("wmsyncprobe")
-    core = __import__("wmsyncprobe.core").core
-    assert toolbox._fresh_import("wmsyncprobe") is first
+def test_unchanged_package_is_not_reimported(probe):
+    first = fresh_import("wmsyncprobe")
+    core = fresh_import("wmsyncprobe.core")
+    assert fresh_import("wmsyncprobe") is first
     assert sys.modules["wmsyncprobe.core"] is core
 
 
-def test_edited_package_is_reimported_whole(toolbox, probe):
-    toolbox._fresh_import("wmsyncprobe")
-    old = __import__("wmsyncprobe.core").core
+def test_edited_package_is_reimported_whole(probe):
+    fresh_import("wmsyncprobe")
+    old = fresh_import("wmsyncprobe.core")
     _edit(probe / "core.py", "VALUE = 2\n")
-    toolbox._fresh_import("wmsyncprobe")
-    new = __import__("wmsyncprobe.core").core
+    new = fresh_import("wmsyncprobe.core")
     assert new is not old and new.VALUE == 2
 
 
-def test_reload_can_be_forced(toolbox, probe, monkeypatch):
-    first = toolbox._fresh_import("wmsyncprobe")
+def test_reload_can_be_forced(probe, monkeypatch):
+    first = fresh_import("wmsyncprobe")
     monkeypatch.setenv("WMSYNC_RELOAD", "1")
-    assert toolbox._fresh_import("wmsyncprobe") is not first
+    assert fresh_import("wmsyncprobe") is not first
 
 
-def test_reload_can_be_switched_off(toolbox, probe, monkeypatch):
-    first = toolbox._fresh_import("wmsyncprobe")
+def test_reload_can_be_switched_off(probe, monkeypatch):
+    first = fresh_import("wmsyncprobe")
     _edit(probe / "core.py", "VALUE = 3\n")
     monkeypatch.setenv("WMSYNC_RELOAD", "0")
-    assert toolbox._fresh_import("wmsyncprobe") is first
+    assert fresh_import("wmsyncprobe") is first
 
 
 def test_loading_the_toolbox_twice_keeps_wmsync(arcpy, toolbox):
-    import wmsync.valuetable
+    import wmsync.toolbox
 
     again = arcpy._load_pyt(str(PYT))
-    assert again.valuetable is wmsync.valuetable is toolbox.valuetable
+    assert again.core is wmsync.toolbox is toolbox.core
+
+
+REFRESH_DRIVER = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from fake_arcpy import new_arcpy, load_toolbox
+sys.modules["arcpy"] = arcpy = new_arcpy()
+pyt = sys.argv[2]
+first = load_toolbox(arcpy, pyt)
+print(first.core.closing_summary.__doc__.split()[0])
+path = os.path.join(os.path.dirname(pyt), "wmsync", "toolbox.py")
+with open(path) as handle:
+    text = handle.read()
+with open(path, "w") as handle:
+    handle.write(text.replace('One line when', 'Edited: one line when'))
+later = time.time() + 5
+os.utime(path, (later, later))
+again = load_toolbox(arcpy, pyt)  # what Refresh does in Pro
+print(again.core.closing_summary.__doc__.split()[0], again.core is first.core)
+"""
+
+
+def test_refreshing_the_installed_toolbox_picks_up_an_edited_wmsync(tmp_path):
+    """A drop-in folder (wmsync install-toolbox): Refresh re-imports a changed package."""
+    import subprocess
+
+    from wmsync.install import install_toolbox
+
+    pyt = install_toolbox(os.fspath(tmp_path / "WorkflowSync"))
+    driver = tmp_path / "driver.py"
+    driver.write_text(REFRESH_DRIVER)
+    env = {k: v for k, v in os.environ.items() if k != "WMSYNC_RELOAD"}
+    out = subprocess.run(
+        [sys.executable, str(driver), str(Path(__file__).parent), pyt],
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False)
+    assert out.stdout.split() == ["One", "Edited:", "False"], out.stderr
 
 
 def test_toolbox_imports_without_werkzeug(tmp_path):
@@ -453,6 +525,19 @@ def test_toolbox_imports_without_werkzeug(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=tmp_path, timeout=60, check=False)
     assert out.stdout.strip() == "ok False", out.stderr
+
+
+def test_the_pyt_is_a_registry_and_a_parameter_mapping():
+    """Logic lives in wmsync.toolbox, where plain tests reach it: the .pyt stays thin."""
+    import ast
+
+    source = PYT.read_text(encoding="ascii")
+    tree = ast.parse(source)
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    assert imported == {"os", "sys", "arcpy", "wmsync.toolbox"}
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.ImportFrom, ast.Try))]
+    assert len(source.splitlines()) <= 100
 
 
 def test_module_is_a_plain_namespace(toolbox):

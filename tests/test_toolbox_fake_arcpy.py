@@ -7,6 +7,8 @@ import textwrap
 import pytest
 from fake_arcpy.fixtures import arcpy_fixture  # noqa: F401
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 # --------------------------------------------------------------------------- ValueTable
 
 
@@ -125,7 +127,7 @@ class Echo:
     def getParameterInfo(self):
         a = arcpy.Parameter(name="a", displayName="A", datatype="GPString")
         a.filter.list = ["ok", "error", "raise", "crash", "warn", "freeze", "cancel",
-                         "thread"]
+                         "thread", "ignore", "honour"]
         n = arcpy.Parameter(name="n", displayName="N", datatype="GPLong",
                             parameterType="Derived", direction="Output")
         t = arcpy.Parameter(name="t", displayName="T", datatype="GPString",
@@ -151,6 +153,13 @@ class Echo:
         if what == "cancel":
             arcpy._fake.request_cancel()
             arcpy.SetProgressorLabel("next line")
+        if what in ("ignore", "honour"):
+            arcpy.env.autoCancelling = False
+            arcpy._fake.request_cancel()
+            arcpy.SetProgressorLabel("goes on")
+            if what == "honour" and arcpy.env.isCancelled:
+                messages.addErrorMessage("stopped")
+                raise arcpy.ExecuteError("stopped")
         if what == "thread":
             import threading
             refused = []
@@ -234,9 +243,25 @@ def test_arcpy_calls_from_a_worker_thread_are_refused_while_a_tool_runs(arcpy, t
 def test_auto_cancelling_interrupts_the_next_arcpy_call(arcpy, toy):
     with pytest.raises(arcpy.ExecuteError) as info:
         arcpy.Echo_toy("cancel")
-    assert "Cancelled function" in str(info.value)
+    assert "Cancelled script Echo... (Echo) aborted by User." in str(info.value)
     assert "next line" not in str(arcpy._fake.progress)
     assert not arcpy.env.isCancelled  # the Cancel belonged to that run
+    assert arcpy._fake.runs[-1].status == "cancelled"
+
+
+def test_a_tool_that_stops_itself_after_cancel_ends_cancelled(arcpy, toy):
+    with pytest.raises(arcpy.ExecuteError) as info:
+        arcpy.Echo_toy("honour")
+    assert "stopped" in str(info.value) and "aborted by User" in str(info.value)
+    assert arcpy._fake.runs[-1].status == "cancelled"
+    assert ("SetProgressorLabel", "goes on") in arcpy._fake.progress
+
+
+def test_a_tool_that_ignores_cancel_is_recorded_as_such(arcpy, toy):
+    assert arcpy.Echo_toy("ignore").getOutput(0) == "7"
+    run = arcpy._fake.runs[-1]
+    assert run.status == "succeeded" and run.cancel_ignored
+    assert arcpy.Echo_toy("ok") and not arcpy._fake.runs[-1].cancel_ignored
 
 
 def test_arguments_bind_by_name_and_refuse_outputs(arcpy, toy):

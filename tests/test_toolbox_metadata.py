@@ -1,8 +1,8 @@
 """The toolbox's item descriptions (metadata/*.pyt.xml): well-formed, complete, runnable samples.
 
 ArcGIS Pro reads ``<Toolbox>.pyt.xml`` and ``<Toolbox>.<ToolClass>.pyt.xml`` from the
-folder of the ``.pyt`` (pyt-toolbox.md section 6); the sources live in ``metadata/`` and
-``wmsync install-toolbox`` copies them beside the ``.pyt``.
+folder of the ``.pyt`` (docs/toolbox.md section 6); the sources live
+in ``metadata/`` and ``wmsync install-toolbox`` copies them beside the ``.pyt``.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from lxml import etree
 import wmsync.engine
 from wmsync.report import SYNCHRONIZED, ChildResult, SyncResult
 from wmsync.valuetable import parse_children
+
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
 
 METADATA = ROOT / "metadata"
 TOOLBOX_XML = METADATA / "WorkflowSync.pyt.xml"
@@ -81,6 +83,11 @@ def test_summary_usage_and_search_keys():
     usage = text_of(root.findtext("tool/usage"))
     for word in ("connected", "warning", "-1", "WMSYNC_TOKEN", "wmsync"):
         assert word in usage
+    # Who acts, how Cancel ends the tool, what the progressor says (the tool's behaviour).
+    for words in ("WMSYNC_USER environment variable, else the user signed in to the computer",
+                  "ends as cancelled", "Pulling: 2 of 3 children",
+                  "child URL that does not end with /WMServer"):
+        assert words in usage
     assert root.findall("dataIdInfo/searchKeys/keyword")
     assert root.find("mdHrLv/ScopeCd").get("value") == "005"
 

@@ -25,6 +25,8 @@ from wmsync.valuetable import (
     validate_children,
 )
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 needs_tzset = pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset is POSIX only")
 
 # POSIX TZ rules need no zoneinfo database.

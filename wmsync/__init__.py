@@ -24,6 +24,8 @@ from .progress import SyncListener
 from .report import ChildResult, PlanResult, SyncResult
 from .valuetable import ChildSpec
 
+#: The version, stated here only: pyproject.toml reads it (setuptools ``attr:``), so the
+#: package and a drop-in toolbox copy, which has no installed metadata, agree.
 __version__ = "0.1.0"
 
 __all__ = [

@@ -1,49 +1,38 @@
 """The WMServer REST client: one :class:`WMServerClient` per Workflow Manager server.
 
-It speaks the wire contract of ``wmserver-protocol.md`` through one ``requests.Session``
-and turns every outcome into data or a :mod:`wmsync.errors` exception. The policies:
+It speaks the wire contract of docs/protocol.md and turns every outcome into data or a
+:mod:`wmsync.errors` exception. The shape follows requests/httpx:
 
-- **Timeouts, always.** ``(connect_timeout, timeout)`` for ordinary calls and
-  ``(connect_timeout, transfer_timeout)`` for export, download and import.
-- **Retries only where safe.** urllib3 retries connection failures on every call
-  (nothing was sent) and 502/503/504 answers and read timeouts on GET and HEAD only,
-  plus POST to ``replication/import`` and ``replication/nodes/update``, which the
-  protocol makes idempotent (imports are idempotent, watermarks only move forward).
-  urllib3's method allowlist is per adapter, so those two operation URLs get an
-  adapter of their own, mounted on the session under their exact prefix; a changing
-  call on the jobs API is never repeated after a read timeout.
-- **Token hygiene.** The token travels in ``X-Esri-Authorization: Bearer ...``, never
-  in a URL; it is dropped on a redirect to another host (requests only strips
-  ``Authorization`` by itself); a download is refused unless its URL is on the
-  server's own origin. An answer 498 (invalid or expired token) makes the token source
-  refresh once, then the call is repeated.
-- **One place for errors.** :meth:`WMServerClient._call` is the only method that
-  touches the session; requests/urllib3 exceptions, HTTP error statuses, answers that
-  are not JSON and the ArcGIS envelope ``{"error": {...}}`` (which arrives with HTTP
-  200) all become wmsync errors there, built from redacted URLs and never chained to
-  the original exception.
+- :meth:`WMServerClient._send` is the one place that sends. It runs inside
+  :func:`wmsync.transport.mapped_errors`, the one context manager that turns every
+  requests/urllib3 exception into a wmsync error; :meth:`WMServerClient._request`
+  around it makes the token source refresh once on an answer 498 (invalid or expired
+  token), then repeats the request.
+- Small functions consume an answer: :func:`read_json` (the JSON object, or the error
+  an ``{"error": ...}`` envelope, an HTTP error status or a non-JSON body stands for)
+  and :func:`save_into` (stream an exchange document into a file).
+- The plumbing (adapters, TLS context, token-safe session, retry policy) lives in
+  :mod:`wmsync.transport`.
+
+Timeouts always: ``(connect_timeout, timeout)`` for ordinary calls and
+``(connect_timeout, transfer_timeout)`` for export, download and import. The token
+travels in ``X-Esri-Authorization: Bearer ...``, never in a URL; a download is refused
+unless its URL is on the server's own origin.
 """
 
 from __future__ import annotations
 
-import http.client
-import importlib
 import itertools
 import json
 import logging
 import os
-import re
-import ssl
 import threading
-from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple, Type, Union
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
-import certifi
 import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
 
 from . import __version__
 from .auth import TokenLike, TokenSource, as_token_source
@@ -53,25 +42,27 @@ from .errors import (
     InternalServerError,
     MissingExtensions,
     ProtocolError,
-    TimedOut,
-    TransportError,
     WMSyncError,
     redact_url,
     server_error,
 )
+from .transport import (
+    IDEMPOTENT_POSTS,
+    RETRY_STATUSES,
+    SAFE_METHODS,
+    TOKEN_HEADER,
+    TokenSafeSession,
+    build_session,
+    mapped_errors,
+)
 
-__all__ = ["EXTENSION", "TOKEN_HEADER", "ExportInfo", "WMServerClient"]
+__all__ = ["EXTENSION", "TOKEN_HEADER", "ExportInfo", "WMServerClient", "read_json", "save_into"]
 
 log = logging.getLogger(__name__)
 
-TOKEN_HEADER = "X-Esri-Authorization"  # noqa: S105 - a header name, not a secret
 EXTENSION = "wmsync-replication/1"
 CHUNK_SIZE = 64 * 1024
-RETRY_STATUSES = (502, 503, 504)
-# POST operations the protocol makes idempotent: safe to repeat after a lost answer.
-IDEMPOTENT_POSTS = ("replication/import", "replication/nodes/update")
 
-_SAFE_METHODS = ("GET", "HEAD")
 _JSON_TYPES = frozenset({"", "application/json", "text/json", "text/plain"})
 _JSON_ONLY_TYPES = frozenset({"application/json", "text/json"})
 _HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
@@ -79,23 +70,7 @@ _NOT_WMSERVER = "answered HTML, not JSON: is this a WMServer URL?"
 _GZIP_MAGIC = b"\x1f\x8b"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
-# Short, URL-free reasons pulled out of a requests/urllib3 exception chain.
-_REASONS = (
-    re.compile(r"certificate verify failed[^'\"()\]]*"),
-    re.compile(r"\[(?:Errno|WinError) -?\d+\] ([^'\"()\]]+)"),
-    re.compile(r"Remote end closed connection without response"),
-    re.compile(r"Connection (?:refused|reset by peer|aborted)"),
-    re.compile(r"IncompleteRead\(\d+ bytes read(?:, \d+ more expected)?\)"),
-    re.compile(r"too many \d{3} error responses"),
-)
-
-# What a transport can raise out of requests: its own tree, and in a few versions bare
-# urllib3 or http.client errors while a streamed body is read.
-_TRANSPORT_EXCEPTIONS: Tuple[Type[BaseException], ...] = (
-    requests.RequestException,
-    urllib3.exceptions.HTTPError,
-    http.client.HTTPException,
-)
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -108,54 +83,45 @@ class ExportInfo:
     count: int
 
 
-class _Adapter(HTTPAdapter):
-    """An HTTPAdapter with a retry policy and, optionally, an SSL context (truststore)."""
+@dataclass(frozen=True)
+class Request:
+    """One request as the client sends it (without the token, added per attempt).
 
-    def __init__(self, retry: Retry, ssl_context: Optional[ssl.SSLContext] = None) -> None:
-        self._ssl_context = ssl_context  # set first: HTTPAdapter.__init__ builds the pool
-        super().__init__(max_retries=retry)
-
-    def init_poolmanager(
-        self, connections: int, maxsize: int, block: bool = False, **pool_kwargs: Any
-    ) -> None:
-        context = getattr(self, "_ssl_context", None)
-        if context is not None:
-            pool_kwargs.setdefault("ssl_context", context)
-        super().init_poolmanager(connections, maxsize, block, **pool_kwargs)
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        context = getattr(self, "_ssl_context", None)
-        if context is not None:
-            proxy_kwargs.setdefault("ssl_context", context)
-        return super().proxy_manager_for(proxy, **proxy_kwargs)
-
-
-class _TokenSafeSession(requests.Session):
-    """A Session that drops the token header on a redirect to another host.
-
-    requests strips only ``Authorization`` there (``Session.rebuild_auth``); the same
-    rule (``should_strip_auth``: other host, or a scheme/port change other than
-    http -> https) is applied here to ``X-Esri-Authorization``.
+    :param query: query parameters (already WMServer text).
+    :param form: form fields of a POST body.
+    :param upload: the path of a file sent as the raw body.
+    :param retries: how often urllib3 may repeat it (0 where it never does).
     """
 
-    def rebuild_auth(
-        self, prepared_request: requests.PreparedRequest, response: requests.Response
-    ) -> None:
-        super().rebuild_auth(prepared_request, response)  # type: ignore[no-untyped-call]
-        headers = prepared_request.headers
-        old_url, new_url = response.request.url, prepared_request.url
-        if TOKEN_HEADER in headers and self.should_strip_auth(old_url, new_url):  # type: ignore[no-untyped-call]
-            del headers[TOKEN_HEADER]
+    method: str
+    url: str
+    timeout: Tuple[float, float]
+    query: Optional[Dict[str, str]] = None
+    form: Optional[Dict[str, str]] = None
+    upload: Optional[str] = None
+    headers: Dict[str, str] = field(default_factory=dict)
+    retries: int = 0
+
+    @property
+    def where(self) -> str:
+        """The URL for messages: without secrets."""
+        return redact_url(self.url)
 
 
-def _system_ssl_context() -> Optional[ssl.SSLContext]:
-    """The operating system's trust store through ``truststore`` (ArcGIS Pro 3.3+), if any."""
-    try:
-        truststore = importlib.import_module("truststore")
-    except ImportError:
-        return None  # requests' default: certifi
-    context: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    return context
+@dataclass
+class Answer:
+    """What a consumer gets: the streamed response and what to know about its request."""
+
+    response: requests.Response
+    request: Request
+    token: Optional[str]
+    received: int = 0  # bytes a consumer read from the wire, for the client's counter
+
+
+Consumer = Callable[[Answer], T]
+
+
+# --------------------------------------------------------------------------- helpers
 
 
 def _encode(value: Any) -> Optional[str]:
@@ -188,30 +154,137 @@ def _origin(url: str) -> Tuple[str, str, Optional[int]]:
     return scheme, (parts.hostname or "").lower(), parts.port or _DEFAULT_PORTS.get(scheme)
 
 
-def _chain(exc: BaseException) -> List[BaseException]:
-    """*exc* and the exceptions it wraps (args, urllib3's ``reason``, cause, context)."""
-    chain: List[BaseException] = []
-    todo: List[BaseException] = [exc]
-    while todo and len(chain) < 12:
-        current = todo.pop(0)
-        if any(current is seen for seen in chain):
-            continue
-        chain.append(current)
-        linked = [*current.args, getattr(current, "reason", None)]
-        linked += [current.__cause__, current.__context__]
-        todo.extend(e for e in linked if isinstance(e, BaseException))
-    return chain
+# --------------------------------------------------------------------------- consumers
 
 
-def _reason(chain: List[BaseException]) -> str:
-    """A short reason for an exception chain that contains no URL: never its own text."""
-    for current in chain:
-        text = str(current)
-        for pattern in _REASONS:
-            found = pattern.search(text)
-            if found:
-                return (found.group(found.lastindex) if found.lastindex else found.group()).strip()
-    return type(chain[-1]).__name__
+def read_json(answer: Answer) -> Dict[str, Any]:
+    """The answer's JSON object; raise the wmsync error it stands for otherwise.
+
+    :raises ServerError: for the ArcGIS envelope ``{"error": ...}`` (even with HTTP 200)
+        and for an HTTP error status.
+    :raises ProtocolError: for a redirect not followed, a body that is not a JSON object,
+        or ``{"success": false}`` without details.
+    """
+    content = answer.response.content
+    answer.received += len(content)
+    return _decode(answer, content)
+
+
+def save_into(sink: BinaryIO) -> Consumer[int]:
+    """A consumer that streams an exchange document into *sink*; returns bytes written.
+
+    A JSON answer (an error envelope, often sent as ``text/plain``), an HTML page or an
+    error status is decoded instead and raises what it stands for.
+    """
+
+    def save(answer: Answer) -> int:
+        response, where = answer.response, answer.request.where
+        kind = _content_type(response)
+        chunks = response.iter_content(CHUNK_SIZE)
+        first = next(chunks, b"")
+        # An exchange document starts with "<" or gzip's magic bytes.
+        if (
+            response.status_code >= 300
+            or kind in _HTML_TYPES
+            or kind in _JSON_ONLY_TYPES
+            or kind.endswith("+json")
+            or first.lstrip()[:1] in (b"{", b"[")
+        ):
+            content = first + b"".join(chunks)
+            answer.received += len(content)
+            _decode(answer, content)  # raises on any error
+            raise ProtocolError("answered JSON, not an exchange document", where)
+        if not first:
+            raise ProtocolError("answered with an empty body, not an exchange document", where)
+        written = 0
+        for chunk in itertools.chain((first,), chunks):
+            sink.write(chunk)
+            written += len(chunk)
+        try:
+            wire = int(response.raw.tell())  # bytes on the wire (before gzip decoding)
+        except (AttributeError, TypeError, ValueError):
+            wire = written
+        answer.received += wire
+        expected = response.headers.get("Content-Length", "")
+        if expected.isdigit() and wire < int(expected):
+            raise ConnectionFailed(
+                f"the download was cut off after {wire} of {expected} bytes", where
+            )
+        return written
+
+    return save
+
+
+def _body_problem(kind: str, content: bytes) -> str:
+    """Why a body is not a JSON answer ('' when it may be one)."""
+    if not content.strip():
+        return "answered with an empty body"
+    if kind in _HTML_TYPES or content.lstrip()[:5].lower() in (b"<!doc", b"<html"):
+        return _NOT_WMSERVER
+    if content.lstrip()[:1] == b"<":
+        return f"answered markup ({kind or 'no content type'}), not JSON"
+    if kind not in _JSON_TYPES and not kind.endswith("+json"):
+        return f"answered {kind}, not JSON"
+    return ""
+
+
+def _raise_envelope(envelope: Mapping[str, Any], status: int, answer: Answer) -> None:
+    raw_code = envelope.get("code")
+    code = 0
+    if isinstance(raw_code, (int, str)) and not isinstance(raw_code, bool):
+        code = int(raw_code) if str(raw_code).strip().isdigit() else 0
+    if code <= 0:
+        code = status if status >= 400 else 500
+    message = str(envelope.get("message") or "no message")
+    details = envelope.get("details") or []
+    if not isinstance(details, list):
+        details = [details]
+    details = [str(d) for d in details]
+    token = answer.token
+    if token:  # a server that echoes the token must not put it in our messages
+        message = message.replace(token, "***")
+        details = [d.replace(token, "***") for d in details]
+    raise server_error(code, message, details, answer.request.where)
+
+
+def _decode(answer: Answer, content: bytes) -> Dict[str, Any]:
+    """Turn an answer's body into its JSON object, or raise the error it stands for."""
+    response, request = answer.response, answer.request
+    where = request.where
+    status = response.status_code
+    problem = _body_problem(_content_type(response), content)
+    data: Any = None
+    if not problem:
+        try:
+            data = json.loads(content)
+        except ValueError:  # also UnicodeDecodeError
+            problem = "answered malformed or truncated JSON"
+
+    envelope = data.get("error") if isinstance(data, dict) else None
+    if isinstance(envelope, dict):
+        _raise_envelope(envelope, status, answer)
+    if status >= 400:
+        detail = [problem] if problem else []
+        if status in RETRY_STATUSES and request.retries:
+            detail.append(f"still failing after {request.retries} retries")
+        reason = f"HTTP {status} {response.reason or ''}".strip()
+        raise server_error(status, reason, detail, where)
+    if 300 <= status < 400:
+        location = urljoin(response.url or where, response.headers.get("Location", ""))
+        raise ProtocolError(
+            f"redirected to {redact_url(location)}, not followed with the token: use that URL",
+            where,
+        )
+    if problem:
+        raise ProtocolError(problem, where)
+    if not isinstance(data, dict):
+        raise ProtocolError("answered JSON that is not an object", where)
+    if data.get("success") is False:
+        raise InternalServerError(500, "the server reported failure", None, where)
+    return data
+
+
+# --------------------------------------------------------------------------- the client
 
 
 class WMServerClient:
@@ -228,7 +301,8 @@ class WMServerClient:
     :param transfer_timeout: read timeout of export, download and import.
     :param verify: ``True`` (the system trust store through ``truststore`` when it is
         installed, else certifi), ``False``, or the path of a CA bundle.
-    :param retries: how often urllib3 retries where that is safe (see the module doc).
+    :param retries: how often urllib3 retries where that is safe (see
+        :mod:`wmsync.transport`).
     :param backoff: urllib3's ``backoff_factor`` between retries.
     :param session: a session to use instead of the client's own (tests, benchmarks);
         it is used as it is (its adapters and retry policy) and not closed by
@@ -269,48 +343,20 @@ class WMServerClient:
         self.bytes_received = 0
 
         self._owns_session = session is None
+        self._verify: Union[bool, str, None]
         if session is None:
-            session = _TokenSafeSession()
-            context = None
-            if verify is True:
-                context = _system_ssl_context()
-            elif isinstance(verify, str):
-                # --ca-bundle adds that bundle to the usual trust store (DESIGN §7).
-                context = _system_ssl_context() or ssl.create_default_context(
-                    cafile=certifi.where()
-                )
-                context.load_verify_locations(cafile=verify)
-                verify = True
-            plain = _Adapter(self._retry_policy(_SAFE_METHODS, backoff), context)
-            idempotent = _Adapter(self._retry_policy((*_SAFE_METHODS, "POST"), backoff), context)
-            session.mount("http://", plain)
-            session.mount("https://", plain)
-            for op in IDEMPOTENT_POSTS:  # the longest matching prefix wins in requests
-                session.mount(self._op_url(op), idempotent)
-            session.headers["User-Agent"] = (
-                f"wmsync/{__version__} {requests.utils.default_user_agent()}"
+            session, self._verify = build_session(
+                [self._op_url(op) for op in IDEMPOTENT_POSTS],
+                verify=verify,
+                retries=self._retries,
+                backoff=backoff,
+                user_agent=f"wmsync/{__version__}",
             )
-            self._verify: Union[bool, str, None] = verify
         else:
             self._verify = session.verify if verify is True else verify
         self._session = session
         # Following redirects with the token is safe only where rebuild_auth drops it.
-        self._follow_with_token = isinstance(session, _TokenSafeSession)
-
-    def _retry_policy(self, methods: Tuple[str, ...], backoff: float) -> Retry:
-        retries = self._retries
-        return Retry(
-            total=retries,
-            connect=retries,
-            read=retries,
-            status=retries,
-            other=0,  # e.g. a failed certificate check: repeating it cannot help
-            backoff_factor=backoff,
-            status_forcelist=RETRY_STATUSES,
-            allowed_methods=frozenset(methods),
-            raise_on_status=False,
-            respect_retry_after_header=True,
-        )
+        self._follow_with_token = isinstance(session, TokenSafeSession)
 
     # -- life cycle ------------------------------------------------------------
 
@@ -439,8 +485,9 @@ class WMServerClient:
                 " host, and the token goes nowhere else",
                 self.display_url,
             )
-        _, written = self._call("GET", "", url=target, sink=dest, transfer=True)
-        return written
+        # A plain URL: sent without the WMServer parameters.
+        request = self._build("GET", target, True, headers={"Accept-Encoding": "gzip"})
+        return self._request(request, save_into(dest))
 
     def import_document(
         self, path: Union[str, os.PathLike[str]], merge: bool = True, *, gzip: bool = False
@@ -493,7 +540,7 @@ class WMServerClient:
         """
         return self._json("POST", path, form=params)
 
-    # -- the one place that talks HTTP -----------------------------------------
+    # -- sending ---------------------------------------------------------------
 
     def _op_url(self, op: str) -> str:
         op = op.strip("/")
@@ -513,16 +560,44 @@ class WMServerClient:
         headers: Optional[Mapping[str, str]] = None,
         transfer: bool = False,
     ) -> Dict[str, Any]:
-        answer, _ = self._call(
-            method,
-            op,
-            params=params,
-            form=form,
-            upload=upload,
-            headers=headers,
-            transfer=transfer,
+        """Send the WMServer operation *op*; return its JSON object (see :func:`read_json`).
+
+        :param params: query parameters; ``user`` and ``f=json`` are added.
+        :param form: form body fields of a POST; ``user`` and ``f=json`` are added.
+        :param upload: the path of a file sent as the raw body (params in the query).
+        :param transfer: use the transfer timeout (export, import).
+        """
+        fields: Dict[str, str] = {"user": _wm_user(self.user), "f": "json"}
+        for key, value in {**(params or {}), **(form or {})}.items():
+            text = _encode(value)
+            if text is not None:
+                fields[key] = _wm_user(text) if key == "user" else text
+        request = self._build(
+            method, self._op_url(op), transfer,
+            query=None if form is not None else fields,
+            form=fields if form is not None else None,
+            upload=upload, headers=dict(headers or {}),
         )
-        return answer
+        return self._request(request, read_json)
+
+    def _build(
+        self,
+        method: str,
+        url: str,
+        transfer: bool,
+        *,
+        query: Optional[Dict[str, str]] = None,
+        form: Optional[Dict[str, str]] = None,
+        upload: Optional[str] = None,
+        headers: Optional[Dict[str, str]] = None,
+    ) -> Request:
+        """A :class:`Request` with this client's timeout and retry count for it."""
+        retried = method in SAFE_METHODS or urlsplit(url).path.endswith(IDEMPOTENT_POSTS)
+        return Request(
+            method, url, self._transfer_timeout if transfer else self._timeout,
+            query=query, form=form, upload=upload, headers=headers or {},
+            retries=self._retries if retried else 0,
+        )
 
     def _count(self, *, made: int = 0, sent: int = 0, received: int = 0) -> None:
         with self._lock:
@@ -530,51 +605,17 @@ class WMServerClient:
             self.bytes_sent += sent
             self.bytes_received += received
 
-    def _call(
-        self,
-        method: str,
-        op: str,
-        *,
-        url: Optional[str] = None,
-        params: Optional[Mapping[str, Any]] = None,
-        form: Optional[Mapping[str, Any]] = None,
-        upload: Optional[str] = None,
-        headers: Optional[Mapping[str, str]] = None,
-        transfer: bool = False,
-        sink: Optional[BinaryIO] = None,
-    ) -> Tuple[Dict[str, Any], int]:
-        """Send one operation; return its JSON object, or stream the body into *sink*.
+    def _request(self, request: Request, consume: Consumer[T]) -> T:
+        """Send *request* (through :meth:`_send`) and return what *consume* made of it.
 
-        The only method that uses the session: every failure leaves it as a
-        :class:`~wmsync.errors.WMSyncError`. A 498 answer refreshes the token source
-        once and repeats the call.
-
-        :param url: a full URL instead of *op* (downloads: sent without parameters).
-        :param params: query parameters; ``user`` and ``f=json`` are added.
-        :param form: form body fields of a POST; ``user`` and ``f=json`` are added.
-        :param upload: the path of a file sent as the raw body (params in the query).
-        :returns: ``(answer, bytes written to sink)``.
+        A 498 (invalid or expired token) refreshes the token source once and repeats
+        the request; every other failure leaves as a :class:`~wmsync.errors.WMSyncError`.
         """
-        target = url or self._op_url(op)
-        query: Optional[Dict[str, str]] = None
-        body: Optional[Dict[str, str]] = None
-        if url is None:  # a WMServer operation: who acts, and JSON please
-            fields: Dict[str, str] = {"user": _wm_user(self.user), "f": "json"}
-            for key, value in {**(params or {}), **(form or {})}.items():
-                text = _encode(value)
-                if text is not None:
-                    fields[key] = _wm_user(text) if key == "user" else text
-            if form is not None:
-                body = fields
-            else:
-                query = fields
         refreshed = False
         while True:
-            token = self._get_token(target)
+            token = self._get_token(request.url)
             try:
-                return self._attempt(
-                    method, target, query, body, upload, headers, token, transfer, sink
-                )
+                return self._send(request, token, consume)
             except AuthenticationError as error:
                 if error.code != 498 or refreshed or self._token is None:
                     raise
@@ -582,6 +623,40 @@ class WMServerClient:
                 if not self._refresh_token():
                     raise
                 log.info("token rejected as expired by %s; retrying with a new one", error.url)
+
+    def _send(self, request: Request, token: Optional[str], consume: Consumer[T]) -> T:
+        """The one place that uses the session, inside :func:`~wmsync.transport.mapped_errors`.
+
+        The response is streamed and closed (and an uploaded file too) whatever happens.
+        """
+        headers = dict(request.headers)
+        if token:
+            headers[TOKEN_HEADER] = "Bearer " + token
+        with ExitStack() as stack, mapped_errors(request.where, request.timeout, request.retries):
+            data: Any = request.form
+            sent = len(urlencode(request.form)) if request.form else 0
+            if request.upload is not None:
+                data = stack.enter_context(open(request.upload, "rb"))
+                sent = os.fstat(data.fileno()).st_size
+            self._count(made=1, sent=sent)
+            log.debug("%s %s", request.method, request.where)
+            response = self._session.request(
+                request.method,
+                request.url,
+                params=request.query,
+                data=data,
+                headers=headers,
+                timeout=request.timeout,
+                verify=self._verify,
+                stream=True,
+                allow_redirects=not token or self._follow_with_token,
+            )
+            stack.callback(response.close)
+            answer = Answer(response, request, token)
+            try:
+                return consume(answer)
+            finally:
+                self._count(received=answer.received)
 
     def _get_token(self, target: str) -> Optional[str]:
         if self._token is None:
@@ -595,7 +670,7 @@ class WMServerClient:
             failure = AuthenticationError(
                 499, f"could not obtain a token ({type(exc).__name__})", None, target
             )
-        raise failure
+        raise failure  # outside the except block: nothing chains to the original
 
     def _refresh_token(self) -> bool:
         assert self._token is not None
@@ -606,218 +681,3 @@ class WMServerClient:
         except Exception as exc:  # keep the 498 error; its type only: no secrets
             log.warning("could not refresh the token (%s)", type(exc).__name__)
             return False
-
-    def _attempt(
-        self,
-        method: str,
-        target: str,
-        query: Optional[Dict[str, str]],
-        body: Optional[Dict[str, str]],
-        upload: Optional[str],
-        headers: Optional[Mapping[str, str]],
-        token: Optional[str],
-        transfer: bool,
-        sink: Optional[BinaryIO],
-    ) -> Tuple[Dict[str, Any], int]:
-        where = redact_url(target)
-        send_headers: Dict[str, str] = dict(headers or {})
-        if token:
-            send_headers[TOKEN_HEADER] = "Bearer " + token
-        if sink is not None:
-            send_headers["Accept-Encoding"] = "gzip"
-        timeout = self._transfer_timeout if transfer else self._timeout
-        failure: Optional[WMSyncError] = None
-        response: Optional[requests.Response] = None
-        upload_file: Optional[BinaryIO] = None
-        try:
-            data: Any = body
-            sent = len(urlencode(body)) if body else 0
-            if upload is not None:
-                upload_file = open(upload, "rb")  # closed in finally
-                data = upload_file
-                sent = os.fstat(upload_file.fileno()).st_size
-            self._count(made=1, sent=sent)
-            log.debug("%s %s", method, where)
-            response = self._session.request(
-                method,
-                target,
-                params=query,
-                data=data,
-                headers=send_headers,
-                timeout=timeout,
-                verify=self._verify,
-                stream=True,
-                allow_redirects=not token or self._follow_with_token,
-            )
-            return self._receive(method, response, where, token, sink)
-        except _TRANSPORT_EXCEPTIONS as exc:
-            failure = self._transport_error(exc, where, timeout)
-        finally:
-            if response is not None:
-                response.close()
-            if upload_file is not None:
-                upload_file.close()
-        # Raised here, outside the except block: nothing chains to the original
-        # exception, whose text holds URLs.
-        raise failure
-
-    def _receive(
-        self,
-        method: str,
-        response: requests.Response,
-        where: str,
-        token: Optional[str],
-        sink: Optional[BinaryIO],
-    ) -> Tuple[Dict[str, Any], int]:
-        if sink is None:
-            content = response.content
-            self._count(received=len(content))
-            return self._decode(method, response, content, where, token), 0
-        kind = _content_type(response)
-        chunks = response.iter_content(CHUNK_SIZE)
-        first = next(chunks, b"")
-        # An exchange document starts with "<" or gzip's magic bytes; a JSON answer (an
-        # error envelope, often sent as text/plain) or an error status is decoded instead.
-        if (
-            response.status_code >= 300
-            or kind in _HTML_TYPES
-            or kind in _JSON_ONLY_TYPES
-            or kind.endswith("+json")
-            or first.lstrip()[:1] in (b"{", b"[")
-        ):
-            content = first + b"".join(chunks)
-            self._count(received=len(content))
-            self._decode(method, response, content, where, token)  # raises on any error
-            raise ProtocolError("answered JSON, not an exchange document", where)
-        if not first:
-            raise ProtocolError("answered with an empty body, not an exchange document", where)
-        written = 0
-        for chunk in itertools.chain((first,), chunks):
-            sink.write(chunk)
-            written += len(chunk)
-        try:
-            wire = int(response.raw.tell())  # bytes on the wire (before gzip decoding)
-        except (AttributeError, TypeError, ValueError):
-            wire = written
-        self._count(received=wire)
-        expected = response.headers.get("Content-Length", "")
-        if expected.isdigit() and wire < int(expected):
-            raise ConnectionFailed(
-                f"the download was cut off after {wire} of {expected} bytes", where
-            )
-        return {}, written
-
-    def _decode(
-        self,
-        method: str,
-        response: requests.Response,
-        content: bytes,
-        where: str,
-        token: Optional[str],
-    ) -> Dict[str, Any]:
-        """Turn an answer into its JSON object, or raise the error it stands for."""
-        status = response.status_code
-        kind = _content_type(response)
-        data: Any = None
-        problem = ""
-        if not content.strip():
-            problem = "answered with an empty body"
-        elif kind in _HTML_TYPES or content.lstrip()[:5].lower() in (b"<!doc", b"<html"):
-            problem = _NOT_WMSERVER
-        elif content.lstrip()[:1] == b"<":
-            problem = f"answered markup ({kind or 'no content type'}), not JSON"
-        elif kind not in _JSON_TYPES and not kind.endswith("+json"):
-            problem = f"answered {kind}, not JSON"
-        else:
-            try:
-                data = json.loads(content)
-            except ValueError:  # also UnicodeDecodeError
-                problem = "answered malformed or truncated JSON"
-
-        envelope = data.get("error") if isinstance(data, dict) else None
-        if isinstance(envelope, dict):
-            raw_code = envelope.get("code")
-            code = 0
-            if isinstance(raw_code, (int, str)) and not isinstance(raw_code, bool):
-                code = int(raw_code) if str(raw_code).strip().isdigit() else 0
-            if code <= 0:
-                code = status if status >= 400 else 500
-            message = str(envelope.get("message") or "no message")
-            details = envelope.get("details") or []
-            if not isinstance(details, list):
-                details = [details]
-            if token:  # a server that echoes the token must not put it in our messages
-                message = message.replace(token, "***")
-                details = [str(d).replace(token, "***") for d in details]
-            raise server_error(code, message, [str(d) for d in details], where)
-        if status >= 400:
-            detail = [problem] if problem else []
-            retried = method in _SAFE_METHODS or where.endswith(IDEMPOTENT_POSTS)
-            if status in RETRY_STATUSES and self._retries and retried:
-                detail.append(f"still failing after {self._retries} retries")
-            reason = f"HTTP {status} {response.reason or ''}".strip()
-            raise server_error(status, reason, detail, where)
-        if 300 <= status < 400:
-            location = urljoin(response.url or where, response.headers.get("Location", ""))
-            location = redact_url(location)
-            raise ProtocolError(
-                f"redirected to {location}, not followed with the token: use that URL", where
-            )
-        if problem:
-            raise ProtocolError(problem, where)
-        if not isinstance(data, dict):
-            raise ProtocolError("answered JSON that is not an object", where)
-        if data.get("success") is False:
-            raise InternalServerError(500, "the server reported failure", None, where)
-        return data
-
-    @staticmethod
-    def _transport_error(
-        exc: BaseException, where: str, timeout: Tuple[float, float]
-    ) -> WMSyncError:
-        """The wmsync error for a requests/urllib3/http.client exception."""
-        errors = requests.exceptions
-        u3 = urllib3.exceptions
-        chain = _chain(exc)
-        why = _reason(chain)
-        connect_s, read_s = timeout
-        # requests reports a read timeout as ConnectionError once urllib3's retries are
-        # used up (MaxRetryError wrapping ReadTimeoutError), and during a streamed body:
-        # look down the chain. NewConnectionError is a ConnectTimeoutError by inheritance.
-        if isinstance(exc, errors.ConnectTimeout) or any(
-            isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError)
-            for e in chain
-        ):
-            return TimedOut(f"could not connect within {connect_s:g} s", where)
-        if isinstance(exc, errors.Timeout) or any(
-            isinstance(e, u3.ReadTimeoutError) for e in chain
-        ):
-            return TimedOut(f"no answer within {read_s:g} s (read timeout)", where)
-        if isinstance(exc, errors.SSLError):
-            return ConnectionFailed(f"TLS handshake or certificate check failed ({why})", where)
-        if isinstance(exc, errors.ProxyError):
-            return ConnectionFailed(f"the proxy failed ({why})", where)
-        if isinstance(exc, (errors.InvalidURL, errors.MissingSchema, errors.InvalidSchema)):
-            return ConnectionFailed("cannot connect: the URL is not valid", where)
-        if isinstance(exc, errors.URLRequired):
-            return ConnectionFailed("cannot connect: no URL", where)
-        if isinstance(exc, errors.ConnectionError):
-            return ConnectionFailed(f"connection failed ({why})", where)
-        if isinstance(exc, errors.ChunkedEncodingError):
-            return ConnectionFailed(f"the connection broke during the answer ({why})", where)
-        if isinstance(exc, errors.ContentDecodingError):
-            return ProtocolError("answered a body that cannot be decoded (bad gzip?)", where)
-        if isinstance(exc, errors.TooManyRedirects):
-            return ProtocolError("too many redirects", where)
-        if isinstance(exc, errors.RetryError):
-            return TransportError(f"gave up after retries ({why})", where)
-        if isinstance(exc, errors.InvalidHeader):
-            # its text would show the header value: the token, perhaps
-            return ProtocolError("cannot send: a header value (the token?) is invalid", where)
-        if isinstance(exc, errors.UnrewindableBodyError):
-            return TransportError("cannot resend the request body", where)
-        if isinstance(exc, (errors.InvalidJSONError, errors.HTTPError, errors.StreamConsumedError)):
-            return ProtocolError(f"unusable answer ({type(exc).__name__})", where)
-        if isinstance(exc, (u3.HTTPError, http.client.HTTPException)):
-            return ConnectionFailed(f"connection failed ({why})", where)
-        return TransportError(f"request failed ({type(exc).__name__}: {why})", where)

@@ -2,9 +2,9 @@
 
 This file is executed as a *fresh* module named ``arcpy`` for every test (see
 :func:`fake_arcpy.new_arcpy`), so its module-level state (messages, progressor,
-environment, imported toolboxes) never leaks between tests. Facts come from
-``../shared/pyt-toolbox.md`` (section numbers in brackets); where the notes mark a fact
-as inferred, the choice made here says so.
+environment, imported toolboxes) never leaks between tests. Facts come from Esri's
+arcpy documentation as summed up in docs/toolbox.md (section numbers in brackets);
+where a fact is inferred, not documented, the choice made here says so.
 
 What is faithful, in short:
 
@@ -32,7 +32,12 @@ What is faithful, in short:
   recorded in ``_fake.off_thread_calls``) [INFER: Pro's behaviour is undefined there].
 - Cancellation: ``env.isCancelled`` turns true when a test asks; with
   ``env.autoCancelling`` true (Pro's default) the next arcpy call then raises
-  ``KeyboardInterrupt``, as Pro stops a tool "at the next line".
+  ``KeyboardInterrupt``, as Pro stops a tool "at the next line". A cancelled tool
+  *fails* (Pro's "Understanding cancellation behavior in script tools"): the messages
+  end with ``Cancelled script <tool>... (<tool>) aborted by User.`` and the caller gets
+  ``ExecuteError``; ``_fake.runs[-1].status`` is then ``"cancelled"``. A tool that
+  returns normally although Cancel was pressed is recorded as succeeded with
+  ``cancel_ignored`` set.
 
 Test-only controls live in ``_fake`` (a :class:`_FakeState`), never used by the toolbox.
 """
@@ -804,6 +809,8 @@ class _Run:
         self.tool_name = tool_name
         self.parameters = parameters
         self.messages = []
+        self.status = "running"  # then "succeeded", "failed" or "cancelled"
+        self.cancel_ignored = False  # returned normally although Cancel was pressed
 
     def add(self, severity, text):
         self.messages.append(_Message(severity, text))
@@ -1029,24 +1036,31 @@ def _run_tool(tool_class, args, kwargs):
     _fake.tool_thread = threading.get_ident()
     try:
         tool.execute(params, _Messages(run))
-    except ExecuteError:
-        run.add(2, f"Failed to execute ({tool_name}).")
-        raise ExecuteError(run.error_text()) from None
-    except KeyboardInterrupt:
-        run.add(2, "Cancelled function")
-        run.add(2, f"Failed to execute ({tool_name}).")
-        raise ExecuteError(run.error_text()) from None
-    except Exception:
-        run.add(2, traceback.format_exc())
+    except (ExecuteError, KeyboardInterrupt, Exception) as exc:
+        if env.isCancelled or isinstance(exc, KeyboardInterrupt):
+            # A cancelled tool fails with Esri's documented message [INFER: also when the
+            # tool raised after seeing isCancelled with autoCancelling off].
+            run.status = "cancelled"
+            run.add(2, f"Cancelled script {tool_name}... ({tool_name}) aborted by User.")
+        else:
+            run.status = "failed"
+            if not isinstance(exc, ExecuteError):
+                run.add(2, traceback.format_exc())
         run.add(2, f"Failed to execute ({tool_name}).")
         raise ExecuteError(run.error_text()) from None
     finally:
+        cancel_seen = env.isCancelled
         _fake.current = None
         _fake.cancel_requested = False  # a Cancel belongs to the run it stopped
         _fake.cancel_after_positions = None
     if run.has_error():
+        run.status = "failed"
         run.add(2, f"Failed to execute ({tool_name}).")
         raise ExecuteError(run.error_text())
+    # A tool that returns normally after a Cancel is reported as succeeded: the
+    # misreport the toolbox must avoid by raising. Recorded for tests to see.
+    run.cancel_ignored = cancel_seen
+    run.status = "succeeded"
     if hasattr(tool, "postExecute"):
         tool.postExecute(params)
     elapsed = (_dt.datetime.now() - started).total_seconds()

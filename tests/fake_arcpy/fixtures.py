@@ -23,11 +23,10 @@ PYT = ROOT / "WorkflowSync.pyt"
 
 @pytest.fixture(name="arcpy")
 def arcpy_fixture(monkeypatch):
-    """A fresh fake arcpy in ``sys.modules`` (no user or token from this machine)."""
+    """A fresh fake arcpy in ``sys.modules`` (tests/conftest.py's ``clean_environ``
+    keeps this machine's user and token out)."""
     module = new_arcpy()
     monkeypatch.setitem(sys.modules, "arcpy", module)
-    for name in ("WMSYNC_TOKEN", "WMSYNC_USER"):
-        monkeypatch.delenv(name, raising=False)
     # Never re-import wmsync behind the tests' back (monkeypatched functions, classes
     # other tests hold), even when a source file changes during the run.
     monkeypatch.setenv("WMSYNC_RELOAD", "0")

@@ -1,0 +1,326 @@
+"""What WorkflowSync.pyt needs beyond its parameter definitions, testable without arcpy.
+
+The ``.pyt`` keeps the registry, the parameters and the mapping of outputs; it passes
+the ``arcpy`` module in, so plain tests drive everything here with a stand-in:
+
+- :func:`fresh_import`: refreshing a toolbox in Pro re-executes only the ``.pyt``; this
+  re-imports the whole ``wmsync`` package when a developer changed it.
+- :func:`update_messages`: the dialog's validation (no network).
+- :func:`run`: one tool run: the token (Pro's sign-in, else ``WMSYNC_TOKEN``), the
+  acting user (``WMSYNC_USER``, else the user signed in to the computer), the engine
+  call, Cancel and the closing messages.
+- :class:`ArcpyListener`: engine callbacks -> tool messages and the step progressor,
+  with every token the toolbox holds scrubbed from the text.
+"""
+
+from __future__ import annotations
+
+import getpass
+import importlib
+import os
+import sys
+import time
+from typing import Any, List, Optional, Sequence, Union
+
+from . import valuetable
+from .auth import ThreadBoundToken
+from .errors import redact_url
+from .progress import SyncListener
+from .report import FAILED, SKIPPED, SYNCHRONIZED, SyncResult
+
+__all__ = [
+    "RELOAD_ENV",
+    "ArcpyListener",
+    "acting_user",
+    "closing_summary",
+    "fresh_import",
+    "last_sync_table",
+    "run",
+    "table_value",
+    "tool_token",
+    "update_messages",
+]
+
+RELOAD_ENV = "WMSYNC_RELOAD"
+_STAMP = "_pyt_imported_at"
+
+#: The step labels the engine sends ("<child>: <what>") and the phase each belongs to.
+_PHASES = (
+    ("sending changes to the parent", "Pulling"),
+    ("receiving changes from the parent", "Pushing"),
+    ("checked", "Checking"),
+    ("checking", "Checking"),
+)
+
+
+# --------------------------------------------------------------------------- reloading
+
+
+def _changed_since(package: str, stamp: float) -> bool:
+    """True when a loaded module of *package* has a source file newer than *stamp*."""
+    for name, module in list(sys.modules.items()):
+        if name != package and not name.startswith(package + "."):
+            continue
+        path = getattr(module, "__file__", None)
+        try:
+            if path and os.path.getmtime(path) > stamp:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def fresh_import(name: str) -> Any:
+    """Import the module *name*, re-importing its whole top-level package when changed.
+
+    Decision: drop every ``package.*`` module from ``sys.modules`` and import anew when
+    a source file changed since the toolbox first imported the package. A whole-package
+    re-import (rather than ``importlib.reload`` of single modules) keeps classes
+    consistent: old and new modules never mix; with no edits nothing is reloaded, so
+    other code in the same session keeps the very classes it imported.
+    ``WMSYNC_RELOAD`` overrides the rule: ``1`` re-imports on every load, ``0`` never
+    (test runs, where other code holds the modules while files may change).
+    """
+    package = name.split(".", 1)[0]
+    module = sys.modules.get(package)
+    if module is not None:
+        stamp = getattr(module, _STAMP, None)
+        setting = os.environ.get(RELOAD_ENV, "")
+        if setting == "1" or (
+            setting != "0" and stamp is not None and _changed_since(package, stamp)
+        ):
+            for loaded in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+                del sys.modules[loaded]
+            importlib.invalidate_caches()
+    top = importlib.import_module(package)
+    if getattr(top, _STAMP, None) is None:
+        setattr(top, _STAMP, time.time())
+    return importlib.import_module(name)
+
+
+# --------------------------------------------------------------------------- the dialog
+
+
+def table_value(param: Any) -> Any:
+    """A value-table parameter as rows of Python values (unambiguous), else its text."""
+    rows = param.values
+    if rows is not None:
+        return [list(row) for row in rows]
+    return param.valueAsText
+
+
+def _child_url_warnings(children: Any) -> List[str]:
+    """The parent URL's /WMServer warning, for every child URL that earns it."""
+    try:
+        specs = valuetable.parse_children(children)
+    except ValueError:
+        return []  # the errors are reported instead
+    found = []
+    for spec in specs:
+        warning = valuetable.check_parent_url(spec.url)
+        if warning:  # one wording for parent and children
+            found.append(f"Row {spec.row}: child " + warning.replace("parent ", "", 1))
+    return found
+
+
+def update_messages(url: Any, table: Any) -> None:
+    """Validate the dialog: parent URL and child table parameters; no network.
+
+    Row errors (and warnings) come from :mod:`wmsync.valuetable`, which is the authority
+    on the rows: its verdict replaces the framework's (e.g. a value-list miss on
+    ``True``, where Pro compares case-sensitively while docs/design.md §2 accepts
+    ``true`` in any case). A parent or child URL that does not end with ``/WMServer``
+    gets a warning.
+    """
+    if url.value and not url.isInputValueDerived() and not url.hasError():
+        warning = valuetable.check_parent_url(url.valueAsText)
+        if warning:
+            url.setWarningMessage(warning)
+    if table.value is None or table.isInputValueDerived():
+        return  # empty (Pro reports a missing required value) or known only at run time
+    parent = None if url.isInputValueDerived() else url.valueAsText
+    children = table_value(table)
+    found = valuetable.validate_children(children, parent)
+    errors = [m.text for m in found if m.level == "error"]
+    warnings = [m.text for m in found if m.level != "error"]
+    if errors:
+        table.setErrorMessage("\n".join(errors))
+        return
+    warnings += _child_url_warnings(children)
+    if warnings:
+        table.setWarningMessage("\n".join(warnings))
+    elif table.hasError():
+        table.clearMessage()
+
+
+# --------------------------------------------------------------------------- running
+
+
+def acting_user() -> Optional[str]:
+    """The Workflow Manager user: ``WMSYNC_USER``, else the user signed in to the computer."""
+    user = os.environ.get("WMSYNC_USER")
+    if user:
+        return user
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in this environment: the engine decides
+        return None
+
+
+def tool_token(arcpy: Any) -> Union[ThreadBoundToken, str, None]:
+    """Pro's sign-in token (renewed on a 498, on this thread), else ``WMSYNC_TOKEN``."""
+    get = getattr(arcpy, "GetSigninToken", None)
+    if get is not None:
+        source = ThreadBoundToken(get)
+        if source.get():
+            return source
+    return os.environ.get("WMSYNC_TOKEN") or None
+
+
+def _phase_of(label: str) -> Optional[str]:
+    what = label.rsplit(": ", 1)[-1].lower()
+    for words, phase in _PHASES:
+        if words in what:
+            return phase
+    return None
+
+
+class ArcpyListener(SyncListener):
+    """Engine callbacks -> tool messages and the step progressor (tool's thread only).
+
+    The progressor label names the phase and how many children finished it
+    ("Pulling: 2 of 3 children"), not whichever child's event came last. The phase
+    comes from the optional *phase* of :meth:`step`, else from the engine's step label.
+    """
+
+    def __init__(
+        self, arcpy: Any, messages: Any, token: Union[ThreadBoundToken, str, None] = None
+    ) -> None:
+        self._arcpy = arcpy
+        self._messages = messages
+        self._token = token
+        self._children = 0
+        self._settled = 0  # children whose steps all ended at once (failed their check)
+        self._phase: Optional[str] = None
+        self._done = 0
+
+    def scrub(self, text: object) -> str:
+        """*text* without any token the toolbox holds (the engine redacts already)."""
+        text = str(text)
+        if isinstance(self._token, ThreadBoundToken):
+            secrets = self._token.secrets()
+        else:
+            secrets = [self._token] if self._token else []
+        for secret in secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def info(self, text: str) -> None:
+        self._messages.addMessage(self.scrub(text))
+
+    def warning(self, text: str) -> None:
+        self._messages.addWarningMessage(self.scrub(text))
+
+    def begin(self, total_steps: int, label: str) -> None:
+        total = max(int(total_steps), 1)
+        self._children = max(total // 2, 1)  # one step per child per phase
+        self._arcpy.SetProgressor("step", self.scrub(label), 0, total, 1)
+
+    def step(self, label: str, phase: Optional[str] = None) -> None:
+        phase = phase or _phase_of(label) or self._phase
+        if phase != self._phase:
+            self._phase, self._done = phase, 0
+        self._show()
+
+    def step_done(self) -> None:
+        self._arcpy.SetProgressorPosition()
+        if self._phase is None:
+            self._settled += 1  # before any phase: a child that failed its check
+        else:
+            self._done += 1
+            self._show()
+
+    def _show(self) -> None:
+        if self._phase is None:
+            return
+        total = max(self._children - self._settled // 2, 0)
+        self._arcpy.SetProgressorLabel(f"{self._phase}: {self._done} of {total} children")
+
+    def cancelled(self) -> bool:
+        if isinstance(self._token, ThreadBoundToken):
+            self._token.serve()  # polled on the tool's thread: renew tokens here
+        return bool(getattr(self._arcpy.env, "isCancelled", False))
+
+
+def closing_summary(result: SyncResult) -> Optional[str]:
+    """One line when some children failed (or the run was cancelled), else ``None``."""
+    states = [child.state for child in result.children]
+    failed = [child.name for child in result.children if child.state == FAILED]
+    if not failed and not result.cancelled:
+        return None
+    connected = len(states) - states.count(SKIPPED)
+    text = f"{states.count(SYNCHRONIZED)} of {connected} connected children synchronized"
+    if failed:
+        text += f"; not synchronized: {', '.join(failed)}"
+    return text + (
+        ". Their Last Synchronized time is unchanged, so the next run retries them"
+        f" (status {result.status})."
+    )
+
+
+def _rows(result: SyncResult) -> str:
+    """Last Synchronized as value-table text for a message: URLs without secrets."""
+    rows = [[name, connected, redact_url(url), when]
+            for name, connected, url, when in result.last_sync_rows]
+    return valuetable.format_rows(rows)
+
+
+def last_sync_table(arcpy: Any, columns: Sequence[Sequence[str]], result: SyncResult) -> Any:
+    """The Last Synchronized output as an ``arcpy.ValueTable`` of *columns*."""
+    table = arcpy.ValueTable([column[0] for column in columns])
+    for row in result.last_sync_rows:
+        table.addRow(list(row))
+    return table
+
+
+def run(arcpy: Any, messages: Any, parent_url: str, parent_name: str, children: Any) -> SyncResult:
+    """One run of the tool; returns the result whose outputs the ``.pyt`` sets.
+
+    Failed children are warnings (docs/design.md §6: an error message would fail the
+    tool and withhold the outputs), closed by a summary line. Status -1 and a Cancel
+    end the tool as failed: an error message, then ``arcpy.ExecuteError`` -- what Pro
+    does with a cancelled tool ("the tool will fail"), so a calling script or model
+    never takes a cancelled run for a finished one.
+    """
+    from . import engine  # looked up at call time: tests replace engine.synchronize
+
+    token = tool_token(arcpy)
+    listener = ArcpyListener(arcpy, messages, token)
+    auto_cancelling = getattr(arcpy.env, "autoCancelling", None)
+    if auto_cancelling is not None:
+        # Cancel is honoured by the engine at its safe points (listener.cancelled),
+        # not by arcpy interrupting whichever line happens to run.
+        arcpy.env.autoCancelling = False
+    try:
+        result = engine.synchronize(
+            parent_url, parent_name, children,
+            user=acting_user(), token=token, listener=listener,
+        )
+        summary = closing_summary(result)
+        if result.status == -1 or result.cancelled:
+            text = listener.scrub(
+                "Cancelled: " + (summary or "stopped before any child synchronized")
+                if result.cancelled
+                else result.error or "nothing could be synchronized"
+            )
+            if result.cancelled and any(c.state == SYNCHRONIZED for c in result.children):
+                messages.addMessage(listener.scrub("Last Synchronized so far: " + _rows(result)))
+            messages.addErrorMessage(text)
+            raise arcpy.ExecuteError(text)
+        if summary:
+            messages.addWarningMessage(listener.scrub(summary))
+        return result
+    finally:
+        arcpy.ResetProgressor()
+        if auto_cancelling is not None:
+            arcpy.env.autoCancelling = auto_cancelling
