@@ -2,7 +2,10 @@
 
 Each subcommand turns text into typed values, makes one call, and maps wmsync errors
 to a message and an exit code: 0 status 0, 1 some children failed, 2 nothing could be
-done or the input was refused. Logging is configured here and nowhere else.
+done, the input was refused (bad arguments: one line, before anything runs), or the run
+was cancelled (Ctrl-C, SIGTERM) before every child finished. Logging is configured here
+and nowhere else: stderr shows warnings (-v adds progress, -vv debug), stdout the
+summary (nothing with -q).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from . import __version__
 from .auth import TokenLike
+from .credentials import Credentials
 from .errors import WMSyncError, redact_url
 from .progress import SyncListener
 
@@ -283,20 +287,32 @@ def _verify(args: argparse.Namespace) -> Any:
     return args.ca_bundle or True
 
 
-def _client_factory(
-    args: argparse.Namespace, token: TokenLike, verify: Any, redactor: _RedactingFilter
-) -> Optional[Callable[[str], Any]]:
-    """With --credentials, clients made per server URL with that server's token;
-    without, None (the engine's own factory, one token for all)."""
+def _credentials(
+    args: argparse.Namespace, verify: Any, redactor: _RedactingFilter
+) -> Optional[Credentials]:
+    """The --credentials file, read and checked (its secrets join the log's redaction)."""
     if not args.credentials:
         return None
-    from . import engine
-    from .credentials import load_credentials, per_url_factory
+    from .credentials import load_credentials
 
     credentials = load_credentials(args.credentials, verify=verify, timeout=args.timeout,
                                    on_secret=redactor.add)
     for secret in credentials.secrets:
         redactor.add(secret)
+    return credentials
+
+
+def _client_factory(
+    args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
+    verify: Any,
+) -> Optional[Callable[[str], Any]]:
+    """With --credentials, clients made per server URL with that server's token (else
+    *token*); without, None: the engine's own factory, one token for all."""
+    if credentials is None:
+        return None
+    from . import engine
+    from .credentials import per_url_factory
+
     return per_url_factory(credentials, token, lambda source: engine.default_client_factory(
         user=args.user, token=source, timeout=args.timeout, verify=verify))
 
@@ -333,8 +349,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
              os.environ.get("WMSYNC_PASSWORD", "")]
     redactor = configure_logging(args.verbose, args.log_file, known)
     verify = _verify(args)
+    credentials = _credentials(args, verify, redactor)
     token = _token(args, redactor, verify)
-    factory = _client_factory(args, token, verify, redactor)
+    factory = _client_factory(args, credentials, token, verify)
     children = _read_children(args)
     refused = _parent_rows(args, children)
     if args.dry_run:

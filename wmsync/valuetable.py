@@ -1,7 +1,7 @@
 """The child value table (``Input_Multi_Name``) <-> :class:`ChildSpec` rows; dates and times.
 
 A value table has four columns per child: ``child_repository``, ``connected``, ``URL`` and
-``last_sync_time`` (DESIGN.md section 2). It arrives in one of three forms:
+``last_sync_time`` (docs/design.md §2). It arrives in one of three forms:
 
 - text: rows separated by ``;``, columns by runs of whitespace, a value with whitespace
   single-quoted (``'08/01/2013 11:30:45'``); the **last column may contain unquoted
@@ -21,7 +21,15 @@ Times without an offset are the local time of this machine; every parsed time is
 returned *aware*. A row's :class:`TimeStyle` records how its time was written, so that
 :func:`format_time` writes the new Last Synchronized time the same way, in local time.
 :func:`format_time` always writes seconds, even for a row written without them
-(``2011-08-08 12:00`` -> ``2011-08-08 14:30:05``): the output must not lose precision.
+(``2011-08-08 12:00`` -> ``2011-08-08 14:30:05``): the output must not lose precision,
+and adds the UTC offset to a time in the hour repeated when daylight saving time ends,
+so that it reads back as the same moment.
+
+Dates follow the system's format, as Esri's tool says: ``NN/NN/YYYY`` is month-first
+unless the operating system's short date is day-first (:func:`system_date_order`, the
+locale or the Windows setting); a date both ways valid gets an informative note naming
+both readings. A time that cannot be read is a warning, never a refusal: the
+engine decides what to exchange from the servers' records, not from the row.
 """
 
 from __future__ import annotations
