@@ -372,6 +372,18 @@ def test_a_credentials_file_holding_a_secret_inline_is_refused(three, tmp_path):
     assert generations(three) == before
 
 
+def test_a_secret_the_credentials_file_refers_to_must_exist_before_the_run(three, tmp_path):
+    creds = tmp_path / "credentials.json"
+    creds.write_text(json.dumps({"servers": [
+        {"url": "http://127.0.0.1/arcgis", "token_env": "OHIO_TOKEN"}]}))
+    before = generations(three)
+    done = run_cli(*sync_args(three, "--credentials", str(creds)))
+    assert done.returncode == 2
+    assert "server 1" in done.stderr and "OHIO_TOKEN" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+    assert generations(three) == before
+
+
 def test_the_longest_prefix_wins_on_whole_path_segments(tmp_path, monkeypatch):
     from wmsync.auth import as_token_source
     from wmsync.credentials import load_credentials

@@ -188,7 +188,7 @@ def _check_args(args: argparse.Namespace) -> None:
             raise UsageError("--write-back needs --children-file (the file it rewrites)")
         if args.dry_run:
             raise UsageError("--write-back cannot go with a dry run, which changes nothing")
-        _check_writable_file(args.children_file, "--write-back")
+        _check_writable_file(os.path.realpath(args.children_file), "--write-back")
     if args.report:
         _check_writable_file(args.report, "--report")
     token = args.token or os.environ.get("WMSYNC_TOKEN")
@@ -221,6 +221,7 @@ def _write_back(path: str, rows: List[List[str]]) -> None:
     gets its rows' new text; encoding (a BOM too) and line endings are kept."""
     from .valuetable import format_rows, row_count
 
+    path = os.path.realpath(path)  # a symbolic link keeps pointing at the new file
     with open(path, "rb") as handle:
         raw = handle.read()
     bom = raw.startswith(b"\xef\xbb\xbf")
