@@ -623,7 +623,7 @@ _URLS = st.builds(
 _INSTANTS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1))
 _STYLES = st.sampled_from(
     [
-        parse_time(t)[1]
+        parse_time(t, order="mdy")[1]
         for t in ["2011-08-08 12:00", "2011-08-08T12:00:00Z", "2011-08-08T12:00:00",
                   "08/01/2013 11:30:45 AM", "8/1/2013 1:30 PM", "08/01/2013", "2011-08-08"]
     ]
