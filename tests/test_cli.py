@@ -99,7 +99,7 @@ def test_children_file_one_row_per_line(three, tmp_path, capsys):
     rows = tmp_path / "children.txt"
     rows.write_text(three.table().replace(";", "\n") + "\n", encoding="utf-8")
     code = cli.main(["sync", "--parent-url", three.parent.url, "--parent-name", "Parent",
-                     "--children-file", str(rows), "--user", "tester", "-q"])
+                     "--children-file", str(rows), "--user", "tester"])
     assert code == 0
     assert capsys.readouterr().out.count(": synchronized") == 2
 

@@ -84,8 +84,6 @@ BAD_ROWS = {
     "duplicate name": lambda r: [r[0], [r[0][0], *r[1][1:]]],
     "URL not http(s)": lambda r: [[r[0][0], "true", "ftp://host/x/WMServer", r[0][3]], r[1]],
     "URL not a URL": lambda r: [[r[0][0], "true", "not a url", r[0][3]], r[1]],
-    "unreadable date": lambda r: [[*r[0][:3], "31/31/2024 25:61"], r[1]],
-    "date that is words": lambda r: [[*r[0][:3], "yesterday"], r[1]],
     "too few columns": lambda r: [r[0][:2], r[1]],
     "too many columns": lambda r: [[*r[0], "extra", "columns"], r[1]],
     "empty table": lambda r: [],
@@ -119,7 +117,7 @@ def test_a_thousand_rows_parse_fast_and_one_bad_row_among_them_refuses_everythin
     text = ";".join(" ".join(row) for row in rows)
     assert len(parse_children(text)) == 1000
     assert time.monotonic() - started < 2.0
-    rows[777][3] = "not a date"
+    rows[777][2] = "not a url"
     with pytest.raises(ValueTableError) as refused:
         parse_children(rows)
     assert "778" in str(refused.value)  # rows are numbered from 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -59,6 +59,14 @@ def new_york_time():
     _set_tz(NEW_YORK)
     yield
     _set_tz(old)
+
+
+@pytest.fixture(autouse=True)
+def month_first(monkeypatch):
+    """Every test reads dates as a US system does, whatever this machine's locale."""
+    import wmsync.valuetable
+
+    monkeypatch.setattr(wmsync.valuetable, "date_order_probe", lambda: "mdy", raising=False)
 
 
 @pytest.fixture
@@ -229,10 +237,10 @@ def test_valuetable_get_value_with_date_objects():
 
 
 def test_valuetable_problems_name_rows():
-    table = RowTable(["A true ftp://a/WMServer", "B true http://b/WMServer 31/12/2020"])
+    table = RowTable(["A true ftp://a/WMServer", "B true http:///WMServer 31/12/2020"])
     problems = problems_of(table)
     assert problems[0].startswith("Row 1:") and "ftp://a/WMServer" in problems[0]
-    assert problems[1].startswith("Row 2:") and "31/12/2020" in problems[1]
+    assert problems[1].startswith("Row 2:") and "http:///WMServer" in problems[1]
 
 
 def test_unreadable_value_is_an_error():
@@ -409,8 +417,6 @@ def test_format_time_half_hour_offset(tz):
         ("A true http:///WMServer", ["Row 1:", "'http:///WMServer'", "host"]),
         ("A true ohio/WMServer", ["Row 1:", "'ohio/WMServer'"]),
         ("A true http://a:port/WMServer", ["Row 1:", "'http://a:port/WMServer'"]),
-        ("A true " + URL + " 2011-13-08", ["Row 1:", "'2011-13-08'", "not a date"]),
-        ("A true " + URL + " 08/01/2013 13:00 PM", ["Row 1:", "'08/01/2013 13:00 PM'"]),
         ("A true " + URL + ";B true " + URL + " 'oops", ["Row 2:", "unterminated quote", "oops"]),
     ],
 )
@@ -433,14 +439,14 @@ def test_every_problem_is_listed_at_once():
         [
             "Good true " + URL,
             "Bad1 true ftp://x/WMServer",
-            "Bad2 true http://b/WMServer 99/99/9999",
+            "Bad2 true http://b/WMServer 99/99/9999",  # only a warning: see below
             "good TRUE http://c/WMServer",  # duplicate of row 1
             "'' maybe http://d/WMServer",
         ]
     )
     problems = problems_of(text)
-    assert [p.split(":")[0] for p in problems] == ["Row 2", "Row 3", "Row 4", "Row 5"]
-    assert "'good'" in problems[2] and "row 1" in problems[2]
+    assert [p.split(":")[0] for p in problems] == ["Row 2", "Row 4", "Row 5"]
+    assert "'good'" in problems[1] and "row 1" in problems[1]
     with pytest.raises(ValueError):  # ValueTableError is also a ValueError
         parse_children(text)
 
@@ -512,7 +518,8 @@ def test_validate_children_other_host_or_port_is_not_the_parent():
 
 def test_validate_children_lists_every_error_by_row():
     messages = validate_children("A yes ftp://a;A true http://b/WMServer bad-date")
-    assert [(m.row, m.level) for m in messages] == [(1, "error")] * 2 + [(2, "error")] * 2
+    assert [(m.row, m.level) for m in messages] == [(1, "error")] * 2 + [(2, "error"),
+                                                                         (2, "warning")]
     assert "'yes'" in messages[0].text and "'ftp://a'" in messages[1].text
     assert "twice" in messages[2].text and "'bad-date'" in messages[3].text
 
@@ -557,7 +564,7 @@ def test_format_rows_quoting():
     )
     assert text == (
         f"'Ohio Repository' true {URL} 08/01/2013 11:30:45 AM;"
-        "AZ true http://az/WMServer '';"
+        "AZ true http://az/WMServer #;"
         "'Bob''s;x' false http://b/WMServer;"
         "NM true http://nm/WMServer 'not a date'"
     )
@@ -618,7 +625,7 @@ _URLS = st.builds(
 _INSTANTS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100, 1, 1))
 _STYLES = st.sampled_from(
     [
-        parse_time(t)[1]
+        parse_time(t, order="mdy")[1]
         for t in ["2011-08-08 12:00", "2011-08-08T12:00:00Z", "2011-08-08T12:00:00",
                   "08/01/2013 11:30:45 AM", "8/1/2013 1:30 PM", "08/01/2013", "2011-08-08"]
     ]
@@ -678,3 +685,147 @@ def test_an_unquoted_hash_is_an_empty_cell_as_arcpy_writes_it():
 
     with pytest.raises(ValueTableError, match="Row 1: the child repository name is empty"):
         parse_children("# true http://o/arcgis/rest/services/O/WMServer")
+
+
+# --------------------------------------------------------------------------- issue 15
+
+
+def day_first(monkeypatch):
+    import wmsync.valuetable
+
+    monkeypatch.setattr(wmsync.valuetable, "date_order_probe", lambda: "dmy")
+
+
+@needs_tzset
+def test_a_day_first_system_reads_a_slashed_date_day_first_and_writes_it_back(monkeypatch):
+    day_first(monkeypatch)
+    [spec] = parse_children("Ohio true " + URL + " 03/04/2026 10:15")
+    assert spec.last_sync == datetime(2026, 4, 3, 10, 15).astimezone()  # 3 April
+    assert spec.time_style.form == "dmy"
+    assert output_row(spec, datetime(2026, 5, 7, 14, 4, 9))[3] == "07/05/2026 14:04:09"
+    # German style dots are read and written back the same way
+    [dots] = parse_children("Ohio true " + URL + " 3.4.2026 10:15")
+    assert dots.last_sync == spec.last_sync
+    assert output_row(dots, datetime(2026, 5, 7, 14, 4, 9))[3] == "7.5.2026 14:04:09"
+
+
+@pytest.mark.parametrize(("order", "reading", "other"), [
+    ("dmy", "read day-first as 3 April 2026", "read month-first it would be 4 March 2026"),
+    ("mdy", "read month-first as 4 March 2026", "read day-first it would be 3 April 2026"),
+])
+def test_an_ambiguous_date_names_both_readings(monkeypatch, order, reading, other):
+    import wmsync.valuetable
+
+    monkeypatch.setattr(wmsync.valuetable, "date_order_probe", lambda: order)
+    [spec] = parse_children("Ohio true " + URL + " 03/04/2026 10:15")
+    [note] = spec.notes
+    assert note.level == "info" and note.row == 1
+    assert reading in note.text and other in note.text and "'03/04/2026 10:15'" in note.text
+    [plain] = parse_children("Ohio true " + URL + " 04/04/2026 10:15")
+    assert plain.notes == ()  # both readings are the same day
+
+
+@pytest.mark.parametrize(("written", "order"), [
+    ("22/11/2003", "dmy"), ("22.11.03", "dmy"), ("11/22/03", "mdy"), ("11/22/2003", "mdy"),
+    ("2003-11-22", "ymd"), ("2003/11/22", "ymd"), ("Sat Nov 22", "mdy"),
+])
+def test_the_locale_probe_reads_the_order_of_the_systems_short_date(monkeypatch, written,
+                                                                   order):
+    import wmsync.valuetable as vt
+
+    monkeypatch.setattr(vt.sys, "platform", "linux")
+    monkeypatch.setattr(vt.time, "strftime", lambda fmt, t: written)
+    assert vt._probe_date_order() == order
+
+
+def test_an_unreadable_date_is_a_warning_and_the_row_still_synchronizes():
+    ohio, az = parse_children("Ohio true " + URL + " 31/12/2020 10:00;"
+                              "AZ true http://az/WMServer yesterday")
+    assert ohio.last_sync is None and az.last_sync is None
+    [warn] = ohio.notes
+    assert warn.level == "warning" and warn.text.startswith("Row 1:")
+    assert "'31/12/2020 10:00'" in warn.text and "31 December 2020" in warn.text
+    assert "still synchronizes" in warn.text
+    assert az.notes[0].level == "warning" and "'yesterday'" in az.notes[0].text
+    # a failed child keeps its text; a synchronized one gets a readable time
+    assert output_row(az, None)[3] == "yesterday"
+    assert parse_time(output_row(az, datetime(2026, 1, 2, 3, 4, 5))[3])[0] is not None
+    assert [m.level for m in validate_children("Ohio true " + URL + " 31/12/2020")] == [
+        "warning"]
+
+
+CHICAGO_RULE = "CST6CDT,M3.2.0,M11.1.0"
+# 2026-11-01 01:30 happens twice in Chicago: CDT (06:30 UTC), then CST (07:30 UTC).
+FIRST_0130 = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
+SECOND_0130 = datetime(2026, 11, 1, 7, 30, tzinfo=UTC)
+# the styles of rows written like these (the last one on a day-first system)
+STYLED = [("", "mdy"), ("11/01/2026 01:30 AM", "mdy"), ("2026-11-01T01:30", "mdy"),
+          ("01/11/2026 01:30", "dmy")]
+
+
+@pytest.mark.parametrize(("styled", "order"), STYLED)
+@pytest.mark.parametrize("instant", [FIRST_0130, SECOND_0130])
+def test_a_time_in_the_repeated_hour_reads_back_exactly(instant, styled, order):
+    from zoneinfo import ZoneInfo
+
+    style = parse_time(styled, order=order)[1]
+    chicago = ZoneInfo("America/Chicago")
+    written = format_time(instant, style, tz=chicago)
+    assert written.endswith("-05:00" if instant == FIRST_0130 else "-06:00")
+    assert parse_time(written, order=style.form, tz=chicago)[0] == instant
+    # an hour that happens once is written as before, without an offset
+    plain = format_time(instant + timedelta(days=1), style, tz=chicago)
+    assert "-0" not in plain.split(" ", 1)[-1].split("T")[-1]
+
+
+def test_the_repeated_hour_reads_back_in_this_machines_own_zone(tz):
+    tz(CHICAGO_RULE)
+    for instant in (FIRST_0130, SECOND_0130):
+        [spec] = parse_children([["Ohio", "true", URL, "2026-10-01 12:00"]])
+        text = output_row(spec, instant)[3]
+        assert parse_children([["Ohio", "true", URL, text]])[0].last_sync == instant, text
+
+
+def test_an_empty_time_is_written_as_the_toolbox_writes_it():
+    import importlib.util
+    import sys as _sys
+    from pathlib import Path
+
+    fake = Path(__file__).parent / "fake_arcpy"
+    spec = importlib.util.spec_from_file_location("_fake_arcpy_check", fake / "_arcpy.py")
+    module = importlib.util.module_from_spec(spec)
+    _sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+        table = module.ValueTable(["child_repository", "connected", "URL", "last_sync_time"])
+        table.addRow(["Never", "true", "http://n/WMServer", ""])
+        toolbox_text = table.exportToString()
+    finally:
+        _sys.modules.pop(spec.name, None)
+    assert format_rows([["Never", "true", "http://n/WMServer", ""]]) == toolbox_text
+    assert toolbox_text == "Never true http://n/WMServer #"
+
+
+def test_a_name_starting_with_a_hash_is_quoted():
+    text = format_rows([["#7 Office", "true", URL, ""], ["#8", "true", URL, ""]])
+    assert text == f"'#7 Office' true {URL} #;'#8' true {URL} #"
+    assert [s.name for s in parse_children(text)] == ["#7 Office", "#8"]
+
+
+def test_an_unquoted_name_with_a_space_gets_a_hint_to_quote_it():
+    [problem] = problems_of("New Ohio true " + URL + " 2011-08-08 12:00")
+    assert "a name with spaces must be in single quotes: 'New Ohio'" in problem
+    [problem] = problems_of("A true notaurl")
+    assert "quotes" not in problem
+
+
+def test_rows_naming_the_parent_itself():
+    from wmsync.valuetable import rows_naming_parent
+
+    parent = "http://hq/arcgis/rest/services/Parent/WMServer"
+    specs = parse_children(f"Ohio true {URL};parent true http://x/WMServer;"
+                           "Copy true HTTP://HQ/arcgis/rest/services/Parent/wmserver/")
+    problems = rows_naming_parent(specs, parent, "Parent")
+    assert len(problems) == 2
+    assert problems[0].startswith("Row 2:") and "parent repository itself" in problems[0]
+    assert problems[1].startswith("Row 3:") and "parent repository's URL" in problems[1]

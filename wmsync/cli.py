@@ -2,7 +2,10 @@
 
 Each subcommand turns text into typed values, makes one call, and maps wmsync errors
 to a message and an exit code: 0 status 0, 1 some children failed, 2 nothing could be
-done or the input was refused. Logging is configured here and nowhere else.
+done, the input was refused (bad arguments: one line, before anything runs), or the run
+was cancelled (Ctrl-C, SIGTERM) before every child finished. Logging is configured here
+and nowhere else: stderr shows warnings (-v adds progress, -vv debug), stdout the
+summary (nothing with -q).
 """
 
 from __future__ import annotations
@@ -12,11 +15,18 @@ import getpass
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
-from typing import Any, Callable, Dict, List, Optional, Sequence
+import tempfile
+import threading
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 from . import __version__
 from .auth import TokenLike
+from .credentials import Credentials
 from .errors import WMSyncError, redact_url
 from .progress import SyncListener
 
@@ -78,11 +88,15 @@ def _reset_logging() -> None:
     root.setLevel(logging.NOTSET)
 
 
-class _CliListener(SyncListener):
-    """Maps engine messages to the log and the progress to short stderr lines."""
+class UsageError(Exception):
+    """An argument is refused before anything runs (exit 2, one line)."""
 
-    def __init__(self, quiet: bool) -> None:
-        self.quiet = quiet
+
+class _CliListener(SyncListener):
+    """Maps engine messages to the log; a signal turns into the engine's Cancel."""
+
+    def __init__(self) -> None:
+        self._cancel = threading.Event()
 
     def info(self, text: str) -> None:
         log.info("%s", text)
@@ -93,9 +107,102 @@ class _CliListener(SyncListener):
     def step(self, label: str) -> None:
         log.info("%s", label)
 
+    def request_cancel(self) -> None:
+        self._cancel.set()
+
+    def cancelled(self) -> bool:
+        return self._cancel.is_set()
+
+
+@contextmanager
+def _signals_cancel(listener: _CliListener) -> Iterator[None]:
+    """Ctrl-C (SIGINT) or SIGTERM asks the engine to stop at its next safe point, as
+    the toolbox's Cancel does; a second one ends the process at once (exit 128+signal).
+
+    The handler writes with ``os.write``: a ``print`` there could re-enter a stderr
+    write the main thread was in the middle of.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: List[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        seen.append(signum)
+        if len(seen) == 1:
+            listener.request_cancel()
+            os.write(2, b"wmsync: cancelling at the next safe point "
+                        b"(press Ctrl-C again to abort at once)\n")
+        else:
+            os.write(2, b"wmsync: aborted\n")
+            os._exit(128 + signum)
+
+    watched = [signal.SIGINT, signal.SIGTERM]
+    previous = {signum: signal.signal(signum, handler) for signum in watched}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
 
 # ---------------------------------------------------------------------------
 # sync / plan
+
+
+def _positive(kind: Callable[[str], Any], what: str) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not value > 0:  # also refuses NaN
+            raise argparse.ArgumentTypeError(f"must be more than 0, not {text!r}")
+        return value
+
+    return convert
+
+
+def _check_writable_file(path: str, option: str) -> None:
+    """Refuse *path* now unless a file can be written in its folder: finding that out
+    only after the whole sync would lose the report."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {path!r}: the folder {folder!r} does not exist")
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {path!r} is a folder, not a file")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".wmsync-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {path!r}: cannot write in {folder!r} "
+                         f"({exc.strerror or exc})") from None
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        raise UsageError(f"{option} {path!r} is not writable")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything that can be refused without a server, refused before anything runs."""
+    if args.write_back:
+        if not args.children_file:
+            raise UsageError("--write-back needs --children-file (the file it rewrites)")
+        if args.dry_run:
+            raise UsageError("--write-back cannot go with a dry run, which changes nothing")
+        _check_writable_file(os.path.realpath(args.children_file), "--write-back")
+    if args.report:
+        _check_writable_file(args.report, "--report")
+    token = args.token or os.environ.get("WMSYNC_TOKEN")
+    if args.token_url and not token and not os.environ.get("WMSYNC_PASSWORD"):
+        if sys.stdin is None or not sys.stdin.isatty():
+            raise UsageError("--token-url needs a password: set WMSYNC_PASSWORD "
+                             "(there is no terminal to ask for it on)")
+
+
+def _children_lines(text: str) -> List[str]:
+    """The lines of a children file that hold rows: blank lines and lines starting
+    with ``#`` (comments) are left out."""
+    return [line for line in text.splitlines()
+            if line.strip() and not line.lstrip().startswith("#")]
 
 
 def _read_children(args: argparse.Namespace) -> str:
@@ -103,11 +210,49 @@ def _read_children(args: argparse.Namespace) -> str:
         with open(args.children_file, encoding="utf-8-sig") as handle:
             text = handle.read()
         # One row per line is friendlier in a file; the table format wants ';'.
-        return ";".join(line.strip() for line in text.splitlines() if line.strip())
+        return ";".join(line.strip() for line in _children_lines(text))
     return str(args.children)
 
 
-def _token(args: argparse.Namespace, redactor: _RedactingFilter) -> TokenLike:
+def _write_back(path: str, rows: List[List[str]]) -> None:
+    """Rewrite the children file with the Last Synchronized *rows*, atomically (a
+    temporary file in the same folder, then ``os.replace``): a cron job chains runs
+    as ModelBuilder does. Comment and blank lines stay where they were; each row line
+    gets its rows' new text; encoding (a BOM too) and line endings are kept."""
+    from .valuetable import format_rows, row_count
+
+    path = os.path.realpath(path)  # a symbolic link keeps pointing at the new file
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    bom = raw.startswith(b"\xef\xbb\xbf")
+    text = raw.decode("utf-8-sig")
+    newline = "\r\n" if "\r\n" in text else "\n"
+    out: List[str] = []
+    index = 0
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            count = row_count(line)
+            line = format_rows(rows[index:index + count])
+            index += count
+        out.append(line)
+    if index != len(rows):  # cannot happen: the rows were read from this very file
+        raise OSError(f"{path} changed during the run; not rewritten")
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, temp = tempfile.mkstemp(dir=folder, prefix=".wmsync-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8-sig" if bom else "utf-8",
+                       newline="") as handle:
+            handle.write(newline.join(out) + newline)
+            handle.flush()
+            os.fsync(handle.fileno())
+        shutil.copymode(path, temp)
+        os.replace(temp, path)
+    except BaseException:
+        os.unlink(temp)
+        raise
+
+
+def _token(args: argparse.Namespace, redactor: _RedactingFilter, verify: Any) -> TokenLike:
     """The token to send: --token, WMSYNC_TOKEN, or one generated from --token-url.
 
     A generated token is fetched here (so a refused password stops the run before it
@@ -124,7 +269,6 @@ def _token(args: argparse.Namespace, redactor: _RedactingFilter) -> TokenLike:
         f"Password for {username} at {redact_url(args.token_url)}: "
     )
     redactor.add(password)
-    verify = _verify(args)
 
     def fetch() -> str:
         fetched = generate_token(args.token_url, username, password, verify=verify)
@@ -137,10 +281,41 @@ def _token(args: argparse.Namespace, redactor: _RedactingFilter) -> TokenLike:
 
 
 def _verify(args: argparse.Namespace) -> Any:
+    """TLS verification for every request (called once: it warns about --insecure)."""
     if args.insecure:
         print("warning: TLS certificate checks are OFF (--insecure)", file=sys.stderr)
         return False
     return args.ca_bundle or True
+
+
+def _credentials(
+    args: argparse.Namespace, verify: Any, redactor: _RedactingFilter
+) -> Optional[Credentials]:
+    """The --credentials file, read and checked (its secrets join the log's redaction)."""
+    if not args.credentials:
+        return None
+    from .credentials import load_credentials
+
+    credentials = load_credentials(args.credentials, verify=verify, timeout=args.timeout,
+                                   on_secret=redactor.add)
+    for secret in credentials.secrets:
+        redactor.add(secret)
+    return credentials
+
+
+def _client_factory(
+    args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
+    verify: Any,
+) -> Optional[Callable[[str], Any]]:
+    """With --credentials, clients made per server URL with that server's token (else
+    *token*); without, None: the engine's own factory, one token for all."""
+    if credentials is None:
+        return None
+    from . import engine
+    from .credentials import per_url_factory
+
+    return per_url_factory(credentials, token, lambda source: engine.default_client_factory(
+        user=args.user, token=source, timeout=args.timeout, verify=verify))
 
 
 def _write_report(path: Optional[str], payload: Dict[str, Any]) -> None:
@@ -150,40 +325,87 @@ def _write_report(path: Optional[str], payload: Dict[str, Any]) -> None:
             handle.write("\n")
 
 
+def _parent_rows(args: argparse.Namespace, children: str) -> Optional[str]:
+    """Why the table is refused for naming the parent itself (as the toolbox dialog
+    refuses it), or None. Other problems of the table are the engine's to report."""
+    from .errors import ValueTableError
+    from .valuetable import parse_children, rows_naming_parent
+
+    try:
+        specs = parse_children(children)
+    except ValueTableError:
+        return None
+    problems = rows_naming_parent(specs, args.parent_url, args.parent_name)
+    if not problems:
+        return None
+    return "the child table was refused, nothing changed: " + "; ".join(problems)
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from . import engine
+    from .report import PlanResult, SyncResult
 
+    _check_args(args)
     known = [args.token or "", os.environ.get("WMSYNC_TOKEN", ""),
              os.environ.get("WMSYNC_PASSWORD", "")]
     redactor = configure_logging(args.verbose, args.log_file, known)
-    token = _token(args, redactor)
-    children = _read_children(args)
     verify = _verify(args)
+    credentials = _credentials(args, verify, redactor)
+    token = _token(args, redactor, verify)
+    factory = _client_factory(args, credentials, token, verify)
+    children = _read_children(args)
+    refused = _parent_rows(args, children)
     if args.dry_run:
-        planned = engine.plan(
-            args.parent_url, args.parent_name, children, user=args.user, token=token,
-            full=args.full, timeout=args.timeout, verify=verify,
-        )
-        for line in planned.summary_lines():
-            print(line)
+        if refused:
+            planned = PlanResult(-1, args.parent_name, args.parent_url, error=refused)
+        else:
+            planned = engine.plan(
+                args.parent_url, args.parent_name, children, user=args.user, token=token,
+                client_factory=factory, full=args.full, timeout=args.timeout, verify=verify,
+            )
+        _show(args, planned.summary_lines(), planned.status, planned.error)
         _write_report(args.report, planned.to_dict())
         return _exit_code(planned.status)
-    result = engine.synchronize(
-        args.parent_url, args.parent_name, children, user=args.user, token=token,
-        listener=_CliListener(args.quiet), full=args.full, timeout=args.timeout,
-        verify=verify, max_workers=args.max_workers,
-    )
-    for line in result.summary_lines():
-        print(line)
-    if result.status >= 0 and not args.quiet:
-        print("Last Synchronized: " + _printable_table(result.last_sync_rows))
+    listener = _CliListener()
+    if refused:
+        moment = datetime.now(timezone.utc)
+        result = SyncResult(-1, args.parent_name, args.parent_url, moment, moment,
+                            error=refused)
+    else:
+        with _signals_cancel(listener):
+            result = engine.synchronize(
+                args.parent_url, args.parent_name, children, user=args.user, token=token,
+                client_factory=factory, listener=listener, full=args.full,
+                timeout=args.timeout, verify=verify, max_workers=args.max_workers,
+            )
+    if listener.cancelled():
+        result.cancelled = True  # asked for, even if the work was all done by then
+    lines = result.summary_lines()
+    if result.status >= 0:
+        lines.append("Last Synchronized: " + _printable_table(result.last_sync_rows))
+    _show(args, lines, result.status, result.error)
     _write_report(args.report, result.to_dict())
+    if args.write_back and result.status >= 0:
+        _write_back(args.children_file, result.last_sync_rows)
+    if result.cancelled and result.status != 0:
+        return EXIT_REFUSED
     return _exit_code(result.status)
+
+
+def _show(args: argparse.Namespace, lines: List[str], status: int,
+          error: Optional[str]) -> None:
+    """The summary on stdout, once; with -q nothing there, and only a run that could
+    not be done at all says so, on stderr (failed children were warned about already)."""
+    if not args.quiet:
+        for line in lines:
+            print(line)
+    elif status < 0:
+        print(f"wmsync: error: {error or 'nothing could be done'}", file=sys.stderr)
 
 
 def _printable_table(rows: List[List[str]]) -> str:
     """The Last Synchronized table for the screen: a token written into a row's URL is
-    shown as ``***`` (DESIGN §7: no printed URL carries a secret)."""
+    shown as ``***`` (docs/design.md §7: no printed URL carries a secret)."""
     from .valuetable import format_rows
 
     return format_rows([[*row[:2], redact_url(row[2]), *row[3:]] for row in rows])
@@ -247,25 +469,42 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         help="generateToken URL; password from WMSYNC_PASSWORD or a prompt")
     parser.add_argument("--username", default=None, help="user name for --token-url")
     parser.add_argument("--report", default=None, help="write a JSON report to this file")
-    parser.add_argument("--timeout", type=float, default=60.0,
-                        help="per-request read timeout in seconds (default 60)")
+    parser.add_argument("--timeout", type=_positive(float, "a number of seconds"),
+                        default=60.0, help="per-request read timeout in seconds (default 60)")
     parser.add_argument("--full", action="store_true",
                         help="ignore watermarks: exchange everything both ways")
     parser.add_argument("--dry-run", action="store_true",
                         help="report what would move and change nothing")
-    parser.add_argument("--max-workers", type=int, default=4,
+    parser.add_argument("--max-workers", type=_positive(int, "a whole number"), default=4,
                         help="children synchronized at once (default 4)")
+    parser.add_argument("--credentials", default=None, metavar="FILE",
+                        help="JSON file: a token or a token URL per server URL prefix "
+                        "(secrets by environment variable or file, never inline)")
+    parser.add_argument("--write-back", action="store_true",
+                        help="rewrite --children-file with the Last Synchronized rows "
+                        "(atomically), so that the next run picks up from this one")
     parser.add_argument("--log-file", default=None, help="also log to this file (redacted)")
     parser.add_argument("--ca-bundle", default=None, help="a CA bundle to trust in addition")
     parser.add_argument("--insecure", action="store_true",
                         help="turn TLS certificate checks off (prints a warning)")
-    parser.add_argument("-v", "--verbose", action="count", default=1,
-                        help="more messages (repeat for debug)")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only the summary lines")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="count", default=0,
+                          help="progress messages (-v); debug messages too (-vv)")
+    loudness.add_argument("-q", "--quiet", action="store_true",
+                          help="print nothing on success (warnings and errors still go "
+                          "to stderr)")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Refuses bad arguments with one line on stderr and exit 2 (no usage block)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message} "
+                                f"(see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="wmsync",
         description="Synchronize ArcGIS Workflow Manager repository clusters.",
     )
@@ -318,8 +557,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # before the run started (e.g. at the password prompt)
         print("interrupted", file=sys.stderr)
+        return EXIT_REFUSED
+    except UsageError as exc:
+        print(f"wmsync {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
     except (WMSyncError, OSError) as exc:
         log.debug("refused: %s", exc)  # reaches --log-file once it is set up

@@ -595,19 +595,24 @@ def _now_ms() -> int:
     return int(datetime.now(timezone.utc).timestamp() * 1000)
 
 
-def _check_row_time(pair: _Pair) -> Optional[str]:
-    """Warn when the table's time disagrees with the time the parent recorded."""
+def _check_row_time(pair: _Pair) -> Optional[Tuple[str, str]]:
+    """("info" or "warning", text) when the table's time disagrees with the time the
+    parent recorded: only a row time LATER than the record (or a record missing) is a
+    warning, as the table then claims a synchronization the servers never recorded;
+    an older time is what a static table (Esri's sample) always holds."""
     row = pair.spec.last_sync
     if row is None:
         return None
     server = pair.server_last_sync
     name = pair.spec.name
     if server is None:
-        return f"row time ignored; {name} has no recorded synchronization: full exchange"
+        return ("warning",
+                f"row time ignored; {name} has no recorded synchronization: full exchange")
     recorded = datetime.fromtimestamp(server / 1000, timezone.utc)
     if abs((recorded - row).total_seconds()) > 60:
         local = recorded.astimezone().strftime("%Y-%m-%d %H:%M:%S")
-        return f"row time ignored; {name} last synchronized at {local}"
+        level = "warning" if row > recorded else "info"
+        return level, f"row time ignored; {name} last synchronized at {local}"
     return None
 
 
@@ -667,6 +672,8 @@ def synchronize(
         inputs = _read_inputs(children)
     except ValueTableError as exc:
         return done(-1, [], f"the child table was refused, nothing changed: {exc}")
+    for row_note in (n for spec in inputs.specs for n in spec.notes):
+        (listener.warning if row_note.level == "warning" else listener.info)(row_note.text)
     skipped = {spec.row: _skipped(spec) for spec in inputs.specs if not spec.connected}
     for result in skipped.values():
         listener.warning(f"{result.name} skipped: {result.error}")
@@ -699,7 +706,7 @@ def synchronize(
             for pair in run.pairs:
                 note = _check_row_time(pair) if pair.ready else None
                 if note:
-                    listener.warning(note)
+                    (listener.warning if note[0] == "warning" else listener.info)(note[1])
             ready = [pair for pair in run.pairs if pair.ready]
             _run_all([_bind(run.pull, pair) for pair in ready], run.events, listener,
                      max_workers)

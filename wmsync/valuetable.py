@@ -1,7 +1,7 @@
 """The child value table (``Input_Multi_Name``) <-> :class:`ChildSpec` rows; dates and times.
 
 A value table has four columns per child: ``child_repository``, ``connected``, ``URL`` and
-``last_sync_time`` (DESIGN.md section 2). It arrives in one of three forms:
+``last_sync_time`` (docs/design.md §2). It arrives in one of three forms:
 
 - text: rows separated by ``;``, columns by runs of whitespace, a value with whitespace
   single-quoted (``'08/01/2013 11:30:45'``); the **last column may contain unquoted
@@ -21,15 +21,27 @@ Times without an offset are the local time of this machine; every parsed time is
 returned *aware*. A row's :class:`TimeStyle` records how its time was written, so that
 :func:`format_time` writes the new Last Synchronized time the same way, in local time.
 :func:`format_time` always writes seconds, even for a row written without them
-(``2011-08-08 12:00`` -> ``2011-08-08 14:30:05``): the output must not lose precision.
+(``2011-08-08 12:00`` -> ``2011-08-08 14:30:05``): the output must not lose precision,
+and adds the UTC offset to a time in the hour repeated when daylight saving time ends,
+so that it reads back as the same moment.
+
+Dates follow the system's format, as Esri's tool says: ``NN/NN/YYYY`` is month-first
+unless the operating system's short date is day-first (:func:`system_date_order`, the
+locale or the Windows setting); a date both ways valid gets an informative note naming
+both readings. A time that cannot be read is a warning, never a refusal: the
+engine decides what to exchange from the servers' records, not from the row.
 """
 
 from __future__ import annotations
 
+import functools
+import locale
 import re
+import sys
+import time
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone, tzinfo
-from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 from urllib.parse import urlsplit
 
 from wmsync.errors import ValueTableError, redact_url
@@ -45,6 +57,9 @@ __all__ = [
     "output_row",
     "parse_children",
     "parse_time",
+    "row_count",
+    "rows_naming_parent",
+    "system_date_order",
     "validate_children",
 ]
 
@@ -55,15 +70,17 @@ COLUMNS = ("child_repository", "connected", "URL", "last_sync_time")
 class TimeStyle:
     """How a ``last_sync_time`` was written, so a new time can be written the same way.
 
-    :param form: ``"mdy"`` (``MM/DD/YYYY``) or ``"ymd"`` (``YYYY-MM-DD``, ISO 8601).
+    :param form: ``"mdy"`` (``MM/DD/YYYY``), ``"dmy"`` (``DD/MM/YYYY``, read so only
+        where the system's short date is day-first) or ``"ymd"`` (``YYYY-MM-DD``).
     :param sep: between date and time for ``ymd``: ``" "`` or ``"T"``.
     :param seconds: the text had seconds (informative: output always has them).
     :param ampm: a 12-hour clock with ``AM``/``PM``.
     :param offset: the text had a UTC offset or ``Z``; output then carries the local
         offset (``+02:00``), also for a ``Z`` row, since output is in local time.
     :param date_only: the text was a date alone; output adds the time, 24-hour.
-    :param padded: ``mdy`` month and day were written with two digits (``08/01`` rather
-        than ``8/1``); the hour of a 12-hour clock follows the same choice.
+    :param padded: ``mdy``/``dmy`` month and day were written with two digits (``08/01``
+        rather than ``8/1``); the hour of a 12-hour clock follows the same choice.
+    :param datesep: between the parts of an ``mdy``/``dmy`` date: ``/``, ``.`` or ``-``.
     """
 
     form: str = "ymd"
@@ -73,6 +90,7 @@ class TimeStyle:
     offset: bool = False
     date_only: bool = False
     padded: bool = True
+    datesep: str = "/"
 
 
 #: The style of a row that had no time (never synchronized): ``YYYY-MM-DD HH:MM:SS``.
@@ -85,7 +103,9 @@ class ChildSpec:
 
     ``last_sync`` is aware (local time when the text had no offset) or None when the
     child was never synchronized; ``time_text`` is the time as given (stripped);
-    ``connected_text`` the connected flag as given.
+    ``connected_text`` the connected flag as given. ``notes`` are messages about the
+    row that do not refuse it (an ambiguous or unreadable time), as
+    :class:`RowMessage` with level ``"info"`` or ``"warning"``.
     """
 
     row: int
@@ -96,29 +116,81 @@ class ChildSpec:
     last_sync: Optional[datetime]
     time_text: str
     time_style: TimeStyle
+    notes: Tuple[RowMessage, ...] = ()
 
 
 class RowMessage(NamedTuple):
     """A validation message for the toolbox dialog; ``row`` is 1-based, None for the table."""
 
     row: Optional[int]
-    level: str  # "error" or "warning"
+    level: str  # "error", "warning" or "info"
     text: str
 
 
 # --------------------------------------------------------------------------- times
 
-_MDY = re.compile(
-    r"(\d{1,2})/(\d{1,2})/(\d{4})"
-    r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?(?:\s*(AM|PM))?)?",
+_OFFSET = r"(Z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?)"
+_SLASHED = re.compile(
+    r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})"
+    r"(?:\s+(\d{1,2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?(?:\s*(AM|PM))?"
+    r"(?:\s*" + _OFFSET + r")?)?",
     re.ASCII | re.IGNORECASE,
 )
 _YMD = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})"
     r"(?:(T|\s+)(\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,6}))?)?"
-    r"(?:\s*(Z|[+-]\d{2}(?::?\d{2}(?::?\d{2})?)?))?)?",
+    r"(?:\s*" + _OFFSET + r")?)?",
     re.ASCII | re.IGNORECASE,
 )
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+_FORMS = "MM/DD/YYYY HH:MM[:SS][ AM|PM], YYYY-MM-DD HH:MM[:SS] or ISO 8601"
+
+
+def _probe_date_order() -> str:
+    """The order of this machine's short date: ``"dmy"``, ``"mdy"`` or ``"ymd"``.
+
+    Windows: the user's short date setting (``sShortDate``); elsewhere the ``locale``
+    (``LC_TIME``), through how it writes 22 November 2003. ``"mdy"`` (Esri's documented
+    US form) when neither tells.
+    """
+    if sys.platform == "win32":
+        try:
+            import winreg
+
+            with winreg.OpenKey(winreg.HKEY_CURRENT_USER, r"Control Panel\International") as key:
+                pattern = str(winreg.QueryValueEx(key, "sShortDate")[0]).lower()
+            return _order_of({c: pattern.find(c) for c in "dmy"})
+        except OSError:
+            return "mdy"
+    try:
+        saved = locale.setlocale(locale.LC_TIME)
+        try:
+            locale.setlocale(locale.LC_TIME, "")
+            written = time.strftime("%x", (2003, 11, 22, 0, 0, 0, 5, 326, -1))
+        finally:
+            locale.setlocale(locale.LC_TIME, saved)
+    except (locale.Error, ValueError):
+        return "mdy"
+    return _order_of({"d": written.find("22"), "m": written.find("11"),
+                      "y": written.find("03")})
+
+
+def _order_of(found: Dict[str, int]) -> str:
+    if any(position < 0 for position in found.values()):
+        return "mdy"
+    order = "".join(sorted(found, key=lambda part: found[part]))
+    return order if order in ("dmy", "mdy", "ymd") else "mdy"
+
+
+@functools.lru_cache(maxsize=1)
+def system_date_order() -> str:
+    """This machine's short-date order (probed once): ``"dmy"``, ``"mdy"`` or ``"ymd"``."""
+    return _probe_date_order()
+
+
+#: What :func:`parse_children` asks for the system's date order; tests replace it.
+date_order_probe: Callable[[], str] = system_date_order
 
 
 def _offset(text: str) -> tzinfo:
@@ -138,14 +210,26 @@ def _micro(fraction: Optional[str]) -> int:
     return int((fraction + "000000")[:6]) if fraction else 0
 
 
-def parse_time(text: str) -> Tuple[Optional[datetime], TimeStyle]:
+def _aware(naive: datetime, tz: Optional[tzinfo]) -> datetime:
+    """A wall-clock time in *tz* (None: this machine's local time) as an aware time."""
+    return naive.astimezone() if tz is None else naive.replace(tzinfo=tz)
+
+
+def parse_time(
+    text: str, *, order: Optional[str] = None, tz: Optional[tzinfo] = None
+) -> Tuple[Optional[datetime], TimeStyle]:
     """Read a ``last_sync_time``; empty text means never synchronized.
 
     Accepted: ``MM/DD/YYYY[ HH:MM[:SS][ AM|PM]]`` (month, day and hour may have one
-    digit), ``YYYY-MM-DD[ HH:MM[:SS]]`` and ISO 8601 (``T`` or space, fractional
-    seconds, ``Z`` or ``+HH:MM`` offset). Without an offset the time is local time.
+    digit; ``DD/MM/YYYY`` instead where the system's short date is day-first, and
+    ``.`` or ``-`` between the parts too), ``YYYY-MM-DD[ HH:MM[:SS]]`` and ISO 8601 (``T``
+    or space, fractional seconds, ``Z`` or ``+HH:MM`` offset, which any form may end
+    with). Without an offset the time is local time.
 
     :param text: the time as written in the table.
+    :param order: the system's date order (``"dmy"`` reads ``03/04`` as 3 April); None
+        asks :data:`date_order_probe`.
+    :param tz: the local time zone (None: this machine's).
     :returns: an aware datetime (None for empty text) and the style it was written in.
     :raises ValueError: the text is not a time in one of these forms.
     """
@@ -153,32 +237,43 @@ def parse_time(text: str) -> Tuple[Optional[datetime], TimeStyle]:
     if not text:
         return None, DEFAULT_STYLE
     try:
-        return _parse_time(text)
+        return _parse_time(text, order or date_order_probe(), tz)
     except (ValueError, OverflowError, OSError) as exc:
         raise ValueError(f"unreadable date {text!r}") from exc
 
 
-def _parse_time(text: str) -> Tuple[Optional[datetime], TimeStyle]:
-    m = _MDY.fullmatch(text)
+def _slashed(
+    m: re.Match[str], day_first: bool, tz: Optional[tzinfo]
+) -> Tuple[datetime, TimeStyle]:
+    first, sep, second, year, hour, minute, second_, fraction, meridiem, offset = m.groups()
+    month, day = (second, first) if day_first else (first, second)
+    h = int(hour) if hour is not None else 0
+    if meridiem:
+        if not 1 <= h <= 12:
+            raise ValueError(f"hour {h} with {meridiem}")
+        h = h % 12 + (12 if meridiem.upper() == "PM" else 0)
+    naive = datetime(
+        int(year), int(month), int(day), h, int(minute or 0), int(second_ or 0),
+        _micro(fraction),
+    )
+    style = TimeStyle(
+        form="dmy" if day_first else "mdy",
+        seconds=second_ is not None,
+        ampm=meridiem is not None,
+        date_only=hour is None,
+        padded=len(month) == 2 and len(day) == 2,
+        offset=offset is not None,
+        datesep=sep,
+    )
+    if offset is not None:
+        return naive.replace(tzinfo=_offset(offset)), style
+    return _aware(naive, tz), style
+
+
+def _parse_time(text: str, order: str, tz: Optional[tzinfo]) -> Tuple[datetime, TimeStyle]:
+    m = _SLASHED.fullmatch(text)
     if m:
-        month, day, year, hour, minute, second, fraction, meridiem = m.groups()
-        h = int(hour) if hour is not None else 0
-        if meridiem:
-            if not 1 <= h <= 12:
-                raise ValueError(f"hour {h} with {meridiem}")
-            h = h % 12 + (12 if meridiem.upper() == "PM" else 0)
-        naive = datetime(
-            int(year), int(month), int(day), h, int(minute or 0), int(second or 0),
-            _micro(fraction),
-        )
-        style = TimeStyle(
-            form="mdy",
-            seconds=second is not None,
-            ampm=meridiem is not None,
-            date_only=hour is None,
-            padded=len(month) == 2 and len(day) == 2,
-        )
-        return naive.astimezone(), style
+        return _slashed(m, order == "dmy", tz)
     m = _YMD.fullmatch(text)
     if m:
         year, month, day, sep, hour, minute, second, fraction, offset = m.groups()
@@ -195,41 +290,109 @@ def _parse_time(text: str) -> Tuple[Optional[datetime], TimeStyle]:
         )
         if offset is not None:
             return value.replace(tzinfo=_offset(offset)), style
-        return value.astimezone(), style
+        return _aware(value, tz), style
     raise ValueError("not a date")
 
 
-def _local(dt: datetime) -> datetime:
-    """*dt* in this machine's local time (a naive *dt* is already local), to the second."""
-    return dt.astimezone().replace(microsecond=0)
+def _spoken(moment: datetime) -> str:
+    return f"{moment.day} {_MONTHS[moment.month - 1]} {moment.year}"
 
 
-def format_time(dt: datetime, style: TimeStyle = DEFAULT_STYLE) -> str:
+def _read_row_time(
+    text: str, row: int, order: str
+) -> Tuple[Optional[datetime], TimeStyle, Optional[RowMessage]]:
+    """A row's time, its style, and a note: an ambiguous date names both readings
+    (info); a date that cannot be read is a warning and is left out, as the engine
+    decides what to exchange from the servers' own records, never from the row."""
+    try:
+        value, style = parse_time(text, order=order)
+    except ValueError:
+        other = _other_reading(text, order)
+        hint = f"; read {other[0]} it would be {_spoken(other[1])}" if other else ""
+        return None, DEFAULT_STYLE, RowMessage(
+            row, "warning",
+            f"Row {row}: last_sync_time {text.strip()!r} is not a date in this system's "
+            f"format ({_FORMS.replace('MM/DD', 'DD/MM') if order == 'dmy' else _FORMS})"
+            f"{hint}; it is ignored, and the row still synchronizes",
+        )
+    other = _other_reading(text, order)
+    if value is None or other is None or other[1].date() == value.date():
+        return value, style, None
+    reading = "day-first" if order == "dmy" else "month-first"
+    return value, style, RowMessage(
+        row, "info",
+        f"Row {row}: last_sync_time {text.strip()!r} read {reading} as {_spoken(value)} "
+        f"(this system's date format); read {other[0]} it would be {_spoken(other[1])}",
+    )
+
+
+def _other_reading(text: str, order: str) -> Optional[Tuple[str, datetime]]:
+    """The other reading of a ``NN/NN/YYYY`` date (day-first on a month-first system,
+    and the reverse), when it is a valid date."""
+    m = _SLASHED.fullmatch(text.strip())
+    if not m:
+        return None
+    day_first = order != "dmy"
+    try:
+        value = _slashed(m, day_first, timezone.utc)[0]
+    except (ValueError, OverflowError):
+        return None
+    return ("day-first" if day_first else "month-first"), value
+
+
+def _local(dt: datetime, tz: Optional[tzinfo]) -> datetime:
+    """*dt* in local time (*tz*, or this machine's), to the second; naive is local."""
+    if dt.tzinfo is None:
+        dt = _aware(dt, tz)
+    return (dt.astimezone() if tz is None else dt.astimezone(tz)).replace(microsecond=0)
+
+
+def _ambiguous(local: datetime, tz: Optional[tzinfo]) -> bool:
+    """Whether *local*'s wall-clock time happens twice (the hour repeated when daylight
+    saving time ends): written without an offset it would read back as the first."""
+    wall = local.replace(tzinfo=None)
+    first, second = _aware(wall.replace(fold=0), tz), _aware(wall.replace(fold=1), tz)
+    return first.utcoffset() != second.utcoffset()
+
+
+def format_time(
+    dt: datetime, style: TimeStyle = DEFAULT_STYLE, *, tz: Optional[tzinfo] = None
+) -> str:
     """Write *dt* in local time, to the second, in *style* (always with seconds).
+
+    A time in the hour repeated when daylight saving time ends carries its UTC offset
+    (``2026-11-01 01:30:00-06:00``), as does any time of a row written with one, so
+    that it reads back as the same moment.
 
     :param dt: an aware datetime, or a naive one taken as local time.
     :param style: the row's style from :func:`parse_time`.
+    :param tz: the local time zone (None: this machine's).
     """
-    local = _local(dt)
-    if style.form == "mdy":
+    local = _local(dt, tz)
+    offset = ""
+    if style.offset or _ambiguous(local, tz):
+        offset = _offset_text(local.utcoffset() or timedelta(0))
+    if style.form in ("mdy", "dmy"):
         if style.ampm:
             hour = local.hour % 12 or 12
             clock = f"{hour:02d}" if style.padded else str(hour)
             suffix = " AM" if local.hour < 12 else " PM"
         else:
             clock, suffix = f"{local.hour:02d}", ""
+        first, second = (local.day, local.month) if style.form == "dmy" else (
+            local.month, local.day)
+        sep = style.datesep
         if style.padded:
-            day = f"{local.month:02d}/{local.day:02d}/{local.year:04d}"
+            day = f"{first:02d}{sep}{second:02d}{sep}{local.year:04d}"
         else:
-            day = f"{local.month}/{local.day}/{local.year:04d}"
-        return f"{day} {clock}:{local.minute:02d}:{local.second:02d}{suffix}"
+            day = f"{first}{sep}{second}{sep}{local.year:04d}"
+        return (f"{day} {clock}:{local.minute:02d}:{local.second:02d}{suffix}"
+                + (f" {offset}" if offset else ""))
     text = (
         f"{local.year:04d}-{local.month:02d}-{local.day:02d}{style.sep}"
         f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
     )
-    if style.offset:
-        text += _offset_text(local.utcoffset() or timedelta(0))
-    return text
+    return text + offset
 
 
 def _offset_text(delta: timedelta) -> str:
@@ -446,20 +609,22 @@ def _normalized_url(url: str) -> Optional[Tuple[str, str, str]]:
 
 def _check(
     value: object, strict_connected: bool, parent_url: Optional[str] = None
-) -> Tuple[List[ChildSpec], List[RowMessage]]:
-    """Read *value*: the good rows as specs and one error message per problem."""
+) -> Tuple[List[ChildSpec], List[RowMessage], List[RowMessage]]:
+    """Read *value*: the good rows as specs, one error message per problem, and the
+    notes of every row (also of rows with errors)."""
     raw = _raw_rows(value)
     errors: List[RowMessage] = []
     specs: List[ChildSpec] = []
     if not raw:
-        return specs, [RowMessage(None, "error", "no child repositories in the value table")]
+        return specs, [RowMessage(None, "error", "no child repositories in the value table")], []
     parent = _normalized_url(parent_url) if parent_url else None
     seen: Dict[str, int] = {}
-
+    order = date_order_probe()
+    notes: List[RowMessage] = []
     for r in raw:
-        problems = _row_problems(r, strict_connected, parent, seen, specs)
+        problems = _row_problems(r, strict_connected, parent, seen, specs, order, notes)
         errors.extend(RowMessage(r.row, "error", f"Row {r.row}: {p}") for p in problems)
-    return specs, errors
+    return specs, errors, notes
 
 
 def _row_problems(
@@ -468,6 +633,8 @@ def _row_problems(
     parent: Optional[Tuple[str, str, str]],
     seen: Dict[str, int],
     specs: List[ChildSpec],
+    order: str,
+    notes: List[RowMessage],
 ) -> List[str]:
     """Check one row; append its spec to *specs* when it is good, return its problems."""
     if r.problem:
@@ -494,20 +661,13 @@ def _row_problems(
         problems.append(f"connected is {connected_text!r}; only 'true' synchronizes this child")
     why = _url_problem(url)
     if why:
-        problems.append(f"URL {_shown(url)!r} {why}")
+        problems.append(f"URL {_shown(url)!r} {why}{_unquoted_name_hint(r.text)}")
         ok = False
     elif parent is not None and _normalized_url(url) == parent:
         problems.append(f"URL {_shown(url)!r} is the parent repository's URL")
-    last_sync: Optional[datetime] = None
-    style = DEFAULT_STYLE
-    try:
-        last_sync, style = parse_time(time_text)
-    except ValueError:
-        problems.append(
-            f"last_sync_time {time_text!r} is not a date "
-            "(MM/DD/YYYY HH:MM[:SS][ AM|PM], YYYY-MM-DD HH:MM[:SS] or ISO 8601)"
-        )
-        ok = False
+    last_sync, style, note = _read_row_time(time_text, r.row, order)
+    if note:
+        notes.append(note)
     if ok:
         specs.append(
             ChildSpec(
@@ -519,21 +679,39 @@ def _row_problems(
                 last_sync=last_sync,
                 time_text=time_text,
                 time_style=style,
+                notes=(note,) if note else (),
             )
         )
     return problems
+
+
+def _unquoted_name_hint(text: str) -> str:
+    """A hint when the row's URL seems to sit one or more words to the right: a name
+    with spaces written without quotes (``New Ohio true http://...``)."""
+    if text.lstrip().startswith("'"):
+        return ""
+    words = text.split()
+    for index, word in enumerate(words):
+        if re.match(r"https?://", word, re.IGNORECASE):
+            if index >= 3:
+                name = " ".join(words[: index - 1])
+                return f" (a name with spaces must be in single quotes: '{name}')"
+            return ""
+    return ""
 
 
 def parse_children(value: object) -> List[ChildSpec]:
     """Read the child value table.
 
     A ``connected`` other than ``true`` is not an error here: the spec has
-    ``connected=False`` and the engine skips that child with a warning.
+    ``connected=False`` and the engine skips that child with a warning. Neither is a
+    time that cannot be read (the engine never uses a row's time to decide what to
+    exchange): the spec has ``last_sync=None`` and a warning in ``notes``.
 
     :param value: value-table text, a list of lists/tuples, or a ValueTable-like object.
     :raises ValueTableError: listing every problem, each naming its row and value.
     """
-    specs, errors = _check(value, strict_connected=False)
+    specs, errors, _ = _check(value, strict_connected=False)
     if errors:
         raise ValueTableError([m.text for m in errors])
     return specs
@@ -544,12 +722,35 @@ def validate_children(value: object, parent_url: Optional[str] = None) -> List[R
 
     Besides :func:`parse_children`'s problems, a ``connected`` other than ``true`` and a
     URL equal to *parent_url* (scheme and host case-insensitive, path too, trailing
-    slash ignored) are errors.
+    slash ignored) are errors; a time that cannot be read is a warning.
     """
     try:
-        return _check(value, strict_connected=True, parent_url=parent_url)[1]
+        errors, notes = _check(value, strict_connected=True, parent_url=parent_url)[1:]
     except ValueTableError as exc:
         return [RowMessage(None, "error", p) for p in exc.problems]
+    warnings = [note for note in notes if note.level == "warning"]
+    return sorted(errors + warnings, key=lambda m: (m.row or 0, m.level != "error"))
+
+
+def rows_naming_parent(
+    specs: Sequence[ChildSpec], parent_url: str, parent_name: str
+) -> List[str]:
+    """The rows that name the parent repository itself, by name or by URL, one problem
+    text each (the command line refuses such a table, as the dialog does)."""
+    parent = _normalized_url(parent_url)
+    problems = []
+    for spec in specs:
+        if spec.name.casefold() == parent_name.strip().casefold():
+            problems.append(f"Row {spec.row}: {spec.name!r} is the parent repository itself")
+        elif parent is not None and _normalized_url(spec.url) == parent:
+            problems.append(f"Row {spec.row}: URL {_shown(spec.url)!r} is the parent "
+                            "repository's URL")
+    return problems
+
+
+def row_count(text: str) -> int:
+    """How many rows value-table *text* holds (blank rows not counted)."""
+    return len(_text_rows(text))
 
 
 def check_parent_url(url: str) -> Optional[str]:
@@ -570,7 +771,10 @@ def check_parent_url(url: str) -> Optional[str]:
 
 
 def _needs_quotes(text: str) -> bool:
-    return not text or text == "#" or "'" in text or ";" in text or any(c.isspace() for c in text)
+    # "#" first: an unquoted "#" is an empty cell, and a line starting with one is a
+    # comment in a children file.
+    return text.startswith("#") or "'" in text or ";" in text or any(
+        c.isspace() for c in text)
 
 
 def _is_date(text: str) -> bool:
@@ -585,10 +789,12 @@ def _is_date(text: str) -> bool:
 def format_rows(rows: Sequence[Sequence[object]]) -> str:
     """Write rows as value-table text that :func:`parse_children` reads back unchanged.
 
-    Values that are empty or hold whitespace, ``;`` or ``'`` are single-quoted (``'`` is
-    doubled inside); a date in the fourth, last column stays unquoted, as in Esri's sample
-    (``... WMServer 2011-08-08 12:00``). Non-text values are written as when parsing
-    (``True`` -> ``true``, a datetime as ``YYYY-MM-DD HH:MM:SS`` local time).
+    An empty value is written ``#``, as ``arcpy.ValueTable.exportToString`` writes it
+    (and the toolbox's Last Synchronized output shows a never-synchronized child).
+    Values that hold whitespace, ``;`` or ``'``, or start with ``#``, are single-quoted
+    (``'`` is doubled inside); a date in the fourth, last column stays unquoted, as in
+    Esri's sample (``... WMServer 2011-08-08 12:00``). Non-text values are written as
+    when parsing (``True`` -> ``true``, a datetime as ``YYYY-MM-DD HH:MM:SS`` local time).
     """
     out: List[str] = []
     for row in rows:
@@ -596,7 +802,9 @@ def format_rows(rows: Sequence[Sequence[object]]) -> str:
         words = []
         for index, cell in enumerate(cells):
             last_date = index == 3 and index == len(cells) - 1 and _is_date(cell)
-            if _needs_quotes(cell) and not last_date:
+            if not cell:
+                words.append("#")
+            elif _needs_quotes(cell) and not last_date:
                 words.append("'" + cell.replace("'", "''") + "'")
             else:
                 words.append(cell)
