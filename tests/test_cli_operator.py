@@ -282,12 +282,14 @@ def test_a_static_table_older_than_the_record_is_info_not_a_warning(three):
 # --------------------------------------------------------------------------- 7. dates
 
 
-def test_an_unreadable_date_warns_and_the_row_still_synchronizes(three):
+def test_an_unreadable_date_refuses_the_table_and_changes_nothing(three):
     table = three.table().replace("''", "31/02/2020 10:00", 1)
+    before = generations(three)
     done = run_cli(*sync_args(three, table=table))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "WARNING Row 1: last_sync_time '31/02/2020 10:00'" in done.stderr
-    assert "Ohio: synchronized" in done.stdout
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Row 1: last_sync_time '31/02/2020 10:00'" in done.stdout + done.stderr
+    assert ": synchronized" not in done.stdout
+    assert generations(three) == before
 
 
 # --------------------------------------------------------------------------- 8. credentials

@@ -84,6 +84,8 @@ BAD_ROWS = {
     "duplicate name": lambda r: [r[0], [r[0][0], *r[1][1:]]],
     "URL not http(s)": lambda r: [[r[0][0], "true", "ftp://host/x/WMServer", r[0][3]], r[1]],
     "URL not a URL": lambda r: [[r[0][0], "true", "not a url", r[0][3]], r[1]],
+    "unreadable date": lambda r: [[*r[0][:3], "31/31/2024 25:61"], r[1]],
+    "date that is words": lambda r: [[*r[0][:3], "yesterday"], r[1]],
     "too few columns": lambda r: [r[0][:2], r[1]],
     "too many columns": lambda r: [[*r[0], "extra", "columns"], r[1]],
     "empty table": lambda r: [],

@@ -124,13 +124,15 @@ def test_never_synchronized_child_with_empty_time_is_fine(dialog):
     ("rows", "row", "words"),
     [
         ([["Ohio", "true", OHIO, ""], ["AZ", "false", AZ, ""]], 2, ["connected", "'false'"]),
+        ([["Ohio", "true", OHIO, "yesterday noon"]], 1, ["last_sync_time", "yesterday noon"]),
+        ([["Ohio", "true", OHIO, "13/45/2011 10:00"]], 1, ["13/45/2011 10:00"]),
         ([["Ohio", "true", OHIO, ""], ["", "true", AZ, ""]], 2, ["name is empty"]),
         ([["Ohio", "true", OHIO, ""], ["ohio", "true", AZ, ""]], 2, ["listed twice", "row 1"]),
         ([["Ohio", "true", "ftp://ohio/WMServer", ""]], 1, ["ftp://ohio/WMServer", "http"]),
         ([["Ohio", "true", PARENT, ""]], 1, ["parent"]),
         ([["Ohio", "true", PARENT.upper().replace("HTTP:", "http:") + "/", ""]], 1, ["parent"]),
     ],
-    ids=["connected-false", "empty-name", "duplicate-name",
+    ids=["connected-false", "unreadable-date", "bad-day", "empty-name", "duplicate-name",
          "non-http-url", "url-is-parent", "url-is-parent-other-case"],
 )
 def test_bad_row_is_an_error_naming_the_row(dialog, rows, row, words):
@@ -140,17 +142,6 @@ def test_bad_row_is_an_error_naming_the_row(dialog, rows, row, words):
     for word in words:
         assert word in p.message
     assert set(dialog.errors()) == {"Input_Multi_Name"}
-
-
-@pytest.mark.parametrize(("time", "words"), [
-    ("yesterday noon", ["last_sync_time", "yesterday noon"]),
-    ("13/45/2011 10:00", ["13/45/2011 10:00"]),
-])
-def test_an_unreadable_date_is_a_warning_naming_the_row(dialog, time, words):
-    # The engine never uses a row's time to decide what to exchange: not a refusal.
-    p = dialog.set("Input_Multi_Name", [["Ohio", "true", OHIO, time]])
-    assert p.hasWarning() and not p.hasError()
-    assert "Row 1" in p.message and all(word in p.message for word in words)
 
 
 def test_connected_other_than_true_is_an_error_even_past_the_value_list(dialog):

@@ -417,6 +417,8 @@ def test_format_time_half_hour_offset(tz):
         ("A true http:///WMServer", ["Row 1:", "'http:///WMServer'", "host"]),
         ("A true ohio/WMServer", ["Row 1:", "'ohio/WMServer'"]),
         ("A true http://a:port/WMServer", ["Row 1:", "'http://a:port/WMServer'"]),
+        ("A true " + URL + " 2011-13-08", ["Row 1:", "'2011-13-08'", "not a date"]),
+        ("A true " + URL + " 08/01/2013 13:00 PM", ["Row 1:", "'08/01/2013 13:00 PM'"]),
         ("A true " + URL + ";B true " + URL + " 'oops", ["Row 2:", "unterminated quote", "oops"]),
     ],
 )
@@ -439,14 +441,14 @@ def test_every_problem_is_listed_at_once():
         [
             "Good true " + URL,
             "Bad1 true ftp://x/WMServer",
-            "Bad2 true http://b/WMServer 99/99/9999",  # only a warning: see below
+            "Bad2 true http://b/WMServer 99/99/9999",
             "good TRUE http://c/WMServer",  # duplicate of row 1
             "'' maybe http://d/WMServer",
         ]
     )
     problems = problems_of(text)
-    assert [p.split(":")[0] for p in problems] == ["Row 2", "Row 4", "Row 5"]
-    assert "'good'" in problems[1] and "row 1" in problems[1]
+    assert [p.split(":")[0] for p in problems] == ["Row 2", "Row 3", "Row 4", "Row 5"]
+    assert "'good'" in problems[2] and "row 1" in problems[2]
     with pytest.raises(ValueError):  # ValueTableError is also a ValueError
         parse_children(text)
 
@@ -518,8 +520,7 @@ def test_validate_children_other_host_or_port_is_not_the_parent():
 
 def test_validate_children_lists_every_error_by_row():
     messages = validate_children("A yes ftp://a;A true http://b/WMServer bad-date")
-    assert [(m.row, m.level) for m in messages] == [(1, "error")] * 2 + [(2, "error"),
-                                                                         (2, "warning")]
+    assert [(m.row, m.level) for m in messages] == [(1, "error")] * 2 + [(2, "error")] * 2
     assert "'yes'" in messages[0].text and "'ftp://a'" in messages[1].text
     assert "twice" in messages[2].text and "'bad-date'" in messages[3].text
 
@@ -738,20 +739,18 @@ def test_the_locale_probe_reads_the_order_of_the_systems_short_date(monkeypatch,
     assert vt._probe_date_order() == order
 
 
-def test_an_unreadable_date_is_a_warning_and_the_row_still_synchronizes():
-    ohio, az = parse_children("Ohio true " + URL + " 31/12/2020 10:00;"
-                              "AZ true http://az/WMServer yesterday")
-    assert ohio.last_sync is None and az.last_sync is None
-    [warn] = ohio.notes
-    assert warn.level == "warning" and warn.text.startswith("Row 1:")
-    assert "'31/12/2020 10:00'" in warn.text and "31 December 2020" in warn.text
-    assert "still synchronizes" in warn.text
-    assert az.notes[0].level == "warning" and "'yesterday'" in az.notes[0].text
-    # a failed child keeps its text; a synchronized one gets a readable time
-    assert output_row(az, None)[3] == "yesterday"
-    assert parse_time(output_row(az, datetime(2026, 1, 2, 3, 4, 5))[3])[0] is not None
+def test_an_unreadable_date_refuses_the_table_naming_the_row_and_the_other_reading():
+    # docs/design.md section 2: a date that cannot be read is an error for its row, and
+    # an invalid row refuses the whole run.
+    with pytest.raises(ValueTableError) as refused:
+        parse_children("Ohio true " + URL + " 31/12/2020 10:00;"
+                       "AZ true http://az/WMServer yesterday")
+    first, second = refused.value.problems
+    assert first.startswith("Row 1:") and "'31/12/2020 10:00'" in first
+    assert "31 December 2020" in first  # the day-first reading is named as a hint
+    assert second.startswith("Row 2:") and "'yesterday'" in second
     assert [m.level for m in validate_children("Ohio true " + URL + " 31/12/2020")] == [
-        "warning"]
+        "error"]
 
 
 CHICAGO_RULE = "CST6CDT,M3.2.0,M11.1.0"
@@ -813,7 +812,7 @@ def test_a_name_starting_with_a_hash_is_quoted():
 
 
 def test_an_unquoted_name_with_a_space_gets_a_hint_to_quote_it():
-    [problem] = problems_of("New Ohio true " + URL + " 2011-08-08 12:00")
+    problem, *_ = problems_of("New Ohio true " + URL + " 2011-08-08 12:00")
     assert "a name with spaces must be in single quotes: 'New Ohio'" in problem
     [problem] = problems_of("A true notaurl")
     assert "quotes" not in problem

@@ -28,8 +28,8 @@ so that it reads back as the same moment.
 Dates follow the system's format, as Esri's tool says: ``NN/NN/YYYY`` is month-first
 unless the operating system's short date is day-first (:func:`system_date_order`, the
 locale or the Windows setting); a date both ways valid gets an informative note naming
-both readings. A time that cannot be read is a warning, never a refusal: the
-engine decides what to exchange from the servers' records, not from the row.
+both readings. A time that cannot be read is an error for its row, and like any
+invalid row it refuses the whole run (docs/design.md §2).
 """
 
 from __future__ import annotations
@@ -302,18 +302,17 @@ def _read_row_time(
     text: str, row: int, order: str
 ) -> Tuple[Optional[datetime], TimeStyle, Optional[RowMessage]]:
     """A row's time, its style, and a note: an ambiguous date names both readings
-    (info); a date that cannot be read is a warning and is left out, as the engine
-    decides what to exchange from the servers' own records, never from the row."""
+    (info); a date that cannot be read is an error for the row (docs/design.md §2)."""
     try:
         value, style = parse_time(text, order=order)
     except ValueError:
         other = _other_reading(text, order)
         hint = f"; read {other[0]} it would be {_spoken(other[1])}" if other else ""
         return None, DEFAULT_STYLE, RowMessage(
-            row, "warning",
+            row, "error",
             f"Row {row}: last_sync_time {text.strip()!r} is not a date in this system's "
             f"format ({_FORMS.replace('MM/DD', 'DD/MM') if order == 'dmy' else _FORMS})"
-            f"{hint}; it is ignored, and the row still synchronizes",
+            f"{hint}",
         )
     other = _other_reading(text, order)
     if value is None or other is None or other[1].date() == value.date():
@@ -666,7 +665,12 @@ def _row_problems(
     elif parent is not None and _normalized_url(url) == parent:
         problems.append(f"URL {_shown(url)!r} is the parent repository's URL")
     last_sync, style, note = _read_row_time(time_text, r.row, order)
-    if note:
+    if note and note.level == "error":
+        # docs/design.md §2: a date that cannot be read is an error for its row, and an
+        # invalid row refuses the whole run (a half-understood table never syncs).
+        problems.append(note.text.split(": ", 1)[1])
+        ok = False
+    elif note:
         notes.append(note)
     if ok:
         specs.append(
@@ -704,9 +708,8 @@ def parse_children(value: object) -> List[ChildSpec]:
     """Read the child value table.
 
     A ``connected`` other than ``true`` is not an error here: the spec has
-    ``connected=False`` and the engine skips that child with a warning. Neither is a
-    time that cannot be read (the engine never uses a row's time to decide what to
-    exchange): the spec has ``last_sync=None`` and a warning in ``notes``.
+    ``connected=False`` and the engine skips that child with a warning. A time that
+    cannot be read is an error for its row (docs/design.md §2).
 
     :param value: value-table text, a list of lists/tuples, or a ValueTable-like object.
     :raises ValueTableError: listing every problem, each naming its row and value.
@@ -722,7 +725,7 @@ def validate_children(value: object, parent_url: Optional[str] = None) -> List[R
 
     Besides :func:`parse_children`'s problems, a ``connected`` other than ``true`` and a
     URL equal to *parent_url* (scheme and host case-insensitive, path too, trailing
-    slash ignored) are errors; a time that cannot be read is a warning.
+    slash ignored) are errors, as is a time that cannot be read.
     """
     try:
         errors, notes = _check(value, strict_connected=True, parent_url=parent_url)[1:]
