@@ -318,3 +318,15 @@ def test_serve_and_python_dash_m_take_the_same_options():
     served = options(["-m", "wmsync", "serve"])
     assert served == options(["-m", "wmsync.emulator"])
     assert {"--stock", "--config", "--token-file", "--no-gzip", "--clock-offset-ms"} <= served
+
+
+def test_each_routing_table_is_built_once_per_process(tmp_path):
+    """Compiling werkzeug's rules costs more than creating a repository: every app of a
+    kind shares one table."""
+    from wmsync.emulator.app import EmulatorConfig, create_app
+
+    apps = [create_app(EmulatorConfig(repository=f"R{n}", db_path=str(tmp_path / f"{n}.db"),
+                                      stock=n % 2 == 0)) for n in range(4)]
+    tables = [app.routes for app in apps]
+    assert tables[0] is tables[2] is stock_routes()
+    assert tables[1] is tables[3] is extended_routes()

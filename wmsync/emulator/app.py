@@ -171,6 +171,7 @@ class WMServerApp:
     :ivar store: the repository.
     :ivar faults: the injected failures, changeable while it runs.
     :ivar export_dir: the folder of its exports.
+    :ivar routes: its route table (shared by every application of the same kind).
     """
 
     def __init__(self, config: EmulatorConfig) -> None:
@@ -188,8 +189,8 @@ class WMServerApp:
         self.spool_dir = work / "spool"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.context = Context(config, self.store, self.exports, self.spool_dir)
-        routes = stock_routes() if config.stock else extended_routes()
-        self._wsgi = FaultMiddleware(RestApp(self.context, routes), list(config.faults))
+        self.routes = stock_routes() if config.stock else extended_routes()
+        self._wsgi = FaultMiddleware(RestApp(self.context, self.routes), list(config.faults))
 
     @property
     def repository(self) -> str:
