@@ -161,6 +161,18 @@ def test_job_id_start_value_sets_where_new_ids_start(stock):
     assert call(stock.url, "/updateConfigProperties")["error"]["code"] == 400  # no user
 
 
+def test_update_leaves_what_esri_says_the_server_sets(stock):
+    job_id = new_job(stock.url)
+    before = call(stock.url, f"/jobs/{job_id}")
+    properties = {"stage": 5, "endDate": 1, "startedDate": 2, "priority": 4}
+    assert call(stock.url, f"/jobs/{job_id}/update", user="admin",
+                properties=json.dumps(properties)) == {"success": True}
+    after = call(stock.url, f"/jobs/{job_id}")
+    assert after["priority"] == 4
+    assert [after[k] for k in ("stage", "endDate", "startedDate")] == \
+        [before[k] for k in ("stage", "endDate", "startedDate")]
+
+
 # ------------------------------------------------------------------ side effects
 
 

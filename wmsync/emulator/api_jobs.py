@@ -37,7 +37,8 @@ def _user_text(name: str, value: Any) -> str:
     return shapes.user_name(_text(name, value))
 
 
-_JOB_KEYS: Dict[str, Tuple[str, Callable[[str, Any], Optional[str]]]] = {
+_Parser = Callable[[str, Any], Optional[str]]
+_JOB_KEYS: Dict[str, Tuple[str, _Parser]] = {
     "name": ("name", _text),
     "description": ("description", _text),
     "ownedBy": ("ownedBy", _user_text),
@@ -55,6 +56,10 @@ _JOB_KEYS: Dict[str, Tuple[str, Callable[[str, Any], Optional[str]]]] = {
     "dataWorkspaceId": ("dataWorkspaceId", _text),
     "parentVersion": ("parentVersion", _text),
     "versionName": ("versionName", _text),
+}
+#: What Esri's ``jobs/{id}/update`` documents as settable.
+_DOCUMENTED_JOB_KEYS = {
+    k: v for k, v in _JOB_KEYS.items() if k not in ("stage", "startedDate", "endDate")
 }
 
 
@@ -184,12 +189,25 @@ def _update_values(call: Call) -> Dict[str, Any]:
 
 
 def job_update(ctx: Context, call: Call, job_id: int) -> Dict[str, Any]:
+    """``jobs/{id}/update`` of the extended server: also stage, startedDate, endDate."""
+    return _update_job(ctx, call, job_id, _JOB_KEYS)
+
+
+def job_update_documented(ctx: Context, call: Call, job_id: int) -> Dict[str, Any]:
+    """``jobs/{id}/update`` as Esri documents it: stage, startedDate and endDate are not
+    settable (the server sets them), so they are ignored like any unknown key."""
+    return _update_job(ctx, call, job_id, _DOCUMENTED_JOB_KEYS)
+
+
+def _update_job(
+    ctx: Context, call: Call, job_id: int, keys: Mapping[str, Tuple[str, _Parser]]
+) -> Dict[str, Any]:
     user = call.user()
     values = _update_values(call)
     with ctx.store.atomic() as s:
         current = _job(s, job_id)
         fields: Dict[str, Optional[str]] = dict(current.fields)
-        for key, (name, parse) in _JOB_KEYS.items():
+        for key, (name, parse) in keys.items():
             if key in values:
                 parsed = parse(key, values[key])
                 if parsed is not None:
