@@ -47,7 +47,7 @@ from werkzeug.serving import make_server
 from wmsync import synchronize
 from wmsync.client import WMServerClient
 from wmsync.emulator.app import EmulatorConfig, Fault, create_app
-from wmsync.emulator.server import RunningEmulator, _QuietHandler, root_url
+from wmsync.emulator.server import QuietRequestHandler, RunningEmulator, root_url
 from wmsync.model import EQUAL, OLDER, compare_vv
 
 LONG = os.environ.get("WMSYNC_LONG", "") not in ("", "0")
@@ -94,7 +94,7 @@ class Gate:
         self.inflight = 0
         gate = self
 
-        class Counted(_QuietHandler):
+        class Counted(QuietRequestHandler):
             # Counted around the whole handler: werkzeug may skip the body's close()
             # when the client has gone (a timeout, a drop).
             def handle(self) -> None:
@@ -155,7 +155,7 @@ class Node:
         self.port = int(server.server_address[1])
         self.url = root_url("127.0.0.1", self.port, self.name)
         running = RunningEmulator(server, self.app, self.url)
-        running._start(10.0)
+        running.start(10.0)
         self.running = running
 
     def down(self) -> None:

@@ -24,7 +24,7 @@ from wmsync.auth import generate_token
 from wmsync.client import WMServerClient
 from wmsync.emulator import server as emulator_server
 from wmsync.emulator.app import EmulatorConfig, create_app
-from wmsync.errors import ConnectionFailed, PermissionDenied, WMSyncError
+from wmsync.errors import AuthenticationError, ConnectionFailed, WMSyncError
 
 USER = "tester"
 TOKEN = "PLANTEDtoken7c1f0e9a42"
@@ -294,7 +294,7 @@ def test_wrong_tokens_in_exceptions_and_reports_are_redacted(guarded):
     result = synchronize(parent.url, "Parent", f"Ohio true {ohio.url} ''", user=USER,
                          token="wrong-" + TOKEN)
     assert result.status == -1
-    assert "403" in result.error
+    assert "498" in result.error
     assert_clean(result.error, json.dumps(result.to_dict()), *result.summary_lines())
     # A token written into the URL is used, and never shown.
     with WMServerClient(parent.url + f"?token={TOKEN}", user=USER) as client:
@@ -322,22 +322,24 @@ def test_toolbox_messages_never_show_the_token(arcpy, guarded, monkeypatch):
 # -- the emulator -----------------------------------------------------------------------
 
 
-def test_an_emulator_with_a_token_refuses_missing_and_wrong_tokens_with_403(guarded):
+def test_an_emulator_with_a_token_refuses_missing_and_wrong_tokens_as_arcgis(guarded):
+    """As ArcGIS Server: 499 "Token Required" without a token, 498 "Invalid Token" with a
+    wrong one."""
     parent = guarded[0]
     info = parent.url + "/replication/info"
-    for headers, params, expected in [
-        ({}, {}, "Token required"),
-        ({"X-Esri-Authorization": "Bearer wrong-" + TOKEN}, {}, "Invalid token"),
-        ({}, {"token": "wrong-" + TOKEN}, "Invalid token"),
+    for headers, params, code, expected in [
+        ({}, {}, 499, "Token Required"),
+        ({"X-Esri-Authorization": "Bearer wrong-" + TOKEN}, {}, 498, "Invalid Token"),
+        ({}, {"token": "wrong-" + TOKEN}, 498, "Invalid Token"),
     ]:
         answer = requests.get(info, params={"user": USER, "f": "json", **params},
                               headers=headers, timeout=10)
         body = answer.text
-        assert json.loads(body)["error"]["code"] == 403
+        assert json.loads(body)["error"]["code"] == code
         assert expected in body
         assert TOKEN not in body  # the wrong token is not echoed
     with WMServerClient(parent.url, user=USER, token="wrong") as client, \
-            pytest.raises(PermissionDenied):
+            pytest.raises(AuthenticationError):
         client.replication_info()
     with WMServerClient(parent.url, user=USER, token=TOKEN) as client:
         assert client.replication_info()["repository"] == "Parent"

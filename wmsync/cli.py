@@ -29,6 +29,7 @@ from .auth import TokenLike
 from .credentials import Credentials
 from .errors import WMSyncError, redact_url
 from .progress import SyncListener
+from .serve_options import add_serve_arguments, run_from_args
 
 log = logging.getLogger("wmsync")
 
@@ -422,16 +423,7 @@ def _exit_code(status: int) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from .emulator.server import serve
-
-    token = None
-    if args.token_file:
-        with open(args.token_file, encoding="utf-8") as handle:
-            token = handle.read().strip()
-    token = token or os.environ.get("WMSYNC_SERVER_TOKEN") or None
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-    serve(args.repository, args.db, host=args.host, port=args.port, token=token)
-    return EXIT_OK
+    return run_from_args(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -526,12 +518,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run one emulated WMServer repository",
                                 description="Start a local Workflow Manager REST emulator; "
                                 "its first output line is its root URL.")
-    serve.add_argument("--repository", required=True, help="repository (and service) name")
-    serve.add_argument("--db", required=True, help="SQLite file of the repository")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    serve.add_argument("--token-file", default=None,
-                       help="require the token held in this file on every request")
+    add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
     demo = commands.add_parser("demo", help="a parent and two children on loopback, synchronized",

@@ -42,8 +42,22 @@ class BadRequest(ApiError):
     default_message = "Invalid request"
 
 
+class TokenRequired(ApiError):
+    """499: the server needs a token and the request carried none (as ArcGIS Server)."""
+
+    error_code = 499
+    default_message = "Token Required"
+
+
+class InvalidToken(ApiError):
+    """498: the request's token is wrong or expired (as ArcGIS Server)."""
+
+    error_code = 498
+    default_message = "Invalid Token"
+
+
 class Forbidden(ApiError):
-    """403: missing or wrong token, or a privilege the user lacks."""
+    """403: a privilege the user lacks."""
 
     error_code = 403
     default_message = "Access denied"

@@ -1,5 +1,6 @@
-"""Injected failures for reliability tests: :class:`Fault`, and :class:`FaultInjection`,
-which applies them (a base class of :class:`~wmsync.emulator.app.WMServerApp`)."""
+"""Injected failures for reliability tests: :class:`Fault`, and
+:class:`FaultMiddleware`, the WSGI middleware that applies them in front of the REST
+application (it knows nothing of the repository behind)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,7 @@ import re
 import socket
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, List, Optional
-
-from werkzeug.wrappers import Request, Response
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from .envelope import ServerFault
 
@@ -17,7 +16,8 @@ FAULT_KINDS = (
     "latency", "stall", "error", "http500", "drop", "html", "truncate", "wrongtype",
 )
 _AFTER_KINDS = ("truncate", "wrongtype")  # applied to the real answer
-_FAULT_KEY = "wmsync.emulator.fault"
+#: The service root in a path (any case): what a fault's ``path`` is matched below.
+SERVICE_ROOT_RE = re.compile(r"^(/arcgis/rest/services/([^/]+)/wmserver)(/.*)?$", re.IGNORECASE)
 _HTML_PAGE = (
     "<!DOCTYPE html><html><head><title>Error</title></head><body><h1>Service "
     "unavailable</h1><p>The server encountered an error (injected).</p></body></html>"
@@ -63,69 +63,123 @@ class Fault:
         """Wake every request waiting in this fault now (and skip later waits)."""
         self._released.set()
 
+    def matches(self, rest: str) -> bool:
+        """Whether this fault hits a request to *rest* (the lower-case path below the
+        root), counting the hit; a fault that has used up its ``times`` hits nothing."""
+        if self.times is not None and self.hits >= self.times:
+            return False
+        if self._pattern.search(rest):
+            self.hits += 1
+            return True
+        return False
 
-class FaultInjection:
-    """How :class:`~wmsync.emulator.app.WMServerApp` applies its faults (a base class of
-    it): :meth:`_fault` picks the fault of a request, :meth:`_inject` applies it before
-    the request is carried out and :meth:`_alter` to the real answer."""
+    def wait(self) -> None:
+        """Sleep ``seconds``, unless :meth:`release` ends it earlier."""
+        self._released.wait(self.seconds)
 
-    if TYPE_CHECKING:  # what fault injection uses of WMServerApp, for the type checker
-        faults: List[Fault]
-        _fault_lock: threading.Lock
 
-    def _fault(self, rest: str) -> Optional[Fault]:
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[Dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class FaultMiddleware:
+    """WSGI middleware: answers a request hit by a :class:`Fault` as that fault says,
+    or passes it to *app* (and, for ``truncate``/``wrongtype``, changes the answer).
+
+    :param app: the application behind.
+    :param faults: the faults, searched in order; the list may change while it runs.
+    """
+
+    def __init__(self, app: WSGIApp, faults: List[Fault]) -> None:
+        self.app = app
+        self.faults = faults
+        self._lock = threading.Lock()
+
+    def _pick(self, path: str) -> Optional[Fault]:
         if not self.faults:
             return None
-        lowered = rest.lower().lstrip("/")
-        with self._fault_lock:
+        found = SERVICE_ROOT_RE.match(path)
+        if found is None:
+            return None
+        rest = (found.group(3) or "/").lower().lstrip("/")
+        with self._lock:
             for fault in self.faults:
-                if fault.times is not None and fault.hits >= fault.times:
-                    continue
-                if fault._pattern.search(lowered):
-                    fault.hits += 1
+                if fault.matches(rest):
                     return fault
         return None
 
-    @staticmethod
-    def _inject(fault: Fault, request: Request) -> Optional[Response]:
+    def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        fault = self._pick(environ.get("PATH_INFO", ""))
+        if fault is None:
+            return self.app(environ, start_response)
         if fault.kind in ("latency", "stall"):
-            fault._released.wait(fault.seconds)
+            fault.wait()
             if fault.kind == "latency":
-                return None
-        if fault.kind in _AFTER_KINDS:  # see __call__ and _alter
-            request.environ[_FAULT_KEY] = fault
-            return None
+                return self.app(environ, start_response)
+        if fault.kind in _AFTER_KINDS:
+            return self._altered(fault, environ, start_response)
         if fault.kind == "error":
-            raise ServerFault("Injected fault")
+            body = ServerFault("Injected fault").get_response().get_data()
+            return _answer(start_response, "200 OK", "application/json", body)
         if fault.kind == "http500":
-            return Response("Injected fault", status=500, mimetype="text/plain")
+            return _answer(start_response, "500 INTERNAL SERVER ERROR", "text/plain",
+                           b"Injected fault")
         if fault.kind == "html":
-            return Response(_HTML_PAGE, status=fault.status, mimetype="text/html")
-        sock = request.environ.get("werkzeug.socket")
+            return _answer(start_response, f"{fault.status} Injected", "text/html",
+                           _HTML_PAGE.encode("utf-8"))
+        sock = environ.get("werkzeug.socket")  # drop, stall: no answer at all
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        return Response(b"", status=500)
+        return _answer(start_response, "500 INTERNAL SERVER ERROR", "text/plain", b"")
 
-    @staticmethod
-    def _alter(fault: Fault, response: Response) -> Response:
-        """Apply a fault that changes the real answer (``truncate``, ``wrongtype``)."""
-        response.direct_passthrough = False  # streamed exports: read them whole
+    def _altered(
+        self, fault: Fault, environ: Dict[str, Any], start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """The real answer, cut in half (``truncate``) or mislabelled (``wrongtype``).
+
+        A truncated answer keeps its full ``Content-Length`` and reads only half of the
+        body from the application, as a connection lost halfway does (so a streamed
+        export is not counted as downloaded)."""
+        captured: List[Tuple[str, List[Tuple[str, str]]]] = []
+
+        def capture(status: str, headers: List[Tuple[str, str]], exc_info: Any = None) -> Any:
+            captured.append((status, list(headers)))
+            return lambda data: None
+
+        body = self.app(environ, capture)
         try:
-            body = response.get_data()
+            status, headers = captured[0] if captured else ("500 INTERNAL SERVER ERROR", [])
+            length = next((int(v) for k, v in headers if k.lower() == "content-length"), None)
+            wanted = None if fault.kind == "wrongtype" or length is None else length // 2
+            data = b""
+            for chunk in body:
+                data += chunk
+                if wanted is not None and len(data) >= wanted:
+                    break
         finally:
-            response.close()
-        encoding = response.headers.get("Content-Encoding")
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
         if fault.kind == "wrongtype":
-            altered = Response(body, status=response.status_code,
-                               content_type=fault.content_type)
-        else:
-            altered = Response(body[: len(body) // 2], status=response.status_code,
-                               content_type=response.content_type)
-            altered.headers["Content-Length"] = str(len(body))  # promises more than it sends
-            altered.headers["Connection"] = "close"
-        if encoding:  # a gzip-served export stays gzip
-            altered.headers["Content-Encoding"] = encoding
-        return altered
+            kept = [(k, v) for k, v in headers
+                    if k.lower() not in ("content-type", "content-length")]
+            start_response(status, [*kept, ("Content-Type", fault.content_type),
+                                    ("Content-Length", str(len(data)))])
+            return [data]
+        half = data[: len(data) // 2] if wanted is None else data[:wanted]
+        kept = [(k, v) for k, v in headers if k.lower() not in ("content-length", "connection")]
+        full = str(length if length is not None else len(data))
+        start_response(status, [*kept, ("Content-Length", full), ("Connection", "close")])
+        return [half]
+
+
+def _answer(
+    start_response: StartResponse, status: str, content_type: str, body: bytes
+) -> Iterable[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+

@@ -26,7 +26,7 @@ from .app import EmulatorConfig, WMServerApp, create_app
 READY_TIMEOUT = 10.0
 
 
-class _QuietHandler(WSGIRequestHandler):
+class QuietRequestHandler(WSGIRequestHandler):
     """Logs nothing per request (tests start many servers)."""
 
     def log_request(self, code: Union[int, str] = "-", size: Union[int, str] = "-") -> None:
@@ -82,7 +82,8 @@ class RunningEmulator:
         )
         self._stopped = False
 
-    def _start(self, timeout: float) -> None:
+    def start(self, timeout: float = READY_TIMEOUT) -> None:
+        """Serve from the background thread; returns once it accepts connections."""
         self._thread.start()
         try:
             _wait_ready(self.host, self.port, time.monotonic() + timeout)
@@ -159,7 +160,7 @@ def _build(
         **options,
     )
     app = create_app(config)
-    handler = _QuietHandler if quiet else WSGIRequestHandler
+    handler = QuietRequestHandler if quiet else WSGIRequestHandler
     server = make_server(
         host, port, _closing(app), threaded=True, request_handler=handler,
         ssl_context=ssl_context,
@@ -193,14 +194,14 @@ def start_in_thread(
     :param ssl_context: serve HTTPS: an :class:`ssl.SSLContext` or a ``(certfile,
         keyfile)`` pair (werkzeug's ``ssl_context``); the URL is then ``https://``.
     :param options: further :class:`~wmsync.emulator.app.EmulatorConfig` fields
-        (``faults``, ``max_content_length``, ``work_dir`` ...).
+        (``faults``, ``stock``, ``site``, ``max_content_length``, ``work_dir`` ...).
     :raises RuntimeError: it did not accept connections within *ready_timeout*.
     """
     server, app, url = _build(
         repository, db_path, host, port, token, clock_offset_ms, quiet, options, ssl_context
     )
     running = RunningEmulator(server, app, url)
-    running._start(ready_timeout)
+    running.start(ready_timeout)
     return running
 
 
@@ -237,7 +238,7 @@ def serve(
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, request_stop)
     try:
-        running._start(READY_TIMEOUT)
+        running.start(READY_TIMEOUT)
         stream.write(url + "\n")
         stream.flush()
         while not stop.wait(0.2):

@@ -95,7 +95,6 @@ def _ref_id(session: Session, guid: Optional[str], kind: str) -> Optional[int]:
 def job(session: Session, stored: StoredElement) -> Dict[str, Any]:
     """``GET /jobs/{id}``."""
     f = stored.fields
-    element = stored.element
     return {
         "id": stored.local_id,
         "name": f.get("name", ""),
@@ -120,9 +119,6 @@ def job(session: Session, stored: StoredElement) -> Dict[str, Any]:
         "versionName": f.get("versionName", ""),
         "versionExists": False,
         "versionInfo": [],
-        "guid": element.guid,
-        "modified": element.modified,
-        "origin": element.origin,
     }
 
 
@@ -146,10 +142,14 @@ def job_type(stored: StoredElement) -> Dict[str, Any]:
         "defaultStartDate": None,
         "defaultDueDate": None,
         "defaultJobDuration": 0,
-        "guid": stored.guid,
-        "modified": stored.element.modified,
-        "origin": stored.element.origin,
     }
+
+
+def identity(stored: StoredElement) -> Dict[str, Any]:
+    """The replication keys an element carries beyond Esri's shape (``guid``,
+    ``modified``, ``origin``): added by the extended server only, never by stock mode."""
+    element = stored.element
+    return {"guid": element.guid, "modified": element.modified, "origin": element.origin}
 
 
 #: Request keys of ``jobTypes/create|update`` and the fields they set.
@@ -215,10 +215,11 @@ def activity(stored: StoredElement) -> Dict[str, Any]:
     }
 
 
-def service_info(session: Session, repository: str) -> Dict[str, Any]:
-    """The service root: Esri's keys plus ``name`` and ``currentVersion``."""
+def service_info(
+    session: Session, repository: str, config_properties: Mapping[str, str]
+) -> Dict[str, Any]:
+    """The service root with Esri's keys only (the extended server adds ``name``)."""
     return {
-        "name": repository,
         "currentVersion": 10.91,
         "serviceDescription": f"Workflow Manager emulator for repository {repository}",
         "jobTypes": [
@@ -230,6 +231,6 @@ def service_info(session: Session, repository: str) -> Dict[str, Any]:
         "holdTypes": catalog.HOLD_TYPES,
         "activityTypes": catalog.ACTIVITY_TYPES,
         "dataWorkspaces": [],
-        "configProperties": {},
+        "configProperties": dict(config_properties),
         "publicQueries": {"id": 0, "name": "Public Queries", "queries": [], "containers": []},
     }
