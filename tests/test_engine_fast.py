@@ -279,3 +279,27 @@ def test_plan_failures_name_the_child_once(mem):
     assert planned.status == 1
     line = next(line for line in planned.summary_lines() if line.startswith("AZ"))
     assert line.startswith("AZ: cannot plan: ")
+
+
+def test_queued_listener_replays_calls_in_order_and_polls_cancel_only_on_relay():
+    from wmsync.progress import QueuedListener
+
+    class Stop(Recorder):
+        asked = 0
+
+        def cancelled(self) -> bool:
+            self.asked += 1
+            return True
+
+    queued, target = QueuedListener(), Stop()
+    worker = threading.Thread(target=lambda: (queued.step("a"), queued.warning("w"),
+                                              queued.step_done(), queued.info("i")))
+    worker.start()
+    worker.join()
+    assert (target.steps, target.done) == ([], 0)  # nothing reaches it from the worker
+    queued.replay(target)
+    assert (target.steps, target.warnings, target.infos, target.done) == (["a"], ["w"], ["i"], 1)
+    assert target.threads == {threading.get_ident()}
+    assert target.asked == 0 and not queued.cancelled()
+    queued.relay(target)
+    assert target.asked == 1 and queued.cancelled()

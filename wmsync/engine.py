@@ -664,7 +664,7 @@ def synchronize(
             _run_all([_bind(run.push, pair) for pair in ready], run.events, listener,
                      max_workers)
         finally:
-            run.events.relay(listener)
+            run.events.replay(listener)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
         outcome = done(failed, results, None, run.conflicts)
         if run.events.cancelled():

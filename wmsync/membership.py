@@ -24,11 +24,15 @@ def same_name(a: str, b: str) -> bool:
 
 
 def node_row(info: Mapping[str, Any], name: str) -> Optional[Mapping[str, Any]]:
-    """The node row of *name* in a replication/info answer, if there is one."""
-    for node in _rows(info):
-        if same_name(str(node.get("name", "")), name):
-            return node
-    return None
+    """The node row of *name* in a replication/info answer, if there is one.
+
+    The exact spelling wins over another case: rows written before names were
+    canonical may still carry a typed spelling beside the server's own.
+    """
+    matches = [n for n in _rows(info) if same_name(str(n.get("name", "")), name)]
+    exact = [n for n in matches if n.get("name") == name]
+    found = exact or matches
+    return found[0] if found else None
 
 
 def canonical_name(info: Mapping[str, Any], typed: str, url: str, role: str) -> str:

@@ -62,16 +62,17 @@ class QueuedListener(SyncListener):
         """True once :meth:`relay` has seen the user ask to stop."""
         return self._cancel.is_set()
 
-    def relay(self, target: SyncListener) -> None:
-        """Replay the queued calls on *target*, then ask it whether the user cancelled.
-
-        Call it only from the thread that owns *target*.
-        """
+    def replay(self, target: SyncListener) -> None:
+        """Make the queued calls on *target*, in order (on the thread that owns it)."""
         while True:
             try:
                 call = self._calls.get_nowait()
             except queue.Empty:
-                break
+                return
             call(target)
+
+    def relay(self, target: SyncListener) -> None:
+        """:meth:`replay`, then ask *target* whether the user cancelled (a safe point)."""
+        self.replay(target)
         if not self._cancel.is_set() and target.cancelled():
             self._cancel.set()
