@@ -13,10 +13,12 @@ from typing import Any, Dict, List
 import pytest
 from memory_replica import MemoryCluster
 
-from wmsync.client import EXTENSION
+from wmsync.client import (
+    EXTENSION,
+    WMServerClient,  # the extension replica is the client itself
+)
 from wmsync.engine import default_client_factory
 from wmsync.errors import ConnectionFailed, MissingExtensions
-from wmsync.extension_replica import ExtensionReplica
 from wmsync.replica import default_replica_factory
 
 STOCK = "http://stock.test/arcgis/rest/services/Ohio/WMServer"
@@ -39,7 +41,7 @@ def reads(monkeypatch) -> List[str]:
             info.update(repository="Parent", extensions=[EXTENSION], generation=0)
         return info
 
-    monkeypatch.setattr(ExtensionReplica, "replication_info", replication_info)
+    monkeypatch.setattr(WMServerClient, "replication_info", replication_info)
     return seen
 
 
@@ -47,7 +49,7 @@ def test_a_server_with_the_extensions_gets_the_client_itself(reads):
     make = default_replica_factory(user="tester")
     replica = make(OURS)
     try:
-        assert isinstance(replica, ExtensionReplica)
+        assert isinstance(replica, WMServerClient)
         assert replica.display_url == OURS
     finally:
         replica.close()
@@ -76,7 +78,7 @@ def test_a_stock_server_gets_what_the_stock_builder_builds(reads):
     fake = MemoryCluster("Ohio")
     built = []
 
-    def stock(url: str, client: ExtensionReplica, info: Any) -> Any:
+    def stock(url: str, client: WMServerClient, info: Any) -> Any:
         built.append((url, info))
         client.close()
         return fake(fake["Ohio"].url)
@@ -87,7 +89,7 @@ def test_a_stock_server_gets_what_the_stock_builder_builds(reads):
     assert [url for url, _ in built] == [STOCK, STOCK]
     assert built[0][1] == {"nodes": []}  # the answer read once, handed to each build
     assert reads == [STOCK]
-    assert isinstance(make(OURS), ExtensionReplica)  # the extension server still gets it
+    assert isinstance(make(OURS), WMServerClient)  # the extension server still gets it
 
 
 def test_without_a_stock_builder_a_stock_server_is_refused_as_before(reads):
@@ -112,8 +114,8 @@ def test_the_extension_replica_counts_through_countonly(monkeypatch):
         asked.append((path, params))
         return {"generation": 9, "count": 4}
 
-    monkeypatch.setattr(ExtensionReplica, "get", get)
-    replica = ExtensionReplica(OURS, user="tester")
+    monkeypatch.setattr(WMServerClient, "get", get)
+    replica = WMServerClient(OURS, user="tester")
     try:
         assert replica.count_changes(3, "Ohio") == 4
     finally:

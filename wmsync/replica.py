@@ -2,9 +2,8 @@
 
 The engine talks to every repository through a :class:`Replica` and gets replicas from
 a factory (``make(url)``). Two implementations exist: the *extension replica*, which is
-:class:`wmsync.client.WMServerClient` itself plus a counting export
-(:class:`wmsync.extension_replica.ExtensionReplica`)
-for servers whose ``replication/info`` carries the extension marker; and the *stock
+:class:`wmsync.client.WMServerClient` itself, for servers whose ``replication/info``
+carries the extension marker; and the *stock
 replica* for every other server, built by a ``stock`` builder handed to
 :func:`default_replica_factory` (it lives in its own package). Which one a URL gets is
 the factory's choice, made once per URL per factory; the engine never asks.
@@ -20,9 +19,14 @@ from .auth import TokenLike, as_token_source
 
 if TYPE_CHECKING:  # the HTTP client is imported only when a factory makes a replica
     from .client import WMServerClient
-    from .extension_replica import ExtensionReplica
 
-__all__ = ["Replica", "ReplicaFactory", "StockBuilder", "default_replica_factory"]
+__all__ = [
+    "Replica",
+    "ReplicaFactory",
+    "StockBuilder",
+    "default_replica_factory",
+    "has_extensions",
+]
 
 
 class Replica(Protocol):
@@ -99,10 +103,10 @@ class _Factory:
         self._url_locks: Dict[str, threading.Lock] = {}
         self._kinds: Dict[str, Mapping[str, Any]] = {}  # url -> its replication/info
 
-    def client(self, url: str) -> ExtensionReplica:
-        from .extension_replica import ExtensionReplica
+    def client(self, url: str) -> WMServerClient:
+        from . import client  # looked up at each call: tests may substitute the class
 
-        return ExtensionReplica(
+        return client.WMServerClient(
             url, user=self._user, token=self._token, timeout=self._timeout, verify=self._verify
         )
 
@@ -117,13 +121,21 @@ class _Factory:
                 if info is None:
                     info = client.replication_info()
                     self._kinds[key] = info
-            if self._stock is not None and not client.has_extensions(info):
+            if self._stock is not None and not has_extensions(info):
                 return self._stock(url, client, info)  # it owns the client from now on
             client.require_extensions(info)  # without a stock builder: refused, by URL
         except BaseException:
             client.close()
             raise
         return client
+
+
+def has_extensions(info: Mapping[str, Any]) -> bool:
+    """Whether a ``replication/info`` answer carries the extension marker."""
+    from .client import EXTENSION
+
+    extensions = info.get("extensions")
+    return isinstance(extensions, (list, tuple)) and EXTENSION in extensions
 
 
 def default_replica_factory(
