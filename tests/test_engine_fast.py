@@ -303,3 +303,12 @@ def test_queued_listener_replays_calls_in_order_and_polls_cancel_only_on_relay()
     assert target.asked == 0 and not queued.cancelled()
     queued.relay(target)
     assert target.asked == 1 and queued.cancelled()
+
+
+def test_a_node_row_in_the_servers_spelling_wins_over_a_typed_one():
+    from wmsync.membership import node_row
+
+    info = {"nodes": [{"name": "ohio", "syncId": "old"}, {"name": "Ohio", "syncId": "new"}]}
+    assert node_row(info, "Ohio")["syncId"] == "new"
+    assert node_row({"nodes": info["nodes"][:1]}, "Ohio")["syncId"] == "old"
+    assert node_row(info, "AZ") is None
