@@ -464,6 +464,20 @@ class WMServerClient:
             )
         return ExportInfo(urljoin(self.url + "/", jxl_url), *numbers)
 
+    def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:
+        """``replication/export?countOnly=true``: what :meth:`export` would hold, counted;
+        the server writes no file.
+
+        :raises ProtocolError: when the answer has no integer ``count``.
+        """
+        op = "replication/export"
+        answer = self.get(op, sinceGen=since_gen, excludeVia=exclude_via, countOnly="true")
+        count = answer.get("count")
+        if not isinstance(count, int) or isinstance(count, bool):
+            raise ProtocolError(f"{op}?countOnly=true answered without an integer count",
+                                self._where(op))
+        return count
+
     def download(self, jxl_url: str, dest: BinaryIO) -> int:
         """Stream the document at *jxl_url* into *dest* (decoded, 64 KiB at a time).
 

@@ -1,4 +1,4 @@
-"""The synchronization algorithm (DESIGN.md section 4).
+"""The synchronization algorithm (docs/design.md §4).
 
 A run reads the parent, prepares every connected child (checks, registration, whether
 its watermarks can be trusted), pulls every child's changes into the parent, then pushes
@@ -6,17 +6,17 @@ the parent's changes to every reachable child. Watermarks are server-side genera
 stored in both repositories' node tables; a direction's watermark advances only once its
 import has committed, so a failure anywhere just makes the next run redo that window.
 
-The engine talks to servers only through a client (``client_factory(url)``), never
-prints and never touches arcpy: it reports through a :class:`SyncListener`, and only from
-the calling thread. Children are worked on in a bounded thread pool.
+The engine reaches repositories only through replicas (``replica_factory(url)``,
+:mod:`wmsync.replica`), never prints and never touches arcpy: it reports through a
+:class:`SyncListener`, and only from the calling thread (workers talk to a
+:class:`~wmsync.progress.QueuedListener`). Children are worked on in a bounded thread
+pool. Names are the servers' own spellings (:mod:`wmsync.membership`).
 """
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
-import queue
 import secrets
 import tempfile
 import threading
@@ -24,10 +24,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from . import exchange
-from .auth import TokenLike, as_token_source
+from .auth import TokenLike
 from .errors import (
     Cancelled,
     ProtocolError,
@@ -35,15 +35,26 @@ from .errors import (
     SyncRefused,
     ValueTableError,
     WMSyncError,
-    redact_url,
 )
-from .progress import SyncListener
-from .report import FAILED, SKIPPED, SYNCHRONIZED, ChildResult, PlanEntry, PlanResult, SyncResult
+from .membership import canonical_name, check_child, check_parent, node_row, same_name
+from .progress import QueuedListener, SyncListener
+from .replica import Replica, ReplicaFactory, default_replica_factory
+from .report import (
+    FAILED,
+    PLANNED,
+    SKIPPED,
+    SYNCHRONIZED,
+    ChildResult,
+    PlanEntry,
+    PlanResult,
+    SyncResult,
+    child_line,
+)
 from .valuetable import ChildSpec, parse_children
 
 log = logging.getLogger(__name__)
 
-JOB_ID_BLOCK = 1_000_000  # ids each repository numbers its new jobs from (DESIGN §4)
+JOB_ID_BLOCK = 1_000_000  # ids each repository numbers its new jobs from (docs/design.md §4)
 CLAIM_ATTEMPTS = 5  # writes of a new child's block before giving up (concurrent first runs)
 #: Exchange documents are uploaded gzip-compressed (``Content-Encoding: gzip``, which
 #: the protocol's raw-body import accepts) at this zlib level; 0 uploads them as they
@@ -53,43 +64,9 @@ CLAIM_ATTEMPTS = 5  # writes of a new child's block before giving up (concurrent
 UPLOAD_GZIP_LEVEL = 1
 
 
-class RepositoryClient(Protocol):
-    """What the engine needs from a WMServer client (wmsync.client.WMServerClient)."""
-
-    display_url: str
-
-    def replication_info(self) -> Dict[str, Any]: ...
-
-    def require_extensions(self, info: Mapping[str, Any]) -> None: ...
-
-    def update_node(
-        self,
-        name: str,
-        *,
-        server_url: Optional[str] = None,
-        is_parent: Optional[bool] = None,
-        is_connected: Optional[bool] = None,
-        last_sync_gen: Optional[int] = None,
-        sync_id: Optional[str] = None,
-        stamp_last_sync: bool = False,
-        job_id_start: Optional[int] = None,
-        job_id_block: Optional[int] = None,
-    ) -> Optional[int]: ...
-
-    def reset_node(self, name: str) -> None: ...
-
-    def export(self, since_gen: int, exclude_via: Optional[str] = None) -> Any: ...
-
-    def download(self, jxl_url: str, dest: Any) -> int: ...
-
-    def import_document(
-        self, path: str, merge: bool = True, *, gzip: bool = False
-    ) -> Dict[str, Any]: ...
-
-    def close(self) -> None: ...
-
-
-ClientFactory = Callable[[str], RepositoryClient]
+#: The former names of the replica interface and its factory (kept for callers).
+RepositoryClient = Replica
+ClientFactory = ReplicaFactory
 
 
 def default_client_factory(
@@ -98,19 +75,23 @@ def default_client_factory(
     token: TokenLike = None,
     timeout: float = 60.0,
     verify: Any = True,
-) -> ClientFactory:
-    """A factory of real HTTP clients, all acting as *user* with *token*."""
-    from .client import WMServerClient
+) -> ReplicaFactory:
+    """A factory of extension replicas over HTTP (see :func:`default_replica_factory`)."""
+    return default_replica_factory(user=user, token=token, timeout=timeout, verify=verify)
 
-    acting_user = user or getpass.getuser()
-    # One source for every client: a token function is called once, and a refresh after
-    # a 498 serves all of them, not only the client that saw it.
-    source = as_token_source(token)
 
-    def make(url: str) -> RepositoryClient:
-        return WMServerClient(url, user=acting_user, token=source, timeout=timeout, verify=verify)
+# ---------------------------------------------------------------------------
+# Job id blocks
 
-    return make
+
+def _block_ends(nodes: List[Mapping[str, Any]]) -> List[int]:
+    """Where each node row's job id block ends (exclusive)."""
+    ends = []
+    for node in nodes:
+        start = _int_or_none(node.get("jobIdStart"))
+        if start is not None:
+            ends.append(start + (_int_or_none(node.get("jobIdBlock")) or JOB_ID_BLOCK))
+    return ends
 
 
 def _overlaps(node: Mapping[str, Any], start: int) -> bool:
@@ -121,7 +102,7 @@ def _overlaps(node: Mapping[str, Any], start: int) -> bool:
     return other < start + JOB_ID_BLOCK and start < other + size
 
 
-def claim_block(parent: RepositoryClient, name: str, url: str, block: int) -> int:
+def claim_block(parent: Replica, name: str, url: str, block: int) -> int:
     """Write *name*'s job id block on the parent, read it back, and return the block.
 
     Another run registering another child at the same moment may have picked the same
@@ -136,46 +117,21 @@ def claim_block(parent: RepositoryClient, name: str, url: str, block: int) -> in
             name, server_url=url, is_parent=False, is_connected=True,
             job_id_start=block, job_id_block=JOB_ID_BLOCK,
         )
-        nodes = [n for n in parent.replication_info().get("nodes") or []
-                 if isinstance(n, Mapping)]
-        others = [n for n in nodes if str(n.get("name", "")).lower() != name.lower()]
+        nodes = _rows(parent.replication_info())
+        others = [n for n in nodes if not same_name(str(n.get("name", "")), name)]
         colliding = [str(n.get("name", "")).lower() for n in others if _overlaps(n, block)]
         if not colliding:
             return block
-        ends = [start + (_int_or_none(n.get("jobIdBlock")) or JOB_ID_BLOCK)
-                for n in nodes if (start := _int_or_none(n.get("jobIdStart"))) is not None]
         rank = sorted([*colliding, name.lower()]).index(name.lower())
-        block = max(ends) + rank * JOB_ID_BLOCK
+        block = max(_block_ends(nodes)) + rank * JOB_ID_BLOCK
     raise SyncRefused(
-        f"{name}: no free job id block could be claimed on the parent; other runs kept "
-        f"taking the same ones. Run again."
+        "no free job id block could be claimed on the parent; other runs kept taking "
+        "the same ones. Run again."
     )
 
 
-# ---------------------------------------------------------------------------
-# Per-child state
-
-
-@dataclass
-class _Pair:
-    """Replication state of one (parent, child) pair, as read at the start of the run."""
-
-    spec: ChildSpec
-    result: ChildResult
-    trusted: bool = False  # both watermarks usable: incremental exchange with echo cut
-    child_mark: int = 0  # child's generation up to which its changes are in the parent
-    parent_mark: int = 0  # parent's generation up to which its changes are in the child
-    server_last_sync: Optional[int] = None
-    sync_id: str = field(default_factory=lambda: secrets.token_hex(8))
-    ready: bool = False  # prepared: registered and reachable
-    pulled: bool = False
-
-
-def _node(info: Mapping[str, Any], name: str) -> Optional[Mapping[str, Any]]:
-    for node in info.get("nodes") or []:
-        if isinstance(node, Mapping) and str(node.get("name", "")).lower() == name.lower():
-            return node
-    return None
+def _rows(info: Mapping[str, Any]) -> List[Mapping[str, Any]]:
+    return [n for n in info.get("nodes") or [] if isinstance(n, Mapping)]
 
 
 def _int_or_none(value: Any) -> Optional[int]:
@@ -185,6 +141,10 @@ def _int_or_none(value: Any) -> Optional[int]:
         return int(value)
     except (TypeError, ValueError):
         return None
+
+
+# ---------------------------------------------------------------------------
+# The rules a run and a plan share
 
 
 def watermarks(
@@ -210,25 +170,41 @@ def watermarks(
     )
 
 
-def read_child(
-    child: RepositoryClient, spec: ChildSpec, parent_name: str, parent_url: str
-) -> Dict[str, Any]:
-    """A child's replication info, once it is known to be the repository its row names,
-    with the extensions, and not the parent itself.
+def read_parent(factory: ReplicaFactory, url: str, typed: str) -> Tuple[str, Dict[str, Any]]:
+    """The parent's own name and replication info, once it is the repository *typed*
+    names and a parent nowhere else.
 
-    :raises SyncRefused: the row points at the parent or at another repository.
+    :raises SyncRefused: another repository, or a child in another cluster.
+    :raises RepositoryError: it cannot be read.
     """
-    name, url = spec.name, spec.url.rstrip("/")
-    if name.lower() == parent_name.lower() or _same_url(url, parent_url):
-        raise SyncRefused(f"{name} is the parent repository itself")
+    replica = factory(url)
+    try:
+        info = replica.replication_info()
+    finally:
+        replica.close()
+    name = canonical_name(info, typed, url, "parent")
+    check_parent(info, name)
+    return name, info
+
+
+def read_child(
+    child: Replica, spec: ChildSpec, parent_name: str, parent_url: str
+) -> Tuple[str, Dict[str, Any]]:
+    """A child's own name and replication info, once it is the repository its row
+    names, not the parent itself, and in no other cluster.
+
+    :raises SyncRefused: the row points at the parent or at another repository, or the
+        repository belongs to another cluster.
+    """
+    url = spec.url.rstrip("/")
+    if same_name(spec.name, parent_name) or _same_url(url, parent_url):
+        raise SyncRefused("it is the parent repository itself")
     info = child.replication_info()
-    child.require_extensions(info)
-    actual = str(info.get("repository") or "")
-    if actual.lower() != name.lower():
-        raise SyncRefused(
-            f"the server at {redact_url(url)} is the repository {actual!r}, not {name!r}"
-        )
-    return info
+    name = canonical_name(info, spec.name, url, "child")
+    if same_name(name, parent_name):
+        raise SyncRefused("it is the parent repository itself")
+    check_child(info, name, parent_name)
+    return name, info
 
 
 def _same_url(a: str, b: str) -> bool:
@@ -236,58 +212,48 @@ def _same_url(a: str, b: str) -> bool:
 
 
 # ---------------------------------------------------------------------------
-# Events from worker threads to the calling thread
+# Per-child state
 
 
-class _Events:
-    """Queue of listener calls made by workers, replayed on the calling thread."""
+@dataclass
+class _Pair:
+    """Replication state of one (parent, child) pair, as read at the start of the run."""
 
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Tuple[str, str]] = queue.Queue()
-        self.cancel = threading.Event()
+    spec: ChildSpec
+    result: ChildResult
+    trusted: bool = False  # both watermarks usable: incremental exchange with echo cut
+    child_mark: int = 0  # child's generation up to which its changes are in the parent
+    parent_mark: int = 0  # parent's generation up to which its changes are in the child
+    server_last_sync: Optional[int] = None
+    sync_id: str = field(default_factory=lambda: secrets.token_hex(8))
+    doing: str = "being checked"  # what the run is doing with it, for a failure message
+    ready: bool = False  # prepared: registered and reachable
+    pulled: bool = False
 
-    def put(self, kind: str, text: str = "") -> None:
-        self._queue.put((kind, text))
-
-    def drain(self, listener: SyncListener) -> None:
-        while True:
-            try:
-                kind, text = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if kind == "info":
-                listener.info(text)
-            elif kind == "warning":
-                listener.warning(text)
-            elif kind == "step":
-                listener.step(text)
-            elif kind == "step_done":
-                listener.step_done()
-
-    def check_cancel(self) -> None:
-        if self.cancel.is_set():
-            raise Cancelled("cancelled before this step")
+    @property
+    def name(self) -> str:
+        """The child's own spelling of its name once read, else the row's."""
+        return self.result.name
 
 
 def _run_all(
     tasks: List[Callable[[], None]],
-    events: _Events,
+    events: QueuedListener,
     listener: SyncListener,
     max_workers: int,
 ) -> None:
-    """Run *tasks* in a bounded pool; relay events and cancellation on this thread."""
+    """Run *tasks* in a bounded pool; relay their listener calls and the user's cancel
+    on this thread."""
     if not tasks:
         return
     with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tasks)))) as pool:
         pending: set[Future[None]] = {pool.submit(task) for task in tasks}
         while pending:
             done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            events.drain(listener)
-            if not events.cancel.is_set() and listener.cancelled():
-                events.cancel.set()
+            events.relay(listener)
             for future in done:
                 future.result()  # tasks catch their own errors; this re-raises bugs
-    events.drain(listener)
+    events.relay(listener)
 
 
 # ---------------------------------------------------------------------------
@@ -302,20 +268,16 @@ class _Run:
         parent_url: str,
         parent_name: str,
         specs: List[ChildSpec],
-        factory: ClientFactory,
-        listener: SyncListener,
+        factory: ReplicaFactory,
         full: bool,
-        max_workers: int,
         workdir: str,
     ) -> None:
         self.parent_url = parent_url.rstrip("/")
-        self.parent_name = parent_name
+        self.parent_name = parent_name  # the parent's own spelling
         self.factory = factory
-        self.listener = listener
         self.full = full
-        self.max_workers = max_workers
         self.workdir = workdir
-        self.events = _Events()
+        self.events = QueuedListener()  # what workers report to
         self.parent_import_lock = threading.Lock()  # the parent imports one at a time
         self.conflicts: List[Dict[str, Any]] = []
         self._conflict_lock = threading.Lock()
@@ -323,25 +285,9 @@ class _Run:
 
     # -- parent ----------------------------------------------------------------
 
-    def read_parent(self) -> Dict[str, Any]:
-        """Check the parent answers, has the extensions and carries the expected name."""
-        client = self.factory(self.parent_url)
-        try:
-            info = client.replication_info()
-            client.require_extensions(info)
-        finally:
-            client.close()
-        actual = str(info.get("repository") or "")
-        if actual.lower() != self.parent_name.lower():
-            raise SyncRefused(
-                f"the parent at {redact_url(self.parent_url)} is the repository "
-                f"{actual!r}, not {self.parent_name!r}"
-            )
-        return info
-
     def register_parent(self, info: Mapping[str, Any]) -> Dict[str, Any]:
         """Make sure the parent has its own node row with a job id block."""
-        own = _node(info, self.parent_name)
+        own = node_row(info, self.parent_name)
         if own is None or _int_or_none(own.get("jobIdStart")) is None:
             client = self.factory(self.parent_url)
             try:
@@ -358,23 +304,18 @@ class _Run:
                 client.close()
         return dict(info)
 
-    def allocate_blocks(self, parent_info: Mapping[str, Any]) -> Dict[str, int]:
-        """Give every child that has none on the parent a disjoint job id block."""
-        ends = [1 + JOB_ID_BLOCK]
-        for node in parent_info.get("nodes") or []:
-            start = _int_or_none(node.get("jobIdStart"))
-            size = _int_or_none(node.get("jobIdBlock")) or JOB_ID_BLOCK
-            if start is not None:
-                ends.append(start + size)
-        next_start = max(ends)
-        blocks: Dict[str, int] = {}
+    def allocate_blocks(self, parent_info: Mapping[str, Any]) -> Dict[int, int]:
+        """Give every child that has none on the parent a disjoint job id block
+        (by table row)."""
+        next_start = max([1 + JOB_ID_BLOCK, *_block_ends(_rows(parent_info))])
+        blocks: Dict[int, int] = {}
         for pair in self.pairs:
-            node = _node(parent_info, pair.spec.name)
+            node = node_row(parent_info, pair.spec.name)
             start = _int_or_none(node.get("jobIdStart")) if node else None
             if start is None:
                 start = next_start
                 next_start += JOB_ID_BLOCK
-            blocks[pair.spec.name] = start
+            blocks[pair.spec.row] = start
         return blocks
 
     # -- preparation -------------------------------------------------------------
@@ -382,27 +323,31 @@ class _Run:
     def prepare(
         self,
         pair: _Pair,
-        child: RepositoryClient,
-        parent: RepositoryClient,
+        child: Replica,
+        parent: Replica,
         parent_info: Mapping[str, Any],
         block: int,
     ) -> None:
         """Check one child and register the pair; decide whether watermarks are trusted."""
-        name, url = pair.spec.name, pair.spec.url.rstrip("/")
-        info = read_child(child, pair.spec, self.parent_name, self.parent_url)
-        p_row = _node(parent_info, name)
-        c_row = _node(info, self.parent_name)
+        url = pair.spec.url.rstrip("/")
+        name, info = read_child(child, pair.spec, self.parent_name, self.parent_url)
+        pair.result.repository = name
+        p_row = node_row(parent_info, name)
+        c_row = node_row(info, self.parent_name)
         pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
         pair.trusted, pair.parent_mark, pair.child_mark = watermarks(p_row, c_row, self.full)
+        own = node_row(info, name)
+        handed = own is not None and _int_or_none(own.get("jobIdStart")) == block
+        registered = p_row is not None and _int_or_none(p_row.get("jobIdStart")) is not None
+        if not (registered and handed and c_row is not None):
+            pair.doing = "being registered"
         if not pair.trusted:
             # A full exchange both ways; forget stale watermarks so they can restart.
             if p_row is not None:
                 parent.reset_node(name)
             if c_row is not None:
                 child.reset_node(self.parent_name)
-        own = _node(info, name)
-        handed = own is not None and _int_or_none(own.get("jobIdStart")) == block
-        if p_row is None or _int_or_none(p_row.get("jobIdStart")) is None or not handed:
+        if not registered or not handed:
             # Not yet in the child's hands: (re)check it against concurrent first runs.
             block = claim_block(parent, name, url, block)
         if c_row is None:
@@ -420,10 +365,14 @@ class _Run:
 
     # -- the two directions ----------------------------------------------------------
 
+    def check_cancel(self) -> None:
+        if self.events.cancelled():
+            raise Cancelled("cancelled before this step")
+
     def transfer(
         self,
-        source: RepositoryClient,
-        target: RepositoryClient,
+        source: Replica,
+        target: Replica,
         since_gen: int,
         exclude_via: Optional[str],
         label: str,
@@ -436,7 +385,7 @@ class _Run:
 
         :returns: (elements moved, generation the export covered, import answer).
         """
-        self.events.check_cancel()
+        self.check_cancel()
         info = source.export(since_gen, exclude_via)
         count = int(getattr(info, "count", 0))
         generation = int(info.generation)
@@ -459,7 +408,7 @@ class _Run:
             if UPLOAD_GZIP_LEVEL:
                 upload, packed = path + ".gz", True
                 exchange.gzip_file(path, upload, compresslevel=UPLOAD_GZIP_LEVEL)
-            self.events.check_cancel()
+            self.check_cancel()
             if import_lock is None:
                 answer = target.import_document(upload, merge=True, gzip=packed)
             else:
@@ -479,58 +428,58 @@ class _Run:
         with self._conflict_lock:
             self.conflicts.extend(_conflict_entry(c, repository) for c in conflicts)
         for warning in answer.get("warnings") or []:
-            self.events.put("warning", f"{repository}: {warning}")
+            self.events.warning(f"{repository}: {warning}")
 
     def guarded(
         self,
         pair: _Pair,
-        doing: str,
-        work: Callable[[RepositoryClient, RepositoryClient], None],
+        work: Callable[[Replica, Replica], None],
         label: Optional[str] = None,
     ) -> None:
-        """Run one child's *work* with its own clients (child, parent); any failure fails
+        """Run one child's *work* with its own replicas (child, parent); any failure fails
         that child alone. With a *label*, the work is one progress step."""
         if label:
-            self.events.put("step", label)
-        with ExitStack() as clients:
+            self.events.step(label)
+        with ExitStack() as replicas:
             try:
                 child = self.factory(pair.spec.url)
-                clients.callback(child.close)
+                replicas.callback(child.close)
                 parent = self.factory(self.parent_url)
-                clients.callback(parent.close)
+                replicas.callback(parent.close)
                 work(child, parent)
             except WMSyncError as exc:
-                self.fail(pair, doing, exc)
+                self.fail(pair, exc)
             except Exception as exc:  # a bug must not stop the other children
-                log.exception("unexpected error with %s while %s", pair.spec.name, doing)
-                self.fail(pair, doing, exc)
+                log.exception("unexpected error with %s while %s", pair.name, pair.doing)
+                self.fail(pair, exc)
         if label:
-            self.events.put("step_done")
+            self.events.step_done()
 
     def pull(self, pair: _Pair) -> None:
         """The child's changes since its watermark go to the parent."""
+        pair.doing = "sending its changes to the parent"
 
-        def work(child: RepositoryClient, parent: RepositoryClient) -> None:
+        def work(child: Replica, parent: Replica) -> None:
             via = self.parent_name if pair.trusted else None
             sent, generation, answer = self.transfer(
-                child, parent, pair.child_mark, via, pair.spec.name, self.parent_import_lock
+                child, parent, pair.child_mark, via, pair.name, self.parent_import_lock
             )
             self.record(pair, answer, self.parent_name)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
             child.update_node(self.parent_name, last_sync_gen=generation, sync_id=pair.sync_id)
-            parent.update_node(pair.spec.name, sync_id=pair.sync_id)
+            parent.update_node(pair.name, sync_id=pair.sync_id)
             pair.result.sent = sent
             pair.pulled = True
 
-        self.guarded(pair, "sending its changes to the parent", work,
-                     f"{pair.spec.name}: sending changes to the parent")
+        self.guarded(pair, work, f"{pair.name}: sending changes to the parent")
 
     def push(self, pair: _Pair) -> None:
         """The parent's changes since the pair's watermark go to the child."""
-        name = pair.spec.name
+        name = pair.name
+        pair.doing = "receiving the parent's changes"
 
-        def work(child: RepositoryClient, parent: RepositoryClient) -> None:
+        def work(child: Replica, parent: Replica) -> None:
             via = name if pair.trusted else None
             received, generation, answer = self.transfer(
                 parent, child, pair.parent_mark, via, name
@@ -551,23 +500,16 @@ class _Run:
                 pair.result.last_sync = datetime.fromtimestamp(moment / 1000, timezone.utc)
                 pair.result.state = SYNCHRONIZED
                 pair.result.error = None
-                self.events.put(
-                    "info",
-                    f"{name}: synchronized; sent {pair.result.sent}, received {received}, "
-                    f"conflicts {pair.result.conflicts}"
-                    + (" (full exchange)" if not pair.trusted else ""),
-                )
+                self.events.info(child_line(pair.result))
 
-        self.guarded(pair, "receiving the parent's changes", work,
-                     f"{name}: receiving changes from the parent")
+        self.guarded(pair, work, f"{name}: receiving changes from the parent")
 
-    def fail(self, pair: _Pair, doing: str, exc: BaseException) -> None:
+    def fail(self, pair: _Pair, exc: BaseException) -> None:
         text = str(exc) if isinstance(exc, WMSyncError) else f"unexpected {type(exc).__name__}"
-        message = f"{pair.spec.name} failed while {doing}: {text}"
-        if pair.result.error is None:
-            pair.result.error = message
         pair.result.state = FAILED
-        self.events.put("warning", message)
+        if pair.result.error is None:  # the first failure says why; a push may follow
+            pair.result.error = f"while {pair.doing}: {text}"
+            self.events.warning(child_line(pair.result))
 
 
 def _conflict_entry(conflict: Any, repository: str) -> Dict[str, Any]:
@@ -604,7 +546,7 @@ def _check_row_time(pair: _Pair) -> Optional[Tuple[str, str]]:
     if row is None:
         return None
     server = pair.server_last_sync
-    name = pair.spec.name
+    name = pair.name
     if server is None:
         return ("warning",
                 f"row time ignored; {name} has no recorded synchronization: full exchange")
@@ -635,6 +577,19 @@ def _skipped(spec: ChildSpec) -> ChildResult:
     return ChildResult(spec, state=SKIPPED, error=_not_connected(spec))
 
 
+def _factory(
+    replica_factory: Optional[ReplicaFactory],
+    client_factory: Optional[ReplicaFactory],
+    user: Optional[str],
+    token: TokenLike,
+    timeout: float,
+    verify: Any,
+) -> ReplicaFactory:
+    return replica_factory or client_factory or default_replica_factory(
+        user=user, token=token, timeout=timeout, verify=verify
+    )
+
+
 def synchronize(
     parent_url: str,
     parent_name: str,
@@ -642,7 +597,8 @@ def synchronize(
     *,
     user: Optional[str] = None,
     token: TokenLike = None,
-    client_factory: Optional[ClientFactory] = None,
+    replica_factory: Optional[ReplicaFactory] = None,
+    client_factory: Optional[ReplicaFactory] = None,
     listener: Optional[SyncListener] = None,
     full: bool = False,
     max_workers: int = 4,
@@ -652,8 +608,11 @@ def synchronize(
     """Synchronize a cluster: every connected child to the parent, then back to all.
 
     :param parent_url: the parent's WMServer URL.
-    :param parent_name: the parent repository's name (checked against the server).
+    :param parent_name: the parent repository's name (matched to the server's own, case
+        aside; the server's spelling is the one used).
     :param children: the child value table (text, list of rows or ValueTable-like).
+    :param replica_factory: ``make(url) -> Replica`` (default: HTTP, extension servers
+        only); ``client_factory`` is its former name.
     :param full: ignore watermarks and exchange everything (``wmsync sync --full``).
     :returns: a :class:`SyncResult`; per-child failures are in it, never raised.
     """
@@ -680,43 +639,42 @@ def synchronize(
     if not inputs.connected:
         return done(-1, list(skipped.values()), "no connected child repository to synchronize")
 
-    factory = client_factory or default_client_factory(
-        user=user, token=token, timeout=timeout, verify=verify
-    )
+    factory = _factory(replica_factory, client_factory, user, token, timeout, verify)
     with tempfile.TemporaryDirectory(prefix="wmsync-") as workdir:
-        run = _Run(parent_url, parent_name, inputs.connected, factory, listener, full,
-                   max_workers, workdir)
-        results = _results_in_order(inputs.specs, skipped, run.pairs)
         try:
-            parent_info = run.register_parent(run.read_parent())
+            parent_name, parent_info = read_parent(factory, parent_url, parent_name)
+            run = _Run(parent_url, parent_name, inputs.connected, factory, full, workdir)
+            parent_info = run.register_parent(parent_info)
         except (SyncRefused, RepositoryError) as exc:
             message = f"parent {parent_name}: {exc}"
-            for pair in run.pairs:
-                pair.result.error = "not attempted: the parent could not be used"
-            return done(-1, results, message)
+            unused = [ChildResult(spec, error="not attempted: the parent could not be used")
+                      for spec in inputs.connected]
+            return done(-1, _in_table_order(inputs.specs, skipped, unused), message)
+        results = _in_table_order(inputs.specs, skipped, [p.result for p in run.pairs])
 
         blocks = run.allocate_blocks(parent_info)
-        listener.begin(len(run.pairs) * 2, "Synchronizing job data")
         try:
             _run_all(
-                [_prepare_task(run, pair, parent_info, blocks[pair.spec.name])
+                [_prepare_task(run, pair, parent_info, blocks[pair.spec.row])
                  for pair in run.pairs],
                 run.events, listener, max_workers,
             )
-            for pair in run.pairs:
-                note = _check_row_time(pair) if pair.ready else None
+            ready = [pair for pair in run.pairs if pair.ready]
+            for pair in ready:
+                note = _check_row_time(pair)
                 if note:
                     (listener.warning if note[0] == "warning" else listener.info)(note[1])
-            ready = [pair for pair in run.pairs if pair.ready]
+            # Only children that are ready have steps: one per phase.
+            listener.begin(len(ready) * 2, "Synchronizing job data")
             _run_all([_bind(run.pull, pair) for pair in ready], run.events, listener,
                      max_workers)
             _run_all([_bind(run.push, pair) for pair in ready], run.events, listener,
                      max_workers)
         finally:
-            run.events.drain(listener)
+            run.events.replay(listener)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
         outcome = done(failed, results, None, run.conflicts)
-        if run.events.cancel.is_set():
+        if run.events.cancelled():
             outcome.cancelled = True
             listener.warning(
                 "Cancelled: the run stopped at a safe point; nothing is half-applied, and "
@@ -725,10 +683,10 @@ def synchronize(
         return outcome
 
 
-def _results_in_order(
-    specs: List[ChildSpec], skipped: Mapping[int, ChildResult], pairs: List[_Pair]
+def _in_table_order(
+    specs: List[ChildSpec], skipped: Mapping[int, ChildResult], results: List[ChildResult]
 ) -> List[ChildResult]:
-    by_row = {pair.spec.row: pair.result for pair in pairs}
+    by_row = {result.spec.row: result for result in results}
     by_row.update(skipped)
     return [by_row[spec.row] for spec in specs]
 
@@ -741,16 +699,14 @@ def _prepare_task(
     run: _Run, pair: _Pair, parent_info: Mapping[str, Any], block: int
 ) -> Callable[[], None]:
     def task() -> None:
-        run.guarded(
-            pair,
-            "being checked and registered",
-            lambda child, parent: run.prepare(pair, child, parent, parent_info, block),
-        )
-        if not pair.ready:  # its two steps will not run
-            run.events.put("step_done")
-            run.events.put("step_done")
+        run.guarded(pair, lambda child, parent: run.prepare(pair, child, parent,
+                                                            parent_info, block))
 
     return task
+
+
+# ---------------------------------------------------------------------------
+# Plan: what a run would move, changing nothing
 
 
 def plan(
@@ -760,63 +716,94 @@ def plan(
     *,
     user: Optional[str] = None,
     token: TokenLike = None,
-    client_factory: Optional[ClientFactory] = None,
+    replica_factory: Optional[ReplicaFactory] = None,
+    client_factory: Optional[ReplicaFactory] = None,
     full: bool = False,
     timeout: float = 60.0,
     verify: Any = True,
 ) -> PlanResult:
-    """Report per child what a run would move, changing nothing (``--dry-run``)."""
+    """Report per child what a run would move, changing nothing (``--dry-run``).
+
+    The pull is exact; the push is predicted from the parent's own changes plus what the
+    other children's pulls would bring (everything, for a full exchange). Only counts
+    are asked for (``count_changes``): no server writes an export file.
+    """
     try:
         inputs = _read_inputs(children)
     except ValueTableError as exc:
         return PlanResult(-1, parent_name, parent_url,
                           error=f"the child table was refused: {exc}")
-    factory = client_factory or default_client_factory(
-        user=user, token=token, timeout=timeout, verify=verify
-    )
+    factory = _factory(replica_factory, client_factory, user, token, timeout, verify)
     entries = [PlanEntry(spec, error=_not_connected(spec)) for spec in inputs.specs]
     result = PlanResult(0, parent_name, parent_url, entries)
-    parent = factory(parent_url)
-    try:
-        try:
-            probe = _Run(parent_url, parent_name, [], factory, SyncListener(), full, 1, "")
-            parent_info = probe.read_parent()
-        except (SyncRefused, RepositoryError) as exc:
-            result.status, result.error = -1, f"parent {parent_name}: {exc}"
-            return result
-        for entry in entries:
-            if entry.spec.connected:
-                _plan_child(entry, parent, parent_info, parent_name, factory, full)
-    finally:
-        parent.close()
-    result.status = sum(1 for entry in entries if entry.state == FAILED)
     if not inputs.connected:
         result.status, result.error = -1, "no connected child repository to synchronize"
+        return result
+    try:
+        result.parent_name, parent_info = read_parent(factory, parent_url, parent_name)
+    except (SyncRefused, RepositoryError) as exc:
+        result.status, result.error = -1, f"parent {parent_name}: {exc}"
+        return result
+    parent = factory(parent_url)
+    try:
+        own = {
+            entry.spec.row: _plan_child(entry, parent, parent_info, result.parent_name,
+                                        parent_url, factory, full)
+            for entry in entries if entry.spec.connected
+        }
+    finally:
+        parent.close()
+    planned = [entry for entry in entries if entry.state == PLANNED]
+    for entry in planned:
+        # The push sends the parent's own changes plus what the pulls bring: the other
+        # children's, and with no echo cut (a full exchange) the child's own as well.
+        brought = sum(other.pull for other in planned
+                      if other is not entry or entry.full_exchange)
+        entry.push_estimate = own[entry.spec.row] + brought
+    result.status = sum(1 for entry in entries if entry.state == FAILED)
     return result
 
 
 def _plan_child(
     entry: PlanEntry,
-    parent: RepositoryClient,
+    parent: Replica,
     parent_info: Mapping[str, Any],
     parent_name: str,
-    factory: ClientFactory,
+    parent_url: str,
+    factory: ReplicaFactory,
     full: bool,
-) -> None:
-    name = entry.spec.name
-    child = factory(entry.spec.url)
+) -> int:
+    """Fill in the entry's pull; return the parent's own changes for this child."""
     try:
-        info = read_child(child, entry.spec, parent_name, parent.display_url)
-        p_row, c_row = _node(parent_info, name), _node(info, parent_name)
-        trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
-        entry.full_exchange = not trusted
-        entry.pull = int(child.export(c_mark, parent_name if trusted else None).count)
-        entry.push_estimate = int(parent.export(p_mark, name if trusted else None).count)
-        entry.state, entry.error = SYNCHRONIZED, None
+        child = factory(entry.spec.url)
     except WMSyncError as exc:
         entry.state, entry.error = FAILED, str(exc)
+        return 0
+    try:
+        name, info = read_child(child, entry.spec, parent_name, parent_url)
+        entry.repository = name
+        p_row, c_row = node_row(parent_info, name), node_row(info, parent_name)
+        trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
+        entry.full_exchange = not trusted
+        entry.pull = child.count_changes(c_mark, parent_name if trusted else None)
+        own = parent.count_changes(p_mark, name if trusted else None)
+        entry.state, entry.error = PLANNED, None
+        return own
+    except WMSyncError as exc:
+        entry.state, entry.error = FAILED, str(exc)
+        return 0
     finally:
         child.close()
 
 
-__all__ = ["ClientFactory", "RepositoryClient", "SyncListener", "plan", "synchronize"]
+__all__ = [
+    "ClientFactory",
+    "Replica",
+    "ReplicaFactory",
+    "RepositoryClient",
+    "SyncListener",
+    "default_client_factory",
+    "default_replica_factory",
+    "plan",
+    "synchronize",
+]

@@ -7,7 +7,7 @@ Counts are seen from the child: ``sent`` is what the child sent to the parent (p
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Optional
 
@@ -16,6 +16,7 @@ from .errors import redact_url
 from .valuetable import ChildSpec
 
 SYNCHRONIZED, FAILED, SKIPPED = "synchronized", "failed", "skipped"
+PLANNED = "planned"  # a plan entry: what a run would move (nothing was moved)
 
 
 @dataclass
@@ -31,10 +32,12 @@ class ChildResult:
     error: Optional[str] = None
     last_sync: Optional[datetime] = None  # the new Last Synchronized time (aware)
     full_exchange: bool = False
+    repository: Optional[str] = None  # the server's own spelling of the name, once read
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        """The repository's own name once its server was read, else the row's."""
+        return self.repository or self.spec.name
 
     @property
     def url(self) -> str:
@@ -43,7 +46,7 @@ class ChildResult:
     def output_row(self) -> List[str]:
         """The child's Last Synchronized row: a failed or skipped child keeps its time."""
         new_time = self.last_sync if self.state == SYNCHRONIZED else None
-        return valuetable.output_row(self.spec, new_time)
+        return valuetable.output_row(replace(self.spec, name=self.name), new_time)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -108,7 +111,8 @@ class SyncResult:
         lines = [child_line(child) for child in self.children]
         if self.error:
             lines.append(f"error: {self.error}")
-        lines.append(f"status {self.status}: {status_meaning(self.status)}")
+        connected = sum(1 for child in self.children if child.state != SKIPPED)
+        lines.append(f"status {self.status}: {status_meaning(self.status, connected)}")
         return lines
 
 
@@ -117,15 +121,22 @@ class PlanEntry:
     """What a run would move for one child (``wmsync plan``)."""
 
     spec: ChildSpec
-    state: str = SKIPPED
+    state: str = SKIPPED  # PLANNED, FAILED (cannot plan) or SKIPPED (not connected)
     pull: int = 0  # exact: the child's export that the pull would send
-    push_estimate: int = 0  # the parent's changes today; the pulls may bring more
+    #: the parent's own changes for this child plus what the other pulls would bring
+    #: (an estimate: an element changed on two children counts twice)
+    push_estimate: int = 0
     full_exchange: bool = False
     error: Optional[str] = None
+    repository: Optional[str] = None  # the server's own spelling of the name, once read
+
+    @property
+    def name(self) -> str:
+        return self.repository or self.spec.name
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "name": self.spec.name,
+            "name": self.name,
             "url": redact_url(self.spec.url),
             "state": self.state,
             "pull": self.pull,
@@ -158,13 +169,13 @@ class PlanResult:
         lines = []
         for entry in self.children:
             if entry.state == FAILED:
-                lines.append(f"{entry.spec.name}: cannot plan: {entry.error}")
+                lines.append(f"{entry.name}: cannot plan: {entry.error}")
             elif entry.state == SKIPPED:
-                lines.append(f"{entry.spec.name}: skipped ({entry.error})")
+                lines.append(f"{entry.name}: skipped ({entry.error})")
             else:
                 kind = "full exchange" if entry.full_exchange else "incremental"
                 lines.append(
-                    f"{entry.spec.name}: {kind}; pull would send {entry.pull} element(s), "
+                    f"{entry.name}: {kind}; pull would send {entry.pull} element(s), "
                     f"push would send about {entry.push_estimate}"
                 )
         if self.error:
@@ -190,13 +201,30 @@ def child_line(child: ChildResult) -> str:
     return text
 
 
-def status_meaning(status: int) -> str:
-    """What a status code says, in words."""
+def status_meaning(status: int, connected: Optional[int] = None) -> str:
+    """What a status code says, in words.
+
+    :param connected: how many connected children the run had, when known: then the
+        words say how many of them synchronized, and never speak of others that are
+        not there.
+    """
     if status == 0:
         return "every connected child synchronized"
     if status < 0:
         return "nothing could be done"
-    return f"{status} connected child(ren) failed; the others synchronized"
+    failed = f"{status} connected {_children(status)} failed"
+    if connected is None:
+        return failed
+    others = connected - status
+    if others <= 0:
+        return "the connected child failed" if status == 1 else f"all {failed}"
+    return f"{status} of {connected} connected children failed; " + (
+        "the other one synchronized" if others == 1 else f"the other {others} synchronized"
+    )
+
+
+def _children(count: int) -> str:
+    return "child" if count == 1 else "children"
 
 
 def _iso_utc(moment: datetime) -> str:

@@ -1,0 +1,124 @@
+"""The replica factory: which replica a server gets, decided once per URL per factory.
+
+``replication/info`` is answered by a stand-in here (no network): the factory's choice
+is the subject, not HTTP. The stock builder is a fake, as the stock replica lives in
+its own package.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Dict, List
+
+import pytest
+from memory_replica import MemoryCluster
+
+from wmsync.client import (
+    EXTENSION,
+    WMServerClient,  # the extension replica is the client itself
+)
+from wmsync.engine import default_client_factory
+from wmsync.errors import ConnectionFailed, MissingExtensions
+from wmsync.replica import default_replica_factory
+
+STOCK = "http://stock.test/arcgis/rest/services/Ohio/WMServer"
+OURS = "http://ours.test/arcgis/rest/services/Parent/WMServer"
+
+
+@pytest.fixture
+def reads(monkeypatch) -> List[str]:
+    """Every replication/info read, by URL; extension marker only on OURS."""
+    seen: List[str] = []
+    lock = threading.Lock()
+
+    def replication_info(self) -> Dict[str, Any]:
+        with lock:
+            seen.append(self.url)
+        if "down" in self.url:
+            raise ConnectionFailed("could not connect", self.url)
+        info: Dict[str, Any] = {"nodes": []}
+        if self.url == OURS:
+            info.update(repository="Parent", extensions=[EXTENSION], generation=0)
+        return info
+
+    monkeypatch.setattr(WMServerClient, "replication_info", replication_info)
+    return seen
+
+
+def test_a_server_with_the_extensions_gets_the_client_itself(reads):
+    make = default_replica_factory(user="tester")
+    replica = make(OURS)
+    try:
+        assert isinstance(replica, WMServerClient)
+        assert replica.display_url == OURS
+    finally:
+        replica.close()
+
+
+def test_the_kind_is_read_once_per_url_per_factory(reads):
+    make = default_replica_factory(user="tester")
+    replicas = []
+
+    def open_one() -> None:
+        replicas.append(make(OURS))
+
+    workers = [threading.Thread(target=open_one) for _ in range(6)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    for replica in replicas:
+        replica.close()
+    assert len(replicas) == 6 and reads == [OURS]
+    default_replica_factory(user="tester")(OURS).close()  # a new factory reads again
+    assert reads == [OURS, OURS]
+
+
+def test_a_stock_server_gets_what_the_stock_builder_builds(reads):
+    fake = MemoryCluster("Ohio")
+    built = []
+
+    def stock(url: str, client: WMServerClient, info: Any) -> Any:
+        built.append((url, info))
+        client.close()
+        return fake(fake["Ohio"].url)
+
+    make = default_replica_factory(user="tester", stock=stock)
+    first, second = make(STOCK), make(STOCK)
+    assert first.repo is fake["Ohio"] and second.repo is fake["Ohio"]
+    assert [url for url, _ in built] == [STOCK, STOCK]
+    assert built[0][1] == {"nodes": []}  # the answer read once, handed to each build
+    assert reads == [STOCK]
+    assert isinstance(make(OURS), WMServerClient)  # the extension server still gets it
+
+
+def test_without_a_stock_builder_a_stock_server_is_refused_as_before(reads):
+    for make in (default_replica_factory(user="tester"), default_client_factory(user="t")):
+        with pytest.raises(MissingExtensions, match="lacks the WorkflowSync replication"):
+            make(STOCK)
+
+
+def test_a_server_that_cannot_be_read_is_not_cached(reads):
+    make = default_replica_factory(user="tester")
+    down = "http://down.test/arcgis/rest/services/X/WMServer"
+    for _ in range(2):
+        with pytest.raises(ConnectionFailed):
+            make(down)
+    assert reads == [down, down]
+
+
+def test_the_extension_replica_counts_through_countonly(monkeypatch):
+    asked = []
+
+    def get(self, path: str, **params: Any) -> Dict[str, Any]:
+        asked.append((path, params))
+        return {"generation": 9, "count": 4}
+
+    monkeypatch.setattr(WMServerClient, "get", get)
+    replica = WMServerClient(OURS, user="tester")
+    try:
+        assert replica.count_changes(3, "Ohio") == 4
+    finally:
+        replica.close()
+    assert asked == [("replication/export",
+                      {"sinceGen": 3, "excludeVia": "Ohio", "countOnly": "true"})]
