@@ -1,0 +1,163 @@
+"""Stock replicas (docs/design.md §10): clusters synchronized through Esri's documented
+operations and the state store, against emulators on loopback.
+
+The servers are chosen in one place, :func:`start_stock_server`; the stock replica is
+forced through :class:`wmsync.stock.StockReplicas` for every URL in ``stock``, even where
+the server also has the extensions.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Tuple
+
+import pytest
+from cluster import USER, Cluster
+
+from wmsync.client import WMServerClient
+from wmsync.engine import synchronize
+from wmsync.stock import StockReplicas, stock_client_factory
+from wmsync.stock.views import strip_tag
+
+BLOCK = 1_000_000
+
+
+def start_stock_server(emulator: Callable[..., Any], name: str) -> Any:
+    """The one place that picks what a stock server is in these tests."""
+    return emulator(name)
+
+
+def make(emulator: Callable[..., Any], *names: str, stock: Iterable[str] = ()) -> Cluster:
+    servers = []
+    for name in names:
+        servers.append(start_stock_server(emulator, name) if name in stock else emulator(name))
+    cluster = Cluster(servers[0], servers[1:])
+    for server in servers:
+        cluster.clients[cluster.name_of(server)] = WMServerClient(server.url, user=USER)
+    return cluster
+
+
+def url_of(cluster: Cluster, name: str) -> str:
+    return cluster.client(name).url
+
+
+def sync(cluster: Cluster, state: Path, stock: Iterable[str]) -> Any:
+    builder = StockReplicas(state)
+    factory = stock_client_factory(
+        builder, user=USER, stock_urls=[url_of(cluster, n) for n in stock]
+    )
+    try:
+        result = synchronize(
+            url_of(cluster, cluster.parent_name), cluster.parent_name, cluster.table(),
+            client_factory=factory, user=USER,
+        )
+    finally:
+        builder.close()
+    result.stock_warnings = builder.warnings()
+    return result
+
+
+def job(client: WMServerClient, name: str, job_id: int, **fields: Any) -> int:
+    answer = client.post("jobs/create", jobTypeId=fields.pop("jobTypeId", 1), id=job_id,
+                         name=name, **fields)
+    return int(answer["jobIds"][0])
+
+
+def view(client: WMServerClient) -> Dict[int, Tuple[Any, ...]]:
+    """What a repository holds as a user sees it, by job id (GUIDs differ on stock)."""
+    types = {t["id"]: t["name"] for t in client.get("").get("jobTypes", [])}
+    out: Dict[int, Tuple[Any, ...]] = {}
+    for job_id in client.get("jobs")["jobIds"]:
+        one = client.get(f"jobs/{job_id}")
+        notes = client.get(f"jobs/{job_id}/notes").get("notes")
+        holds = sorted(
+            (h["type"], strip_tag(h["holdComments"]), h["releaseDate"] is not None)
+            for h in client.get(f"jobs/{job_id}/holds")["holds"]
+        )
+        out[int(job_id)] = (
+            one["name"], one["description"], one["priority"], one["status"], one["stage"],
+            one["assignedTo"], types.get(one["jobTypeId"]), notes, tuple(holds),
+        )
+    return out
+
+
+def comments(client: WMServerClient) -> Counter[Tuple[int, str]]:
+    """(job id, message) of every activity record logged as a comment (type 7)."""
+    found: Counter[Tuple[int, str]] = Counter()
+    for job_id in client.get("jobs")["jobIds"]:
+        for record in client.get(f"jobs/{job_id}/activity")["activity"]:
+            if record["type"] == 7:
+                found[(int(job_id), strip_tag(record["message"]))] += 1
+    return found
+
+
+def counts(client: WMServerClient) -> Tuple[int, int, int]:
+    """(jobs, holds, activity records) on a server."""
+    ids = client.get("jobs")["jobIds"]
+    holds = sum(len(client.get(f"jobs/{i}/holds")["holds"]) for i in ids)
+    acts = sum(len(client.get(f"jobs/{i}/activity")["activity"]) for i in ids)
+    return len(ids), holds, acts
+
+
+def assert_converged(cluster: Cluster) -> Dict[int, Tuple[Any, ...]]:
+    views = {name: view(cluster.client(name)) for name in cluster.names}
+    first = views[cluster.parent_name]
+    for name, other in views.items():
+        assert other == first, f"{name} differs from {cluster.parent_name}"
+    notes = {name: comments(cluster.client(name)) for name in cluster.names}
+    for name, found in notes.items():
+        assert found == notes[cluster.parent_name], f"{name}: comments differ"
+        assert all(n == 1 for n in found.values()), f"{name}: a comment twice"
+    return first
+
+
+def fill(cluster: Cluster) -> None:
+    """On each repository, jobs (in its block), a hold, notes and a comment."""
+    for index, name in enumerate(cluster.names):
+        client = cluster.client(name)
+        base = 1 if index == 0 else index * BLOCK + 1
+        first = job(client, f"{name} job 1", base, description="d", priority=2)
+        second = job(client, f"{name} job 2", base + 1)
+        client.post(f"jobs/{first}/notes/update", notes=f"notes of {name}")
+        client.post(f"jobs/{first}/holds/create", type=1, comments=f"hold on {name}")
+        held = client.post(f"jobs/{second}/holds/create", type=2, comments="released")
+        client.post(f"jobs/{second}/holds/{held['holdId']}/release", comments="ok")
+        client.post(f"jobs/{first}/activity/logAction", type=7, comments=f"comment {name}")
+
+
+def converge(cluster: Cluster, state: Path, stock: Iterable[str], runs: int = 2) -> Any:
+    result = None
+    for _ in range(runs):
+        result = sync(cluster, state, stock)
+        assert result.status == 0, [c.error for c in result.children]
+    return result
+
+
+def snapshot_counts(cluster: Cluster) -> Dict[str, Tuple[int, int, int]]:
+    return {name: counts(cluster.client(name)) for name in cluster.names}
+
+
+# ---------------------------------------------------------------------------
+
+
+ALL = ("P", "A", "B")
+
+
+@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
+                         ids=["all-stock", "stock-children", "stock-parent"])
+def test_cluster_converges_and_a_second_run_writes_nothing(
+    emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
+) -> None:
+    cluster = make(emulator, *ALL, stock=stock)
+    fill(cluster)
+    state = tmp_path / "state.sqlite"
+    converge(cluster, state, stock)
+    held = assert_converged(cluster)
+    assert len(held) == 6
+    assert held[1][7] == "notes of P"
+    before = snapshot_counts(cluster)
+    result = sync(cluster, state, stock)
+    assert result.status == 0
+    assert snapshot_counts(cluster) == before
+    assert_converged(cluster)

@@ -1,0 +1,322 @@
+"""Folding a scan into the shadow repository (docs/design.md §10, change detection).
+
+Every server record whose view differs from the view last seen becomes a *local edit*
+of the shadow (this repository's counter in its vv, ``modified`` = now, ``origin`` =
+this repository, a new generation); a job that vanished is a local delete, with its
+holds and activity records. The shadow then exports like any repository.
+
+Rules that keep a scan from inventing changes:
+
+- a job with an open *intent* (the tool was writing to it when a run stopped) is read
+  as the tool's own half-done write: its current state is recorded as seen, nothing is
+  edited, and the writer finishes the job's write;
+- a job the shadow holds under the same id but has never seen on the server (created
+  there by an interrupted write, or a shadow being rebuilt) is *adopted*: the same job;
+- the first scan of a new shadow adds no job of its own: jobs are matched by id with
+  what the first import brings, and jobs nobody brought become local jobs at the next
+  scan (so that a rebuilt state file never sends the cluster's jobs back under new
+  GUIDs);
+- activity records carrying the tool's provenance tag are the tool's own writes: they
+  map to the GUID in the tag; untagged records that appear on a job while the tool
+  writes to it are side effects of those writes and are never exported (Workflow
+  Manager logs activity on every change); other new records are users' records and
+  travel.
+
+Configuration is read, never written: a job type, user or group found on the server
+that the shadow does not hold is added with an empty version vector (the weakest
+version, as for the default configuration), so any version from an extension server
+supersedes it and two stock servers with the same item agree.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Dict, List, Mapping, Optional
+from urllib.parse import quote
+
+from wmsync.model import Element, guid_for_name
+from wmsync.repository.catalog import DEFAULT_ORIGIN
+from wmsync.repository.session import Session
+
+from . import state, views
+from .scan import Config, JobRead, Snapshot
+
+
+def fold_config(s: Session, config: Config) -> Dict[int, str]:
+    """Map the server's job types to GUIDs (adding unknown ones); add unknown users and
+    groups. :returns: ``{server job type id: GUID}``."""
+    conn = s.conn
+    seen_types = state.seen(conn, "JobType")
+    mapping: Dict[int, str] = {}
+    live_types = {t.fields.get("name", ""): t.guid for t in s.live("JobType")}
+    for type_id, name in config.job_types.items():
+        known = seen_types.get(str(type_id))
+        if known is not None:
+            mapping[type_id] = known[1]
+            continue
+        guid = live_types.get(name) or guid_for_name("JobType", name)
+        if s.get(guid) is None:
+            detail = config.job_type_details.get(type_id, {})
+            fields = {"name": name, "created": "0"}
+            if detail.get("description"):
+                fields["description"] = str(detail["description"])
+            s.write(_weak("JobType", guid, fields, s.next_id("JobType")), "")
+        state.set_seen(conn, "JobType", str(type_id), 0, guid, "")
+        mapping[type_id] = guid
+    for user in config.users.values():
+        name = str(user["userName"])
+        guid = guid_for_name("User", name)
+        if s.get(guid) is None:
+            fields = {"userName": name}
+            if user.get("fullName"):
+                fields["fullName"] = str(user["fullName"])
+            s.write(_weak("User", guid, fields, None), "")
+    for group in config.groups.values():
+        name = str(group["name"])
+        guid = guid_for_name("Group", name)
+        if s.get(guid) is None:
+            members = [str(u) for u in group.get("users") or []]
+            fields = {"name": name}
+            if members:
+                fields["users"] = " ".join(quote(u, safe="") for u in members)
+            s.write(_weak("Group", guid, fields, s.next_id("Group")), "")
+    return mapping
+
+
+def _weak(kind: str, guid: str, fields: Dict[str, str], local_id: Optional[int]) -> Element:
+    return Element(kind=kind, guid=guid, vv={}, modified=0, origin=DEFAULT_ORIGIN,
+                   fields=fields, local_id=local_id)
+
+
+def job_guids(conn: Any) -> Dict[int, str]:
+    """``{server job id: GUID}`` of every job seen on the server."""
+    return {int(key): guid for key, (_, guid, _) in state.seen(conn, "Job").items()}
+
+
+def server_job_fields(
+    read: JobRead, types: Mapping[int, str], jobs: Mapping[int, str]
+) -> Dict[str, str]:
+    job = read.job
+    parent = _int(job.get("parentJobId"))
+    parent_guid = jobs.get(parent, f"?{parent}") if parent else ""
+    type_id = _int(job.get("jobTypeId"))
+    type_guid = types.get(type_id, "") if type_id is not None else ""
+    return views.job_fields_of_server(job, read.notes, parent_guid, type_guid)
+
+
+def _int(value: Any) -> Optional[int]:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None
+
+
+def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
+    """Fold a whole scan into the shadow, in the caller's transaction."""
+    conn = s.conn
+    types = fold_config(s, snapshot.config)
+    seen_jobs = job_guids(conn)
+    open_intents = state.intents(conn)
+    # Jobs first (ids and GUIDs), then references between them are resolved.
+    for job_id in sorted(snapshot.jobs):
+        if job_id in seen_jobs:
+            continue
+        guid = open_intents.get(job_id) or _unseen_shadow_job(s, job_id, seen_jobs)
+        if guid is not None:
+            adopt(s, job_id, guid, snapshot.jobs[job_id], types, seen_jobs)
+            seen_jobs[job_id] = guid
+        elif not first:
+            seen_jobs[job_id] = _new_job(s, job_id, snapshot.jobs[job_id], types, seen_jobs)
+    rows = state.seen(conn, "Job")
+    for job_id in sorted(snapshot.jobs):
+        guid = seen_jobs.get(job_id)
+        if guid is None:
+            continue
+        read = snapshot.jobs[job_id]
+        if job_id in open_intents:
+            # The tool's own half-done write: record it as seen, change nothing.
+            record_seen(s, job_id, guid, read, types, seen_jobs)
+            state.clear_intent(conn, job_id)
+            continue
+        old = rows.get(str(job_id))
+        _fold_job(s, job_id, guid, read, types, seen_jobs, views.loads(old[2]) if old else {})
+    present = set(snapshot.jobs) | snapshot.unreadable
+    for job_id, guid in seen_jobs.items():
+        if job_id not in present:
+            _local_delete(s, guid)
+            state.forget_job(conn, job_id)
+    state.set_meta(conn, "scanned", "1")
+
+
+def _unseen_shadow_job(s: Session, job_id: int, seen_jobs: Mapping[int, str]) -> Optional[str]:
+    found = s.by_id("Job", job_id)
+    if found is None or found.guid in set(seen_jobs.values()):
+        return None
+    return found.guid
+
+
+def _new_job(
+    s: Session, job_id: int, read: JobRead, types: Mapping[int, str], jobs: Dict[int, str]
+) -> str:
+    local_id: Optional[int] = job_id
+    if s.by_id("Job", job_id, live=False) is not None:
+        local_id = None  # the shadow holds another job (waiting to be written) under it
+    fields = server_job_fields(read, types, jobs)
+    element = s.edit("Job", None, fields, local_id=local_id)
+    jobs[job_id] = element.guid
+    state.set_seen(s.conn, "Job", str(job_id), job_id, element.guid,
+                   views.dumps(views.job_view_of_fields(fields)))
+    _fold_children(s, job_id, element.guid, read, record=False)
+    return element.guid
+
+
+def _fold_job(
+    s: Session, job_id: int, guid: str, read: JobRead, types: Mapping[int, str],
+    jobs: Mapping[int, str], old_view: Mapping[str, str],
+) -> None:
+    fields = server_job_fields(read, types, jobs)
+    view = views.job_view_of_fields(fields)
+    if view != old_view:
+        current = s.get(guid)
+        merged: Dict[str, str] = dict(current.fields) if current and not current.deleted else {}
+        for key in (*views.JOB_UPDATABLE, *views.JOB_SERVER_SET, "parentJob", "jobType",
+                    "notes"):
+            merged.pop(key, None)
+        merged.update(fields)
+        s.edit("Job", guid, merged)
+        state.set_seen(s.conn, "Job", str(job_id), job_id, guid, views.dumps(view))
+    _fold_children(s, job_id, guid, read, record=False)
+
+
+def _fold_children(s: Session, job_id: int, guid: str, read: JobRead, record: bool) -> None:
+    """Holds and activity records of one job.
+
+    *record* (the tool's own writes, or a job being adopted): a hold already mapped only
+    gets its view recorded, and an untagged activity record the shadow cannot match is a
+    side effect of the tool's writes, not a user's record. Otherwise (a scan) changed
+    holds are local edits and new records are local records.
+    """
+    conn = s.conn
+    seen_holds = state.seen_of_job(conn, "Hold", job_id)
+    free_holds = _unmapped(s, "Hold", guid)
+    for hold in read.holds:
+        key = f"{job_id}/{hold.get('id')}"
+        view = views.hold_view_of_server(hold)
+        if key in seen_holds:
+            _, hold_guid, old = seen_holds[key]
+            if views.loads(old) != view:
+                if hold_guid and not record:
+                    _edit_hold(s, hold_guid, hold, view)
+                state.set_seen(conn, "Hold", key, job_id, hold_guid, views.dumps(view))
+            continue
+        found = views.tagged_guid(views.text(hold.get("holdComments")))
+        hold_guid = found if found is not None else ""
+        if not hold_guid:
+            hold_guid = _match(free_holds, views.hold_view_of_fields, view) or ""
+        if not hold_guid:
+            hold_guid = s.edit("Hold", None, _hold_fields(guid, hold)).guid
+        state.set_seen(conn, "Hold", key, job_id, hold_guid, views.dumps(view))
+    seen_acts = set(state.seen_of_job(conn, "Activity", job_id))
+    free_acts = _unmapped(s, "Activity", guid)
+    counts: Counter[str] = Counter()
+    for record_ in read.activity:
+        base = views.activity_key(record_)
+        counts[base] += 1
+        key = f"{job_id}/{base}#{counts[base]}"
+        if key in seen_acts:
+            continue
+        message = views.text(record_.get("message"))
+        type_text = views.text(record_.get("type"))
+        act_guid = views.tagged_guid(message)
+        if act_guid is None:
+            act_guid = _match(free_acts, _activity_view, {"type": type_text, "message": message})
+        if act_guid is None and not record:
+            act_guid = s.edit("Activity", None, {
+                "job": guid,
+                "type": type_text,
+                "user": views.text(record_.get("user")),
+                "date": views.text(record_.get("date")),
+                "message": message,
+            }).guid
+        state.set_seen(conn, "Activity", key, job_id, act_guid or "", "")
+
+
+def _unmapped(s: Session, kind: str, job_guid: str) -> List[Any]:
+    mapped = state.mapped_guids(s.conn, kind)
+    return [e for e in s.of_job(kind, job_guid) if e.guid not in mapped]
+
+
+def _activity_view(fields: Mapping[str, str]) -> Dict[str, str]:
+    return {"type": fields.get("type", ""), "message": fields.get("message", "")}
+
+
+def _match(candidates: List[Any], view_of: Any, view: Mapping[str, str]) -> Optional[str]:
+    """Take the first candidate whose view is *view* (and remove it from the list)."""
+    for i, element in enumerate(candidates):
+        if view_of(element.fields) == view:
+            del candidates[i]
+            return str(element.guid)
+    return None
+
+
+def _hold_fields(job_guid: str, hold: Mapping[str, Any]) -> Dict[str, str]:
+    fields = {
+        "job": job_guid,
+        "type": views.text(hold.get("type")),
+        "heldBy": views.text(hold.get("heldBy")),
+        "holdDate": views.text(hold.get("holdDate")),
+        "holdComments": views.strip_tag(views.text(hold.get("holdComments"))),
+        "releasedBy": views.text(hold.get("releasedBy")),
+        "releaseDate": views.text(hold.get("releaseDate")),
+        "releaseComments": views.strip_tag(views.text(hold.get("releaseComments"))),
+    }
+    return {k: v for k, v in fields.items() if v != ""}
+
+
+def _edit_hold(s: Session, guid: str, hold: Mapping[str, Any], view: Mapping[str, str]) -> None:
+    current = s.get(guid)
+    if current is None:
+        return
+    fields = dict(current.fields) if not current.deleted else {}
+    fields["type"] = view["type"]
+    fields["holdComments"] = view["comments"]
+    if view["released"] == "1":
+        for key in ("releasedBy", "releaseDate", "releaseComments"):
+            value = views.strip_tag(views.text(hold.get(key)))
+            fields[key] = value
+    else:
+        for key in ("releasedBy", "releaseDate", "releaseComments"):
+            fields.pop(key, None)
+    s.edit("Hold", guid, {k: v for k, v in fields.items() if v != ""})
+
+
+def _local_delete(s: Session, guid: str) -> None:
+    """A job gone from the server: a tombstone for it, its holds and activity records."""
+    for kind in ("Hold", "Activity"):
+        for element in s.of_job(kind, guid):
+            s.delete(element.guid)
+    s.delete(guid)
+
+
+def record_seen(
+    s: Session, job_id: int, guid: str, read: JobRead, types: Mapping[int, str],
+    jobs: Mapping[int, str],
+) -> None:
+    """Record a job as the server now holds it, editing nothing: the job's view, its
+    holds (tagged ones and holds the shadow already maps), and its activity records
+    (tagged ones map to their GUID; untagged ones the shadow cannot match are side
+    effects of the tool's writes)."""
+    conn = s.conn
+    fields = server_job_fields(read, types, jobs)
+    state.set_seen(conn, "Job", str(job_id), job_id, guid,
+                   views.dumps(views.job_view_of_fields(fields)))
+    _fold_children(s, job_id, guid, read, record=True)
+
+
+def adopt(
+    s: Session, job_id: int, guid: str, read: JobRead, types: Mapping[int, str],
+    jobs: Dict[int, str],
+) -> None:
+    """Take an unseen server job as the shadow's job *guid* (matched by id)."""
+    jobs[job_id] = guid
+    record_seen(s, job_id, guid, read, types, jobs)
