@@ -161,3 +161,101 @@ def test_cluster_converges_and_a_second_run_writes_nothing(
     assert result.status == 0
     assert snapshot_counts(cluster) == before
     assert_converged(cluster)
+
+
+def _ready(emulator: Any, tmp_path: Path, stock: Tuple[str, ...]) -> Tuple[Cluster, Path]:
+    cluster = make(emulator, *ALL, stock=stock)
+    fill(cluster)
+    state = tmp_path / "state.sqlite"
+    converge(cluster, state, stock)
+    return cluster, state
+
+
+def test_edits_on_two_sides_and_the_same_job_concurrently(emulator: Any, tmp_path: Path) -> None:
+    cluster, state = _ready(emulator, tmp_path, ALL)
+    a, b = cluster.client("A"), cluster.client("B")
+    a.post("jobs/1/update", properties='{"description": "from A"}')
+    b.post(f"jobs/{BLOCK + 1}/update", properties='{"priority": 4}')
+    a.post("jobs/2/update", properties='{"name": "A wins?"}')
+    b.post("jobs/2/update", properties='{"name": "B wins?"}')
+    result = converge(cluster, state, ALL, runs=1)
+    held = assert_converged(cluster)
+    assert held[1][1] == "from A"
+    assert held[BLOCK + 1][2] == 4
+    assert held[2][0] in ("A wins?", "B wins?")
+    assert len(result.conflicts) >= 1
+    builder = StockReplicas(state)
+    logged = []
+    for name in ALL:
+        replica = builder(url_of(cluster, name), WMServerClient(url_of(cluster, name), user=USER))
+        logged += [c for c in replica.conflicts() if c["kind"] == "Job"]
+        replica.close()
+    losers = {c["loser"]["content"].get("name") for c in logged}
+    assert losers & {"A wins?", "B wins?"}
+    before = snapshot_counts(cluster)
+    converge(cluster, state, ALL, runs=1)
+    assert snapshot_counts(cluster) == before
+
+
+@pytest.mark.parametrize("stock", [ALL, ("A", "B")], ids=["all-stock", "stock-children"])
+def test_deletes_and_close_reopen_travel(emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
+                                         ) -> None:
+    cluster, state = _ready(emulator, tmp_path, stock)
+    cluster.client("A").post(f"jobs/{BLOCK + 2}/delete")
+    cluster.client("P").post("jobs/2/delete")
+    cluster.client("B").post("jobs/close", jobs="1")
+    cluster.client("A").post("jobs/close", jobs=str(2 * BLOCK + 1))
+    converge(cluster, state, stock, runs=1)
+    held = assert_converged(cluster)
+    assert BLOCK + 2 not in held and 2 not in held
+    assert held[1][4] == 5 and held[2 * BLOCK + 1][4] == 5
+    cluster.client("P").post("jobs/reopen", jobs="1")
+    converge(cluster, state, stock, runs=1)
+    held = assert_converged(cluster)
+    assert held[1][4] != 5 and held[2 * BLOCK + 1][4] == 5
+    before = snapshot_counts(cluster)
+    converge(cluster, state, stock, runs=1)
+    assert snapshot_counts(cluster) == before
+
+
+@pytest.mark.parametrize("stock", [ALL, ("A", "B")], ids=["all-stock", "stock-children"])
+def test_a_job_type_missing_on_a_stock_child_makes_its_jobs_wait(
+    emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
+) -> None:
+    cluster, state = _ready(emulator, tmp_path, stock)
+    parent = cluster.client("P")
+    type_id = int(parent.post("jobTypes/create", name="Edit Data")["id"])
+    job(parent, "needs Edit Data", 50, jobTypeId=type_id)
+    result = sync(cluster, state, stock)
+    warned = [w for w in result.stock_warnings if "Edit Data" in w]
+    assert len(warned) == 2 and all("Workflow Manager Administrator" in w for w in warned)
+    assert 50 not in view(cluster.client("A")) and 50 not in view(cluster.client("B"))
+    result = sync(cluster, state, stock)  # retried, still waiting, warned again once
+    assert len([w for w in result.stock_warnings if "Edit Data" in w]) == 2
+    for name in ("A", "B"):
+        cluster.client(name).post("jobTypes/create", name="Edit Data")
+    converge(cluster, state, stock, runs=1)
+    held = assert_converged(cluster)
+    assert held[50][6] == "Edit Data"
+
+
+@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
+                         ids=["all-stock", "stock-children", "stock-parent"])
+def test_a_deleted_state_file_is_rebuilt_without_duplicates(
+    emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
+) -> None:
+    cluster, state = _ready(emulator, tmp_path, stock)
+    before = snapshot_counts(cluster)
+    for path in tmp_path.glob("state.sqlite*"):
+        if path.is_dir():
+            for inner in path.iterdir():
+                inner.unlink()
+            path.rmdir()
+        else:
+            path.unlink()
+    converge(cluster, state, stock, runs=2)
+    assert_converged(cluster)
+    assert snapshot_counts(cluster) == before
+    cluster.client("A").post(f"jobs/{BLOCK + 1}/update", properties='{"name": "after"}')
+    converge(cluster, state, stock, runs=1)
+    assert assert_converged(cluster)[BLOCK + 1][0] == "after"

@@ -30,8 +30,10 @@ supersedes it and two stock servers with the same item agree.
 
 from __future__ import annotations
 
+import secrets
+import uuid
 from collections import Counter
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
 from wmsync.model import Element, guid_for_name
@@ -83,6 +85,18 @@ def fold_config(s: Session, config: Config) -> Dict[int, str]:
     return mapping
 
 
+#: Namespace of the GUIDs of elements first seen on a stock server.
+_STOCK_NAMESPACE = uuid.UUID("0c6b7f7e-52a4-4f7e-9d0b-6c1e0e8f5a21")
+
+
+def stock_guid(kind: str, key: str) -> str:
+    """The GUID of an element first seen on a stock server, derived from what identifies
+    it there (a job by its id, which is one per job in a cluster; a hold by repository
+    and hold id; an activity record by repository, job and content). A rebuilt state
+    store derives the same GUIDs again, so the merge rule meets the same elements."""
+    return str(uuid.uuid5(_STOCK_NAMESPACE, f"{kind}:{key}"))
+
+
 def _weak(kind: str, guid: str, fields: Dict[str, str], local_id: Optional[int]) -> Element:
     return Element(kind=kind, guid=guid, vv={}, modified=0, origin=DEFAULT_ORIGIN,
                    fields=fields, local_id=local_id)
@@ -117,6 +131,7 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
     types = fold_config(s, snapshot.config)
     seen_jobs = job_guids(conn)
     open_intents = state.intents(conn)
+    pending = set(state.seen(conn, "Pending"))
     # Jobs first (ids and GUIDs), then references between them are resolved.
     for job_id in sorted(snapshot.jobs):
         if job_id in seen_jobs:
@@ -125,8 +140,13 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
         if guid is not None:
             adopt(s, job_id, guid, snapshot.jobs[job_id], types, seen_jobs)
             seen_jobs[job_id] = guid
-        elif not first:
-            seen_jobs[job_id] = _new_job(s, job_id, snapshot.jobs[job_id], types, seen_jobs)
+        elif first:
+            state.set_seen(conn, "Pending", str(job_id), job_id, "", "")
+            if state.meta(conn, "incarnation") is None:
+                state.set_meta(conn, "incarnation", secrets.token_hex(3))
+        else:
+            seen_jobs[job_id] = _new_job(s, job_id, snapshot.jobs[job_id], types, seen_jobs,
+                                         rebuilt=str(job_id) in pending)
     rows = state.seen(conn, "Job")
     for job_id in sorted(snapshot.jobs):
         guid = seen_jobs.get(job_id)
@@ -145,6 +165,8 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
         if job_id not in present:
             _local_delete(s, guid)
             state.forget_job(conn, job_id)
+    if not first:
+        conn.execute("DELETE FROM stock_seen WHERE kind = 'Pending'")
     state.set_meta(conn, "scanned", "1")
 
 
@@ -156,18 +178,53 @@ def _unseen_shadow_job(s: Session, job_id: int, seen_jobs: Mapping[int, str]) ->
 
 
 def _new_job(
-    s: Session, job_id: int, read: JobRead, types: Mapping[int, str], jobs: Dict[int, str]
+    s: Session, job_id: int, read: JobRead, types: Mapping[int, str], jobs: Dict[int, str],
+    *, rebuilt: bool,
 ) -> str:
+    """A job new to the shadow: a local job with the GUID its id derives.
+
+    *rebuilt*: the job was already on the server when the shadow was made (a new or
+    rebuilt state store) and no import claimed it: its content leaves out what each
+    server sets for itself (created/started/end dates, creator), so that copies of one
+    job on several stock servers agree and only real differences become conflicts.
+    """
+    guid = stock_guid("Job", str(job_id))
+    holder = s.by_id("Job", job_id, live=False)
     local_id: Optional[int] = job_id
-    if s.by_id("Job", job_id, live=False) is not None:
+    if holder is not None and holder.guid != guid:
         local_id = None  # the shadow holds another job (waiting to be written) under it
     fields = server_job_fields(read, types, jobs)
-    element = s.edit("Job", None, fields, local_id=local_id)
+    if rebuilt:
+        fields = {k: v for k, v in fields.items() if k not in views.JOB_SERVER_SET}
+        if views.job_view_of_fields(server_job_fields(read, types, jobs))["closed"] == "1":
+            fields["stage"] = views.STAGE_CLOSED
+    if rebuilt:
+        element = _rebuilt_version(s, guid, fields, local_id)
+    else:
+        element = s.edit("Job", guid, fields, local_id=local_id)
     jobs[job_id] = element.guid
     state.set_seen(s.conn, "Job", str(job_id), job_id, element.guid,
                    views.dumps(views.job_view_of_fields(fields)))
-    _fold_children(s, job_id, element.guid, read, record=False)
+    _fold_children(s, job_id, element.guid, read, record=False, rebuilt=rebuilt)
     return element.guid
+
+
+def _rebuilt_version(
+    s: Session, guid: str, fields: Dict[str, str], local_id: Optional[int]
+) -> Element:
+    """A version counted under this shadow's own incarnation (``Name~token``), never
+    under the repository's name: a new shadow's counters start again at 1, and a
+    version counted ``Name:1`` would look older than what the lost state had sent, so
+    a difference would be dropped silently instead of being decided as a conflict."""
+    incarnation = f"{s.repository}~{state.meta(s.conn, 'incarnation') or 'x'}"
+    current = s.get(guid)
+    vv = dict(current.element.vv) if current is not None else {}
+    vv[incarnation] = vv.get(incarnation, 0) + 1
+    element = Element(kind="Job", guid=guid, vv=vv, modified=s.store.now_ms(),
+                      origin=s.repository, fields=fields,
+                      local_id=current.local_id if current is not None else local_id)
+    s.write(element, "")
+    return element
 
 
 def _fold_job(
@@ -188,14 +245,45 @@ def _fold_job(
     _fold_children(s, job_id, guid, read, record=False)
 
 
-def _fold_children(s: Session, job_id: int, guid: str, read: JobRead, record: bool) -> None:
+#: How close (ms) an untagged record by the tool's user must be to one of its tagged
+#: writes to be taken as a side effect of it, in a rebuilt shadow.
+SIDE_EFFECT_WINDOW_MS = 120_000
+
+
+def _side_effect_marks(read: JobRead) -> List[Tuple[str, int]]:
+    """(user, date) of every tagged record of a job: the tool's own writes."""
+    marks = []
+    for record in read.activity:
+        if views.tagged_guid(views.text(record.get("message"))):
+            date = _int(record.get("date"))
+            if date is not None:
+                marks.append((views.text(record.get("user")), date))
+    return marks
+
+
+def _near(record: Mapping[str, Any], marks: List[Tuple[str, int]]) -> bool:
+    user, date = views.text(record.get("user")), _int(record.get("date"))
+    return date is not None and any(
+        user == who and abs(date - when) <= SIDE_EFFECT_WINDOW_MS for who, when in marks
+    )
+
+
+def _fold_children(
+    s: Session, job_id: int, guid: str, read: JobRead, record: bool, rebuilt: bool = False
+) -> None:
     """Holds and activity records of one job.
 
     *record* (the tool's own writes, or a job being adopted): a hold already mapped only
     gets its view recorded, and an untagged activity record the shadow cannot match is a
     side effect of the tool's writes, not a user's record. Otherwise (a scan) changed
     holds are local edits and new records are local records.
+
+    *rebuilt* (a job a new shadow meets for the first time): an untagged record made by
+    the tool's user close to one of its tagged writes is taken as a side effect of the
+    tool's earlier writes; any other is a user's record and gets the GUID its
+    repository, job and content derive, the one the lost state gave it.
     """
+    marks = _side_effect_marks(read) if rebuilt else []
     conn = s.conn
     seen_holds = state.seen_of_job(conn, "Hold", job_id)
     free_holds = _unmapped(s, "Hold", guid)
@@ -210,11 +298,14 @@ def _fold_children(s: Session, job_id: int, guid: str, read: JobRead, record: bo
                 state.set_seen(conn, "Hold", key, job_id, hold_guid, views.dumps(view))
             continue
         found = views.tagged_guid(views.text(hold.get("holdComments")))
+        derived = stock_guid("Hold", f"{s.repository}:{hold.get('id')}")
         hold_guid = found if found is not None else ""
+        if not hold_guid and s.get(derived) is not None:
+            hold_guid = derived
         if not hold_guid:
             hold_guid = _match(free_holds, views.hold_view_of_fields, view) or ""
         if not hold_guid:
-            hold_guid = s.edit("Hold", None, _hold_fields(guid, hold)).guid
+            hold_guid = s.edit("Hold", derived, _hold_fields(guid, hold)).guid
         state.set_seen(conn, "Hold", key, job_id, hold_guid, views.dumps(view))
     seen_acts = set(state.seen_of_job(conn, "Activity", job_id))
     free_acts = _unmapped(s, "Activity", guid)
@@ -228,10 +319,13 @@ def _fold_children(s: Session, job_id: int, guid: str, read: JobRead, record: bo
         message = views.text(record_.get("message"))
         type_text = views.text(record_.get("type"))
         act_guid = views.tagged_guid(message)
+        derived = stock_guid("Activity", f"{s.repository}:{key}")
+        if act_guid is None and s.get(derived) is not None:
+            act_guid = derived
         if act_guid is None:
             act_guid = _match(free_acts, _activity_view, {"type": type_text, "message": message})
-        if act_guid is None and not record:
-            act_guid = s.edit("Activity", None, {
+        if act_guid is None and not record and not (marks and _near(record_, marks)):
+            act_guid = s.edit("Activity", derived, {
                 "job": guid,
                 "type": type_text,
                 "user": views.text(record_.get("user")),

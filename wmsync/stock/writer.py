@@ -199,6 +199,10 @@ class Writer:
             with state.transaction(self.store) as conn:
                 state.set_intent(conn, server_id, guid)
         by_guid[guid] = server_id
+        with self.store.reading() as s:  # adoption may just have mapped some
+            hold_map = {g: (k, v) for k, (_, g, v)
+                        in state.seen_of_job(s.conn, "Hold", server_id).items()}
+            act_mapped = state.mapped_guids(s.conn, "Activity")
         read = read_job(self.client, server_id)
         want = views.job_view_of_fields(job.fields)
         have = self._server_view(read, by_guid)
