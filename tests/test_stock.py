@@ -259,3 +259,59 @@ def test_a_deleted_state_file_is_rebuilt_without_duplicates(
     cluster.client("A").post(f"jobs/{BLOCK + 1}/update", properties='{"name": "after"}')
     converge(cluster, state, stock, runs=1)
     assert assert_converged(cluster)[BLOCK + 1][0] == "after"
+
+
+_RUNNER = """
+import json, sys
+from wmsync.engine import synchronize
+from wmsync.stock import StockReplicas, stock_client_factory
+args = json.loads(sys.argv[1])
+builder = StockReplicas(args["state"])
+factory = stock_client_factory(builder, user=args["user"], stock_urls=args["stock"])
+result = synchronize(args["parent"], args["name"], args["table"], client_factory=factory,
+                     user=args["user"])
+print(result.status)
+"""
+
+
+def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
+    emulator: Any, tmp_path: Path
+) -> None:
+    import json
+    import random
+    import subprocess
+    import sys
+    import time
+
+    cluster, state = _ready(emulator, tmp_path, ALL)
+    rng = random.Random(13)
+    args = json.dumps({
+        "state": str(state), "user": USER, "stock": [url_of(cluster, n) for n in ALL],
+        "parent": url_of(cluster, "P"), "name": "P", "table": cluster.table(),
+    })
+    killed_running = 0
+    for round_ in range(4):
+        for index, name in enumerate(cluster.names):
+            client = cluster.client(name)
+            base = (1 if index == 0 else index * BLOCK + 1) + 10 + round_ * 3
+            new = job(client, f"{name} round {round_}", base)
+            client.post(f"jobs/{new}/holds/create", type=3, comments=f"hold {name} {round_}")
+            client.post(f"jobs/{new}/activity/logAction", type=7,
+                        comments=f"comment {name} {round_}")
+            client.post(f"jobs/{new}/notes/update", notes=f"n {round_}")
+        runner = subprocess.Popen([sys.executable, "-c", _RUNNER, args],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.6, 2.5))
+        killed_running += runner.poll() is None
+        runner.kill()
+        runner.wait()
+    assert killed_running >= 3  # the kills landed while runs were going on
+    converge(cluster, state, ALL, runs=2)
+    held = assert_converged(cluster)  # every comment exactly once everywhere
+    assert len(held) == 6 + 4 * 3
+    for name in cluster.names:
+        for key, value in held.items():
+            assert len(value[8]) == len(set(value[8])), f"{name}: job {key} has a hold twice"
+    before = snapshot_counts(cluster)
+    converge(cluster, state, ALL, runs=1)
+    assert snapshot_counts(cluster) == before

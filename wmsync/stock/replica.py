@@ -78,9 +78,9 @@ class _Repository:
         self.given: set[str] = set()  # warnings already given this run
         self.pending: List[str] = []  # warnings not yet handed to the engine
 
-    def ensure_scanned(self, client: WMServerClient) -> None:
-        """Scan the server once per run and fold it into the shadow; then retry what
-        waits to be written."""
+    def ensure_scanned(self, client: WMServerClient, *, write: bool = True) -> None:
+        """Scan the server once per run and fold it into the shadow; then (unless only
+        counting, which writes nothing to the server) retry what waits to be written."""
         with self.lock:
             if self.scanned:
                 return
@@ -90,7 +90,8 @@ class _Repository:
                 fold.fold(session, snapshot, self.first)
             self.config = snapshot.config
             self.scanned = True
-            self.take(self.write(client))
+            if write:
+                self.take(self.write(client))
 
     def write(self, client: WMServerClient) -> WriteOutcome:
         return Writer(self.store, client, self.config, self.first).run()
@@ -192,7 +193,8 @@ class StockReplica:
     # -- export and import ---------------------------------------------------------
 
     def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:
-        self._repo.ensure_scanned(self._client)
+        """What an export would hold (for plans): scans, writes nothing to the server."""
+        self._repo.ensure_scanned(self._client, write=False)
         with self._repo.store.reading() as session:
             return sum(1 for _ in session.elements_since(since_gen, exclude_via))
 
