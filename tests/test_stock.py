@@ -274,6 +274,20 @@ print(result.status)
 """
 
 
+def _open_intents(state: Path) -> int:
+    """Jobs a killed run was writing to (intents it had not cleared)."""
+    import sqlite3
+
+    total = 0
+    for shadow in Path(str(state) + ".d").glob("*.sqlite"):
+        conn = sqlite3.connect(str(shadow))
+        try:
+            total += conn.execute("SELECT COUNT(*) FROM stock_intents").fetchone()[0]
+        finally:
+            conn.close()
+    return total
+
+
 def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
     emulator: Any, tmp_path: Path
 ) -> None:
@@ -289,26 +303,28 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
         "state": str(state), "user": USER, "stock": [url_of(cluster, n) for n in ALL],
         "parent": url_of(cluster, "P"), "name": "P", "table": cluster.table(),
     })
-    killed_running = 0
+    killed_running = mid_write = 0
     for round_ in range(4):
         for index, name in enumerate(cluster.names):
             client = cluster.client(name)
-            base = (1 if index == 0 else index * BLOCK + 1) + 10 + round_ * 3
-            new = job(client, f"{name} round {round_}", base)
-            client.post(f"jobs/{new}/holds/create", type=3, comments=f"hold {name} {round_}")
-            client.post(f"jobs/{new}/activity/logAction", type=7,
-                        comments=f"comment {name} {round_}")
-            client.post(f"jobs/{new}/notes/update", notes=f"n {round_}")
+            for extra in range(3):
+                base = (1 if index == 0 else index * BLOCK + 1) + 10 + round_ * 3 + extra
+                new = job(client, f"{name} round {round_}.{extra}", base)
+                client.post(f"jobs/{new}/holds/create", type=3, comments=f"hold {new}")
+                client.post(f"jobs/{new}/activity/logAction", type=7, comments=f"c {new}")
+                client.post(f"jobs/{new}/notes/update", notes=f"n {round_}")
         runner = subprocess.Popen([sys.executable, "-c", _RUNNER, args],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.6, 2.5))
+        time.sleep(rng.uniform(1.2, 3.5))
         killed_running += runner.poll() is None
         runner.kill()
         runner.wait()
-    assert killed_running >= 3  # the kills landed while runs were going on
+        mid_write += _open_intents(state) > 0
+    assert killed_running >= 2  # the kills landed while runs were going on
+    assert mid_write >= 1  # at least one in the middle of writing a job
     converge(cluster, state, ALL, runs=2)
     held = assert_converged(cluster)  # every comment exactly once everywhere
-    assert len(held) == 6 + 4 * 3
+    assert len(held) == 6 + 4 * 3 * 3
     for name in cluster.names:
         for key, value in held.items():
             assert len(value[8]) == len(set(value[8])), f"{name}: job {key} has a hold twice"
