@@ -331,3 +331,22 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
     before = snapshot_counts(cluster)
     converge(cluster, state, ALL, runs=1)
     assert snapshot_counts(cluster) == before
+
+
+def test_two_stock_jobs_with_one_id_stay_two_jobs(emulator: Any, tmp_path: Path) -> None:
+    """Stock servers whose id block could not be set may number two different jobs
+    alike: both travel, one under another id where its own is taken, none twice."""
+    cluster, state = _ready(emulator, tmp_path, ALL)
+    job(cluster.client("A"), "A's 70", 70)
+    job(cluster.client("B"), "B's 70", 70)
+    first = sync(cluster, state, ALL)
+    assert first.status == 0
+    assert any("is job" in w for w in first.stock_warnings) or sum(
+        c.renumbered for c in first.children) > 0
+    converge(cluster, state, ALL, runs=1)
+    for name in ALL:
+        names = Counter(v[0] for v in view(cluster.client(name)).values())
+        assert names["A's 70"] == 1 and names["B's 70"] == 1, name
+    before = snapshot_counts(cluster)
+    converge(cluster, state, ALL, runs=1)
+    assert snapshot_counts(cluster) == before

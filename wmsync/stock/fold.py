@@ -91,9 +91,10 @@ _STOCK_NAMESPACE = uuid.UUID("0c6b7f7e-52a4-4f7e-9d0b-6c1e0e8f5a21")
 
 def stock_guid(kind: str, key: str) -> str:
     """The GUID of an element first seen on a stock server, derived from what identifies
-    it there (a job by its id, which is one per job in a cluster; a hold by repository
-    and hold id; an activity record by repository, job and content). A rebuilt state
-    store derives the same GUIDs again, so the merge rule meets the same elements."""
+    it there (a job by repository and id; a hold by repository and hold id; an activity
+    record by repository, job and content). A rebuilt state store derives the same GUIDs
+    again, so the merge rule meets the same elements; copies the tool wrote elsewhere
+    carry their job's GUID in their tags."""
     return str(uuid.uuid5(_STOCK_NAMESPACE, f"{kind}:{key}"))
 
 
@@ -181,14 +182,15 @@ def _new_job(
     s: Session, job_id: int, read: JobRead, types: Mapping[int, str], jobs: Dict[int, str],
     *, rebuilt: bool,
 ) -> str:
-    """A job new to the shadow: a local job with the GUID its id derives.
+    """A job new to the shadow: a local job with the GUID its tags name (a job the tool
+    wrote here, met again by a rebuilt shadow) or the one its repository and id derive.
 
     *rebuilt*: the job was already on the server when the shadow was made (a new or
     rebuilt state store) and no import claimed it: its content leaves out what each
     server sets for itself (created/started/end dates, creator), so that copies of one
     job on several stock servers agree and only real differences become conflicts.
     """
-    guid = stock_guid("Job", str(job_id))
+    guid = _tagged_job(read) or stock_guid("Job", f"{s.repository}:{job_id}")
     holder = s.by_id("Job", job_id, live=False)
     local_id: Optional[int] = job_id
     if holder is not None and holder.guid != guid:
@@ -207,6 +209,18 @@ def _new_job(
                    views.dumps(views.job_view_of_fields(fields)))
     _fold_children(s, job_id, element.guid, read, record=False, rebuilt=rebuilt)
     return element.guid
+
+
+def _tagged_job(read: JobRead) -> Optional[str]:
+    """The job GUID the tool's tags on a job's holds or activity records name: a job the
+    tool wrote there, met again by a new shadow."""
+    texts = [views.text(h.get("holdComments")) for h in read.holds]
+    texts += [views.text(a.get("message")) for a in read.activity]
+    for text in texts:
+        found = views.tagged_job(text)
+        if found:
+            return found
+    return None
 
 
 def _rebuilt_version(

@@ -41,6 +41,7 @@ JOB_SERVER_SET = ("createdBy", "createdDate", "startedDate", "endDate", "stage")
 STAGE_CLOSED = "5"
 
 _TAG = re.compile(r"\s*\[wmsync: [^\]]*key ([0-9a-fA-F-]{36})\]\s*$")
+_JOB = re.compile(r"; job ([0-9a-fA-F-]{36}); key [0-9a-fA-F-]{36}\]\s*$")
 
 
 def text(value: Any) -> str:
@@ -124,12 +125,14 @@ def loads(value: Optional[str]) -> View:
 
 def tag(element: Element, user: str) -> str:
     """The tag a hold or activity record written by the tool carries: where and when the
-    original was made, by whom, and the element's GUID (how a later scan knows it)."""
+    original was made, by whom, its job's GUID and its own (how a later scan knows it,
+    and how a rebuilt state store finds the job's GUID again)."""
     moment = element.modified or 0
     when = datetime.fromtimestamp(moment / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     who = user.replace("]", ")") or "?"
     origin = element.origin.replace("]", ")")
-    return f"[wmsync: from {origin}, {when}, by {who}; key {element.guid}]"
+    job = element.fields.get("job", "")
+    return f"[wmsync: from {origin}, {when}, by {who}; job {job}; key {element.guid}]"
 
 
 def with_tag(comment: str, element: Element, user: str) -> str:
@@ -141,6 +144,14 @@ def tagged_guid(comment: Optional[str]) -> Optional[str]:
     if not comment:
         return None
     match = _TAG.search(comment)
+    return match.group(1).lower() if match else None
+
+
+def tagged_job(comment: Optional[str]) -> Optional[str]:
+    """The job GUID in a comment's provenance tag, or ``None``."""
+    if not comment:
+        return None
+    match = _JOB.search(comment)
     return match.group(1).lower() if match else None
 
 
