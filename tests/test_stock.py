@@ -350,3 +350,21 @@ def test_two_stock_jobs_with_one_id_stay_two_jobs(emulator: Any, tmp_path: Path)
     before = snapshot_counts(cluster)
     converge(cluster, state, ALL, runs=1)
     assert snapshot_counts(cluster) == before
+
+
+def test_a_job_assigned_to_a_user_missing_on_a_stock_child_waits(
+    emulator: Any, tmp_path: Path
+) -> None:
+    stock = ("A", "B")
+    cluster, state = _ready(emulator, tmp_path, stock)
+    parent = cluster.client("P")
+    parent.post("community/users/create", userName="alice", fullName="Alice")
+    job(parent, "for alice", 80, assignedType=1, assignedTo="alice")
+    result = sync(cluster, state, stock)
+    warned = [w for w in result.stock_warnings if "'alice'" in w]
+    assert len(warned) == 2 and all(w.startswith("user 'alice' is missing on ") for w in warned)
+    assert 80 not in view(cluster.client("A"))
+    for name in stock:
+        cluster.client(name).post("community/users/create", userName="alice")
+    converge(cluster, state, stock, runs=1)
+    assert assert_converged(cluster)[80][5] == "alice"

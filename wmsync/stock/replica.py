@@ -283,7 +283,14 @@ class StockReplicas:
     def name_for(self, url: str) -> str:
         return self._names.get(_url_key(url)) or service_name(url)
 
-    def __call__(self, url: str, client: WMServerClient, info: Any = None) -> StockReplica:
+    def __call__(
+        self, url: str, client: WMServerClient, info: Any = None, *, name: Optional[str] = None
+    ) -> StockReplica:
+        """A replica of the stock repository at *url* (*name*: its name, when the caller
+        knows it from the table row or the parent name; else :meth:`name_for`)."""
+        if name:
+            with self._lock:
+                self._names.setdefault(_url_key(url), name)
         name = self.name_for(url)
         with self._lock:
             repo = self._repos.get(name.lower())

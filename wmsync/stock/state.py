@@ -97,13 +97,14 @@ class StateStore:
             conn.close()
 
     def shadow(self, name: str, url: str) -> Store:
-        """The shadow repository of *name* (made empty on first use)."""
+        """The shadow repository of *name* (made empty on first use; names are matched
+        without regard to case, and the first spelling stays the repository's name)."""
         key = name.lower()
         conn = _connect(self.path)
         try:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute(
-                "SELECT shadow FROM repositories WHERE name_key = ?", (key,)
+                "SELECT shadow, name FROM repositories WHERE name_key = ?", (key,)
             ).fetchone()
             if row is None:
                 safe = re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60]
@@ -114,7 +115,7 @@ class StateStore:
                     (key, name, url, file),
                 )
             else:
-                file = row[0]
+                file, name = row[0], row[1]  # the spelling it was first registered with
                 conn.execute("UPDATE repositories SET url = ? WHERE name_key = ?", (url, key))
             conn.execute("COMMIT")
         except BaseException:

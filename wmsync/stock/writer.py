@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 from wmsync.client import WMServerClient
-from wmsync.errors import ConflictError, NotFound, WMSyncError
+from wmsync.errors import BadRequest, ConflictError, NotFound, WMSyncError
 from wmsync.model import Element
 from wmsync.repository.records import StoredElement
 from wmsync.repository.store import Store
@@ -286,8 +286,12 @@ class Writer:
             try:
                 self.client.post("jobs/create", **self._create_params(job, type_id, target,
                                                                       by_guid))
-            except ConflictError:  # taken meanwhile (the server says so)
-                taken.add(target)
+            except (ConflictError, BadRequest):
+                # Taken meanwhile? Servers word it differently: ask for the ids again.
+                self._server_ids = None
+                if target not in self._taken():
+                    raise
+                taken = self._taken()
                 with state.transaction(self.store) as conn:
                     state.clear_intent(conn, target)
                 continue
