@@ -190,6 +190,7 @@ def test_edits_on_two_sides_and_the_same_job_concurrently(emulator: Any, tmp_pat
         replica = builder(url_of(cluster, name), WMServerClient(url_of(cluster, name), user=USER))
         logged += [c for c in replica.conflicts() if c["kind"] == "Job"]
         replica.close()
+    builder.close()
     losers = {c["loser"]["content"].get("name") for c in logged}
     assert losers & {"A wins?", "B wins?"}
     before = snapshot_counts(cluster)

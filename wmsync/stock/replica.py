@@ -278,7 +278,9 @@ class StockReplicas:
         self._names = {_url_key(url): name for url, name in (names or {}).items()}
         self._repos: Dict[str, _Repository] = {}
         self._lock = threading.Lock()
-        self._workdir = Path(tempfile.mkdtemp(prefix="wmsync-stock-"))
+        # Export files of this run; removed by close(), or when the builder is collected.
+        self._tmp = tempfile.TemporaryDirectory(prefix="wmsync-stock-")
+        self._workdir = Path(self._tmp.name)
 
     def name_for(self, url: str) -> str:
         return self._names.get(_url_key(url)) or service_name(url)
@@ -309,7 +311,7 @@ class StockReplicas:
             return [w for repo in self._repos.values() for w in sorted(repo.given)]
 
     def close(self) -> None:
-        shutil.rmtree(self._workdir, ignore_errors=True)
+        self._tmp.cleanup()
 
 
 def _url_key(url: str) -> str:

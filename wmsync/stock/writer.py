@@ -102,6 +102,7 @@ class Writer:
                     children[job.guid] = (s.of_job("Hold", job.guid),
                                           s.of_job("Activity", job.guid))
             type_names = {t.guid: t.fields.get("name", "") for t in s.live("JobType")}
+            wrote = {k: v for k, (_, _, v) in state.seen(conn, "Wrote").items()}
         by_guid = {g: int(k) for k, (_, g, _) in seen_jobs.items()}
         for job in jobs:
             server_id = by_guid.get(job.guid)
@@ -113,16 +114,19 @@ class Writer:
                 holds, acts = children[job.guid]
                 old = views.loads(seen_jobs[str(server_id)][2]) if server_id is not None else {}
                 want = views.job_view_of_fields(job.fields)
-                differs = (
-                    server_id is None
-                    or views.compare_keys(want) != views.compare_keys(old)
-                    or any(h.guid not in hold_map
-                           or views.loads(hold_map[h.guid][1]).get("released")
-                           != views.hold_view_of_fields(h.fields)["released"]
-                           for h in holds)
-                    or any(a.guid not in act_mapped for a in acts)
-                )
-                if not differs:
+                children_differ = any(
+                    h.guid not in hold_map
+                    or views.loads(hold_map[h.guid][1]).get("released")
+                    != views.hold_view_of_fields(h.fields)["released"]
+                    for h in holds
+                ) or any(a.guid not in act_mapped for a in acts)
+                job_differs = views.compare_keys(want) != views.compare_keys(old)
+                if server_id is not None and not job_differs and not children_differ:
+                    continue
+                if (server_id is not None and not children_differ
+                        and wrote.get(str(server_id)) == views.dumps(want)):
+                    # Written already and read back different: the server keeps its own
+                    # value for some field. Writing it again each run would change nothing.
                     continue
                 type_id = self._type_id(job, types, type_names, server_id)
                 if not self._config_present(job, type_id, type_names, server_id):
@@ -261,6 +265,7 @@ class Writer:
         with self.store.atomic() as s:
             types = {int(k): g for k, (_, g, _) in state.seen(s.conn, "JobType").items()}
             fold.record_seen(s, server_id, guid, read, types, fold.job_guids(s.conn))
+            state.set_seen(s.conn, "Wrote", str(server_id), server_id, guid, views.dumps(want))
             state.clear_intent(s.conn, server_id)
 
     def _server_view(self, read: Any, by_guid: Mapping[str, int]) -> Dict[str, str]:
