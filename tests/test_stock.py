@@ -28,6 +28,18 @@ def start_stock_server(emulator: Callable[..., Any], name: str) -> Any:
     return emulator(name)
 
 
+def add_job_type(cluster: Cluster, name: str, type_name: str) -> int:
+    """An administrator adds a job type to one repository (the other one place that
+    depends on the emulator kind: a server in stock mode takes it from its --config
+    file at start, not over REST)."""
+    return int(cluster.client(name).post("jobTypes/create", name=type_name)["id"])
+
+
+def add_user(cluster: Cluster, name: str, user: str) -> None:
+    """An administrator adds a user to one repository (see :func:`add_job_type`)."""
+    cluster.client(name).post("community/users/create", userName=user)
+
+
 def make(emulator: Callable[..., Any], *names: str, stock: Iterable[str] = ()) -> Cluster:
     servers = []
     for name in names:
@@ -78,6 +90,7 @@ def view(client: WMServerClient) -> Dict[int, Tuple[Any, ...]]:
         out[int(job_id)] = (
             one["name"], one["description"], one["priority"], one["status"], one["stage"],
             one["assignedTo"], types.get(one["jobTypeId"]), notes, tuple(holds),
+            one.get("parentJobId"),
         )
     return out
 
@@ -118,7 +131,7 @@ def fill(cluster: Cluster) -> None:
         client = cluster.client(name)
         base = 1 if index == 0 else index * BLOCK + 1
         first = job(client, f"{name} job 1", base, description="d", priority=2)
-        second = job(client, f"{name} job 2", base + 1)
+        second = job(client, f"{name} job 2", base + 1, parentJobId=base)
         client.post(f"jobs/{first}/notes/update", notes=f"notes of {name}")
         client.post(f"jobs/{first}/holds/create", type=1, comments=f"hold on {name}")
         held = client.post(f"jobs/{second}/holds/create", type=2, comments="released")
@@ -156,6 +169,7 @@ def test_cluster_converges_and_a_second_run_writes_nothing(
     held = assert_converged(cluster)
     assert len(held) == 6
     assert held[1][7] == "notes of P"
+    assert held[BLOCK + 2][9] == BLOCK + 1  # parent job references travel by id
     before = snapshot_counts(cluster)
     result = sync(cluster, state, stock)
     assert result.status == 0
@@ -198,7 +212,8 @@ def test_edits_on_two_sides_and_the_same_job_concurrently(emulator: Any, tmp_pat
     assert snapshot_counts(cluster) == before
 
 
-@pytest.mark.parametrize("stock", [ALL, ("A", "B")], ids=["all-stock", "stock-children"])
+@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
+                         ids=["all-stock", "stock-children", "stock-parent"])
 def test_deletes_and_close_reopen_travel(emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
                                          ) -> None:
     cluster, state = _ready(emulator, tmp_path, stock)
@@ -225,7 +240,7 @@ def test_a_job_type_missing_on_a_stock_child_makes_its_jobs_wait(
 ) -> None:
     cluster, state = _ready(emulator, tmp_path, stock)
     parent = cluster.client("P")
-    type_id = int(parent.post("jobTypes/create", name="Edit Data")["id"])
+    type_id = add_job_type(cluster, "P", "Edit Data")
     job(parent, "needs Edit Data", 50, jobTypeId=type_id)
     result = sync(cluster, state, stock)
     warned = [w for w in result.stock_warnings if "Edit Data" in w]
@@ -234,7 +249,7 @@ def test_a_job_type_missing_on_a_stock_child_makes_its_jobs_wait(
     result = sync(cluster, state, stock)  # retried, still waiting, warned again once
     assert len([w for w in result.stock_warnings if "Edit Data" in w]) == 2
     for name in ("A", "B"):
-        cluster.client(name).post("jobTypes/create", name="Edit Data")
+        add_job_type(cluster, name, "Edit Data")
     converge(cluster, state, stock, runs=1)
     held = assert_converged(cluster)
     assert held[50][6] == "Edit Data"
@@ -359,13 +374,13 @@ def test_a_job_assigned_to_a_user_missing_on_a_stock_child_waits(
     stock = ("A", "B")
     cluster, state = _ready(emulator, tmp_path, stock)
     parent = cluster.client("P")
-    parent.post("community/users/create", userName="alice", fullName="Alice")
+    add_user(cluster, "P", "alice")
     job(parent, "for alice", 80, assignedType=1, assignedTo="alice")
     result = sync(cluster, state, stock)
     warned = [w for w in result.stock_warnings if "'alice'" in w]
     assert len(warned) == 2 and all(w.startswith("user 'alice' is missing on ") for w in warned)
     assert 80 not in view(cluster.client("A"))
     for name in stock:
-        cluster.client(name).post("community/users/create", userName="alice")
+        add_user(cluster, name, "alice")
     converge(cluster, state, stock, runs=1)
     assert assert_converged(cluster)[80][5] == "alice"
