@@ -384,3 +384,21 @@ def test_a_job_assigned_to_a_user_missing_on_a_stock_child_waits(
         add_user(cluster, name, "alice")
     converge(cluster, state, stock, runs=1)
     assert assert_converged(cluster)[80][5] == "alice"
+
+
+def test_a_job_type_both_sides_have_by_name_stays_one(emulator: Any, tmp_path: Path) -> None:
+    """A stock child joins with its own "Survey" job type and a job of it; the parent
+    has its own "Survey": the child's job arrives typed "Survey", and no "Survey_1"."""
+    stock = ("A", "B")
+    cluster = make(emulator, *ALL, stock=stock)
+    for name in ALL:
+        add_job_type(cluster, name, "Survey")
+    child_type = {t["name"]: t["id"] for t in cluster.client("A").get("")["jobTypes"]}
+    job(cluster.client("A"), "surveyed", BLOCK + 5, jobTypeId=child_type["Survey"])
+    state = tmp_path / "state.sqlite"
+    converge(cluster, state, stock, runs=3)
+    held = assert_converged(cluster)
+    assert held[BLOCK + 5][6] == "Survey"
+    for name in ALL:
+        names = [t["name"] for t in cluster.client(name).get("")["jobTypes"]]
+        assert sorted(names) == ["Default", "Survey"], name

@@ -44,25 +44,45 @@ from . import state, views
 from .scan import Config, JobRead, Snapshot
 
 
-def fold_config(s: Session, config: Config) -> Dict[int, str]:
-    """Map the server's job types to GUIDs (adding unknown ones); add unknown users and
-    groups. :returns: ``{server job type id: GUID}``."""
+def fold_config(s: Session, config: Config, first: bool) -> Dict[int, str]:
+    """Map the server's job types to GUIDs by name; add unknown users and groups.
+
+    A job type the shadow does not hold by name is added (weak, see above) only after
+    the shadow's first run, which brings the cluster's job types: a stock server's
+    "Edit Data" then maps to the cluster's "Edit Data" instead of becoming a second one.
+    A mapping to such an added job type moves to a cluster job type of the same name
+    once one arrives. :returns: ``{server job type id: GUID}``.
+    """
     conn = s.conn
     seen_types = state.seen(conn, "JobType")
     mapping: Dict[int, str] = {}
-    live_types = {t.fields.get("name", ""): t.guid for t in s.live("JobType")}
+    by_name: Dict[str, str] = {}
+    weak: set[str] = set()
+    for found in s.live("JobType"):
+        name = found.fields.get("name", "")
+        if not found.element.vv:
+            weak.add(found.guid)
+            by_name.setdefault(name, found.guid)
+        else:
+            by_name[name] = found.guid  # a version from the cluster wins the name
     for type_id, name in config.job_types.items():
         known = seen_types.get(str(type_id))
-        if known is not None:
-            mapping[type_id] = known[1]
+        guid = known[1] if known is not None else ""
+        if guid and guid in weak and by_name.get(name, guid) != guid:
+            guid = ""  # the cluster's job type of this name arrived: map to it
+        if not guid:
+            guid = by_name.get(name, "")
+        if not guid and first:
             continue
-        guid = live_types.get(name) or guid_for_name("JobType", name)
-        if s.get(guid) is None:
-            detail = config.job_type_details.get(type_id, {})
-            fields = {"name": name, "created": "0"}
-            if detail.get("description"):
-                fields["description"] = str(detail["description"])
-            s.write(_weak("JobType", guid, fields, s.next_id("JobType")), "")
+        if not guid:
+            guid = guid_for_name("JobType", name)
+            if s.get(guid) is None:
+                detail = config.job_type_details.get(type_id, {})
+                # "created" last of all: where a name clashes, the parent renames this one.
+                fields = {"name": name, "created": str(WEAK_CREATED)}
+                if detail.get("description"):
+                    fields["description"] = str(detail["description"])
+                s.write(_weak("JobType", guid, fields, s.next_id("JobType")), "")
         state.set_seen(conn, "JobType", str(type_id), 0, guid, "")
         mapping[type_id] = guid
     for user in config.users.values():
@@ -84,6 +104,9 @@ def fold_config(s: Session, config: Config) -> Dict[int, str]:
             s.write(_weak("Group", guid, fields, s.next_id("Group")), "")
     return mapping
 
+
+#: ``created`` of a job type first seen on a stock server (later than any real one).
+WEAK_CREATED = 2**53
 
 #: Namespace of the GUIDs of elements first seen on a stock server.
 _STOCK_NAMESPACE = uuid.UUID("0c6b7f7e-52a4-4f7e-9d0b-6c1e0e8f5a21")
@@ -129,7 +152,7 @@ def _int(value: Any) -> Optional[int]:
 def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
     """Fold a whole scan into the shadow, in the caller's transaction."""
     conn = s.conn
-    types = fold_config(s, snapshot.config)
+    types = fold_config(s, snapshot.config, first)
     seen_jobs = job_guids(conn)
     open_intents = state.intents(conn)
     pending = set(state.seen(conn, "Pending"))
@@ -166,6 +189,9 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
         if job_id not in present:
             _local_delete(s, guid)
             state.forget_job(conn, job_id)
+    for job_id in open_intents:
+        if job_id not in snapshot.jobs and job_id not in snapshot.unreadable:
+            state.clear_intent(conn, job_id)  # a create the run never got to send
     if not first:
         conn.execute("DELETE FROM stock_seen WHERE kind = 'Pending'")
     state.set_meta(conn, "scanned", "1")

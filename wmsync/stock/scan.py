@@ -66,6 +66,9 @@ def read_config(client: WMServerClient) -> Config:
     for item in root.get("jobTypes") or []:
         if isinstance(item, Mapping) and item.get("id") is not None:
             config.job_types[int(item["id"])] = str(item.get("name", ""))
+    for type_id in config.job_types:
+        detail = client.get(f"jobTypes/{type_id}")
+        config.job_type_details[type_id] = dict(detail)
     for user in _list(client.get("community/users"), "users", "community/users"):
         if isinstance(user, Mapping) and user.get("userName"):
             config.users[str(user["userName"]).lower()] = dict(user)
