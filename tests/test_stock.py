@@ -177,6 +177,18 @@ def test_cluster_converges_and_a_second_run_writes_nothing(
     assert_converged(cluster)
 
 
+def test_a_stock_child_gets_its_id_block_or_a_warning(emulator: Any, tmp_path: Path) -> None:
+    cluster = make(emulator, *ALL, stock=ALL)
+    result = sync(cluster, tmp_path / "state.sqlite", ALL)
+    assert result.status == 0
+    for index, name in ((1, "A"), (2, "B")):
+        warned = [w for w in result.stock_warnings if "JOB_ID_START_VALUE" in w]
+        new = int(cluster.client(name).post("jobs/create", jobTypeId=1)["jobIds"][0])
+        in_block = index * BLOCK < new <= (index + 1) * BLOCK
+        assert in_block or any(w.startswith(f"{name}: ") and str(index * BLOCK + 1) in w
+                               for w in warned), name
+
+
 def _ready(emulator: Any, tmp_path: Path, stock: Tuple[str, ...]) -> Tuple[Cluster, Path]:
     cluster = make(emulator, *ALL, stock=stock)
     fill(cluster)
@@ -320,7 +332,8 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
         "parent": url_of(cluster, "P"), "name": "P", "table": cluster.table(),
     })
     killed_running = mid_write = 0
-    for round_ in range(4):
+    whole = 0.0
+    for round_ in range(5):
         for index, name in enumerate(cluster.names):
             client = cluster.client(name)
             for extra in range(3):
@@ -329,9 +342,14 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
                 client.post(f"jobs/{new}/holds/create", type=3, comments=f"hold {new}")
                 client.post(f"jobs/{new}/activity/logAction", type=7, comments=f"c {new}")
                 client.post(f"jobs/{new}/notes/update", notes=f"n {round_}")
+        started = time.monotonic()
         runner = subprocess.Popen([sys.executable, "-c", _RUNNER, args],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(1.2, 3.5))
+        if round_ == 0:  # a whole run: how long one takes here
+            runner.wait()
+            whole = time.monotonic() - started
+            continue
+        time.sleep(rng.uniform(0.35, 0.9) * whole)
         killed_running += runner.poll() is None
         runner.kill()
         runner.wait()
@@ -340,7 +358,7 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
     assert mid_write >= 1  # at least one in the middle of writing a job
     converge(cluster, state, ALL, runs=2)
     held = assert_converged(cluster)  # every comment exactly once everywhere
-    assert len(held) == 6 + 4 * 3 * 3
+    assert len(held) == 6 + 5 * 3 * 3
     for name in cluster.names:
         for key, value in held.items():
             assert len(value[8]) == len(set(value[8])), f"{name}: job {key} has a hold twice"

@@ -12,10 +12,15 @@ Rules that keep a scan from inventing changes:
   edited, and the writer finishes the job's write;
 - a job the shadow holds under the same id but has never seen on the server (created
   there by an interrupted write, or a shadow being rebuilt) is *adopted*: the same job;
-- the first scan of a new shadow adds no job of its own: jobs are matched by id with
-  what the first import brings, and jobs nobody brought become local jobs at the next
-  scan (so that a rebuilt state file never sends the cluster's jobs back under new
-  GUIDs);
+- a new shadow (first run, or a state file deleted) meets every job for the first
+  time. A job gets the GUID its tags name (a copy the tool wrote: the tags on its holds
+  and activity records carry the job's GUID) or the one its repository and id derive
+  (:func:`stock_guid`, the GUID the lost state gave it); its version is counted under
+  the shadow's own incarnation (``Name~token``), so that a difference from what the
+  cluster holds is decided by the merge rule as a conflict and logged, never dropped
+  as "older". Its content leaves out what each server sets for itself (created,
+  started and end dates, creator), so copies of one job agree. A job whose job type is
+  not yet mapped waits one run (the first run brings the cluster's job types);
 - activity records carrying the tool's provenance tag are the tool's own writes: they
   map to the GUID in the tag; untagged records that appear on a job while the tool
   writes to it are side effects of those writes and are never exported (Workflow
@@ -136,7 +141,7 @@ def server_job_fields(
 ) -> Dict[str, str]:
     job = read.job
     parent = _int(job.get("parentJobId"))
-    parent_guid = jobs.get(parent, f"?{parent}") if parent else ""
+    parent_guid = jobs.get(parent, "") if parent else ""  # not yet known: the next scan
     type_id = _int(job.get("jobTypeId"))
     type_guid = types.get(type_id, "") if type_id is not None else ""
     return views.job_fields_of_server(job, read.notes, parent_guid, type_guid)
@@ -164,13 +169,13 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
         if guid is not None:
             adopt(s, job_id, guid, snapshot.jobs[job_id], types, seen_jobs)
             seen_jobs[job_id] = guid
-        elif first:
+        elif first and not _type_known(snapshot.jobs[job_id], types):
+            # Its job type may be the cluster's under another GUID: the first run brings
+            # the cluster's job types, and the job is folded by the next scan.
             state.set_seen(conn, "Pending", str(job_id), job_id, "", "")
-            if state.meta(conn, "incarnation") is None:
-                state.set_meta(conn, "incarnation", secrets.token_hex(3))
         else:
             seen_jobs[job_id] = _new_job(s, job_id, snapshot.jobs[job_id], types, seen_jobs,
-                                         rebuilt=str(job_id) in pending)
+                                         rebuilt=first or str(job_id) in pending)
     rows = state.seen(conn, "Job")
     for job_id in sorted(snapshot.jobs):
         guid = seen_jobs.get(job_id)
@@ -195,6 +200,11 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
     if not first:
         conn.execute("DELETE FROM stock_seen WHERE kind = 'Pending'")
     state.set_meta(conn, "scanned", "1")
+
+
+def _type_known(read: JobRead, types: Mapping[int, str]) -> bool:
+    type_id = _int(read.job.get("jobTypeId"))
+    return type_id is None or type_id in types
 
 
 def _unseen_shadow_job(s: Session, job_id: int, seen_jobs: Mapping[int, str]) -> Optional[str]:
@@ -256,7 +266,11 @@ def _rebuilt_version(
     under the repository's name: a new shadow's counters start again at 1, and a
     version counted ``Name:1`` would look older than what the lost state had sent, so
     a difference would be dropped silently instead of being decided as a conflict."""
-    incarnation = f"{s.repository}~{state.meta(s.conn, 'incarnation') or 'x'}"
+    token = state.meta(s.conn, "incarnation")
+    if token is None:
+        token = secrets.token_hex(3)
+        state.set_meta(s.conn, "incarnation", token)
+    incarnation = f"{s.repository}~{token}"
     current = s.get(guid)
     vv = dict(current.element.vv) if current is not None else {}
     vv[incarnation] = vv.get(incarnation, 0) + 1
