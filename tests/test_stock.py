@@ -420,3 +420,18 @@ def test_a_job_type_both_sides_have_by_name_stays_one(emulator: Any, tmp_path: P
     for name in ALL:
         names = [t["name"] for t in cluster.client(name).get("")["jobTypes"]]
         assert sorted(names) == ["Default", "Survey"], name
+
+
+@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
+                         ids=["all-stock", "stock-children", "stock-parent"])
+def test_stock_repositories_joining_with_jobs_converge_in_one_run(
+    emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
+) -> None:
+    cluster = make(emulator, *ALL, stock=stock)
+    fill(cluster)
+    state = tmp_path / "state.sqlite"
+    converge(cluster, state, stock, runs=1)
+    assert len(assert_converged(cluster)) == 6
+    before = snapshot_counts(cluster)
+    converge(cluster, state, stock, runs=1)
+    assert snapshot_counts(cluster) == before
