@@ -204,8 +204,15 @@ def test_edits_on_two_sides_and_the_same_job_concurrently(emulator: Any, tmp_pat
     b.post(f"jobs/{BLOCK + 1}/update", properties='{"priority": 4}')
     a.post("jobs/2/update", properties='{"name": "A wins?"}')
     b.post("jobs/2/update", properties='{"name": "B wins?"}')
+    a.post(f"jobs/{2 * BLOCK + 2}/notes/update", notes="new notes on A")
+    copy = next(h for h in b.get("jobs/1/holds")["holds"] if h["releaseDate"] is None)
+    b.post(f"jobs/1/holds/{copy['id']}/release", comments="released on B")
+    b.post("jobs/1/activity/logAction", type=7, comments="said on B")
     result = converge(cluster, state, ALL, runs=1)
     held = assert_converged(cluster)
+    assert held[2 * BLOCK + 2][7] == "new notes on A"
+    assert held[1][8] == ((1, "hold on P", True),)  # released everywhere, still one hold
+    assert comments(cluster.client("P"))[(1, "said on B")] == 1
     assert held[1][1] == "from A"
     assert held[BLOCK + 1][2] == 4
     assert held[2][0] in ("A wins?", "B wins?")
