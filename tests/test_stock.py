@@ -17,6 +17,7 @@ from cluster import USER, Cluster
 
 from wmsync.client import WMServerClient
 from wmsync.engine import synchronize
+from wmsync.errors import RepositoryError
 from wmsync.stock import StockReplicas, stock_client_factory
 from wmsync.stock.views import strip_tag
 
@@ -299,6 +300,7 @@ def test_a_deleted_state_file_is_rebuilt_without_duplicates(
 _RUNNER = """
 import json, sys
 from wmsync.engine import synchronize
+from wmsync.errors import RepositoryError
 from wmsync.stock import StockReplicas, stock_client_factory
 args = json.loads(sys.argv[1])
 builder = StockReplicas(args["state"])
@@ -442,3 +444,19 @@ def test_stock_repositories_joining_with_jobs_converge_in_one_run(
     before = snapshot_counts(cluster)
     converge(cluster, state, stock, runs=1)
     assert snapshot_counts(cluster) == before
+
+
+def test_one_run_at_a_time_uses_a_stock_repository(emulator: Any, tmp_path: Path) -> None:
+    server = start_stock_server(emulator, "A")
+    state = tmp_path / "state.sqlite"
+    first = StockReplicas(state)
+    replica = first(server.url, WMServerClient(server.url, user=USER))
+    second = StockReplicas(state, lock_timeout=0.2)
+    with pytest.raises(RepositoryError, match="another run is synchronizing"):
+        second(server.url, WMServerClient(server.url, user=USER))
+    replica.close()
+    first.close()
+    again = second(server.url, WMServerClient(server.url, user=USER))
+    assert again.replication_info()["repository"] == "A"
+    again.close()
+    second.close()

@@ -6,7 +6,9 @@ seen by the engine like any other (docs/design.md §10).
 shadow repository, the scan (made once per run, by whichever replica needs it first)
 and the warnings already given. Each :class:`StockReplica` is used by one thread and
 closed; several replicas of one repository (the parent's) may work at once, so every
-scan, import and write pass of a repository runs under that repository's lock.
+scan, import and write pass of a repository runs under that repository's lock, and
+one run at a time uses a stock repository (:class:`~wmsync.stock.state.RepositoryLock`,
+released by :meth:`StockReplicas.close`).
 
 **The repository name of a stock server.** A stock server does not report one. It is
 the name the caller gives for its URL (``names``: the table row's name, or the parent
@@ -23,6 +25,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -35,7 +38,7 @@ from wmsync.repository.store import Store
 
 from . import fold, state
 from .scan import Config, scan
-from .state import StateStore
+from .state import RepositoryLock, StateStore
 from .writer import WriteOutcome, Writer
 
 log = logging.getLogger(__name__)
@@ -273,8 +276,11 @@ class StockReplicas:
         state_path: Union[str, os.PathLike[str], None] = None,
         *,
         names: Optional[Mapping[str, str]] = None,
+        lock_timeout: float = 300.0,
     ) -> None:
         self.state = StateStore(state_path)
+        self.lock_timeout = lock_timeout
+        self._locks: List[RepositoryLock] = []
         self._names = {_url_key(url): name for url, name in (names or {}).items()}
         self._repos: Dict[str, _Repository] = {}
         self._lock = threading.Lock()
@@ -298,6 +304,16 @@ class StockReplicas:
             repo = self._repos.get(name.lower())
             if repo is None:
                 store = self.state.shadow(name, url.rstrip("/"))
+                try:
+                    lock = RepositoryLock(store.path.with_name(store.path.name + ".lock"),
+                                          self.lock_timeout)
+                except sqlite3.OperationalError:
+                    raise RepositoryError(
+                        f"{store.repository}: another run is synchronizing this stock "
+                        f"repository (state store {self.state.path}); try again when it "
+                        "has finished", url,
+                    ) from None
+                self._locks.append(lock)
                 folder = self._workdir / str(len(self._repos))
                 folder.mkdir()
                 repo = _Repository(store.repository, store, folder)
@@ -311,6 +327,12 @@ class StockReplicas:
             return [w for repo in self._repos.values() for w in sorted(repo.given)]
 
     def close(self) -> None:
+        """End the run: release the repositories' locks, remove export files."""
+        with self._lock:
+            for lock in self._locks:
+                lock.release()
+            self._locks = []
+            self._repos = {}
         self._tmp.cleanup()
 
 

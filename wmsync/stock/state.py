@@ -132,6 +132,34 @@ class StateStore:
         return store
 
 
+class RepositoryLock:
+    """One run at a time per stock repository, across processes.
+
+    Two runs writing one stock server at once could both write the same hold or
+    activity record (neither has recorded it yet). So a run holds a write transaction
+    on ``<shadow>.lock`` while it uses the repository; the operating system's file lock
+    goes away with the process, so a killed run never leaves a stale lock behind.
+    """
+
+    def __init__(self, path: Path, timeout: float) -> None:
+        self._conn: Optional[sqlite3.Connection] = sqlite3.connect(
+            str(path), timeout=timeout, isolation_level=None, check_same_thread=False
+        )
+        try:
+            self._conn.execute("CREATE TABLE IF NOT EXISTS lock (x INTEGER)")
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError:
+            self._conn.close()
+            self._conn = None
+            raise
+
+    def release(self) -> None:
+        if self._conn is not None:
+            self._conn.execute("ROLLBACK")
+            self._conn.close()
+            self._conn = None
+
+
 # -- the shadow's own tables (used inside a Store transaction: ``session.conn``) -----------
 
 
