@@ -281,6 +281,7 @@ class StockReplicas:
         self.state = StateStore(state_path)
         self.lock_timeout = lock_timeout
         self._locks: List[RepositoryLock] = []
+        self._closed = False
         self._names = {_url_key(url): name for url, name in (names or {}).items()}
         self._repos: Dict[str, _Repository] = {}
         self._lock = threading.Lock()
@@ -301,6 +302,8 @@ class StockReplicas:
                 self._names.setdefault(_url_key(url), name)
         name = self.name_for(url)
         with self._lock:
+            if self._closed:
+                raise RepositoryError("this run's stock replicas are closed", url)
             repo = self._repos.get(name.lower())
             if repo is None:
                 store = self.state.shadow(name, url.rstrip("/"))
@@ -332,7 +335,7 @@ class StockReplicas:
             for lock in self._locks:
                 lock.release()
             self._locks = []
-            self._repos = {}
+            self._closed = True
         self._tmp.cleanup()
 
 
