@@ -68,6 +68,7 @@ def sync(cluster: Cluster, state: Path, stock: Iterable[str]) -> Any:
     finally:
         builder.close()
     result.stock_warnings = builder.warnings()
+    result.stock_conflicts = builder.conflicts()
     return result
 
 
@@ -460,3 +461,41 @@ def test_one_run_at_a_time_uses_a_stock_repository(emulator: Any, tmp_path: Path
     assert again.replication_info()["repository"] == "A"
     again.close()
     second.close()
+
+
+def test_a_user_edit_during_a_run_is_not_overwritten_unseen(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A job edited on a stock server after the run's scan is not written over by that
+    run; the next run takes the edit and the merge rule decides (loser logged)."""
+    stock = ("A",)
+    cluster = make(emulator, "P", "A", stock=stock)
+    fill(cluster)
+    state = tmp_path / "state.sqlite"
+    converge(cluster, state, stock, runs=1)
+    parent, child = cluster.client("P"), cluster.client("A")
+    parent.post("jobs/1/update", properties='{"name": "parent edit"}')
+    builder = StockReplicas(state)
+    replica = builder(child.url, WMServerClient(child.url, user=USER))
+    replica.export(10**9)  # the run's scan happens here
+    child.post("jobs/1/update", properties='{"name": "user edit during the run"}')
+    document = tmp_path / "push.jxl"
+    info = parent.export(0)
+    with open(document, "wb") as out:
+        parent.download(info.jxl_url, out)
+    replica.import_document(str(document))
+    assert child.get("jobs/1")["name"] == "user edit during the run"
+    replica.close()
+    builder.close()
+    result = converge(cluster, state, stock, runs=1)
+    winner = assert_converged(cluster)[1][0]
+    assert winner in ("parent edit", "user edit during the run")
+    loser = ({"parent edit", "user edit during the run"} - {winner}).pop()
+    builder = StockReplicas(state)
+    replica = builder(child.url, WMServerClient(child.url, user=USER))
+    logged = replica.conflicts() + parent.conflicts()
+    replica.close()
+    builder.close()
+    assert any(c["loser"]["content"].get("name") == loser for c in logged), logged
+    assert any(c["loser"]["content"].get("name") == loser
+               for c in result.stock_conflicts)  # and the run can report it

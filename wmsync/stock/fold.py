@@ -35,6 +35,7 @@ supersedes it and two stock servers with the same item agree.
 
 from __future__ import annotations
 
+import json
 import secrets
 import uuid
 from collections import Counter
@@ -243,6 +244,7 @@ def _new_job(
     jobs[job_id] = element.guid
     state.set_seen(s.conn, "Job", str(job_id), job_id, element.guid,
                    views.dumps(views.job_view_of_fields(fields)))
+    _set_held_version(s.conn, job_id, element.guid, element.vv)
     _fold_children(s, job_id, element.guid, read, record=False, rebuilt=rebuilt)
     return element.guid
 
@@ -294,9 +296,42 @@ def _fold_job(
                     "notes"):
             merged.pop(key, None)
         merged.update(fields)
-        s.edit("Job", guid, merged)
+        base = _held_version(s.conn, job_id)
+        if current is None or base is None or dict(current.element.vv) == base:
+            element = s.edit("Job", guid, merged)
+        else:
+            element = _edit_over_unwritten(s, current.element, base, merged)
         state.set_seen(s.conn, "Job", str(job_id), job_id, guid, views.dumps(view))
+        _set_held_version(s.conn, job_id, guid, element.vv)
     _fold_children(s, job_id, guid, read, record=False)
+
+
+def _held_version(conn: Any, job_id: int) -> Optional[Dict[str, int]]:
+    """The version vector of the version the server was last seen holding."""
+    row = state.seen_of_job(conn, "Version", job_id).get(str(job_id))
+    return {str(k): int(v) for k, v in json.loads(row[2]).items()} if row else None
+
+
+def _set_held_version(conn: Any, job_id: int, guid: str, vv: Mapping[str, int]) -> None:
+    state.set_seen(conn, "Version", str(job_id), job_id, guid,
+                   json.dumps(dict(vv), sort_keys=True))
+
+
+def _edit_over_unwritten(
+    s: Session, current: Element, base: Mapping[str, int], fields: Dict[str, str]
+) -> Element:
+    """A user's edit on the server of a job whose shadow version was not yet written
+    there (it waits, or a run was writing it): the edit is made on the version the
+    server held, so it is concurrent with the unwritten one, and the merge rule decides
+    (the loser goes to the conflict log) instead of the edit silently replacing it."""
+    own = max(current.vv.get(s.repository, 0), base.get(s.repository, 0)) + 1
+    vv = dict(base)
+    vv[s.repository] = own
+    edit = Element(kind="Job", guid=current.guid, vv=vv, modified=s.store.now_ms(),
+                   origin=s.repository, fields=fields, local_id=current.local_id)
+    s.apply([edit], "")
+    found = s.get(current.guid)
+    return found.element if found is not None else edit
 
 
 #: How close (ms) an untagged record by the tool's user must be to one of its tagged
@@ -458,6 +493,8 @@ def record_seen(
     fields = server_job_fields(read, types, jobs)
     state.set_seen(conn, "Job", str(job_id), job_id, guid,
                    views.dumps(views.job_view_of_fields(fields)))
+    current = s.get(guid)
+    _set_held_version(conn, job_id, guid, current.element.vv if current is not None else {})
     _fold_children(s, job_id, guid, read, record=True)
 
 

@@ -80,6 +80,7 @@ class _Repository:
         self.config = Config()
         self.given: set[str] = set()  # warnings already given this run
         self.pending: List[str] = []  # warnings not yet handed to the engine
+        self.conflicts: List[Dict[str, Any]] = []  # found by this run's scan
 
     def ensure_scanned(self, client: WMServerClient, *, write: bool = True) -> None:
         """Scan the server once per run and fold it into the shadow; then (unless only
@@ -88,9 +89,13 @@ class _Repository:
             if self.scanned:
                 return
             snapshot = scan(client)
+            mark = self.store.generation()
             with self.store.atomic() as session:
                 self.first = state.meta(session.conn, "scanned") is None
                 fold.fold(session, snapshot, self.first)
+            # Users' edits over versions not yet written there (decided by the rule).
+            self.conflicts = [dict(c, repository=self.name)
+                              for c in self.store.conflicts(since_gen=mark)]
             self.config = snapshot.config
             self.scanned = True
             if write:
@@ -328,6 +333,14 @@ class StockReplicas:
         refused id blocks, renumbered jobs)."""
         with self._lock:
             return [w for repo in self._repos.values() for w in sorted(repo.given)]
+
+    def conflicts(self) -> List[Dict[str, Any]]:
+        """Conflicts this run's scans found (an edit made on a stock server over a
+        version not yet written there), in the shape of an import answer's conflicts plus
+        ``repository``. Import answers carry the conflicts of imports; these come from no
+        import, so the caller adds them to the run's report."""
+        with self._lock:
+            return [c for repo in self._repos.values() for c in repo.conflicts]
 
     def close(self) -> None:
         """End the run: release the repositories' locks, remove export files."""

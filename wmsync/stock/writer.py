@@ -49,6 +49,7 @@ class WriteOutcome:
     missing: Dict[Tuple[str, str], int] = field(default_factory=dict)  # (what, name) -> jobs
     renumbered: List[Dict[str, Any]] = field(default_factory=list)
     failures: List[str] = field(default_factory=list)
+    deferred: int = 0  # jobs changed on the server during the run: written next run
 
     def warnings(self, repository: str) -> List[str]:
         out = []
@@ -131,9 +132,9 @@ class Writer:
                 type_id = self._type_id(job, types, type_names, server_id)
                 if not self._config_present(job, type_id, type_names, server_id):
                     continue
-                self._write_job(job, server_id, type_id, holds, acts, hold_map, act_mapped,
-                                by_guid)
-                self.outcome.written += 1
+                if self._write_job(job, server_id, type_id, holds, acts, hold_map,
+                                   act_mapped, by_guid):
+                    self.outcome.written += 1
             except WMSyncError as exc:
                 self.outcome.failures.append(f"job {job.local_id}: {exc}")
                 log.warning("%s: writing job %s failed: %s", self.repository, job.local_id, exc)
@@ -195,11 +196,21 @@ class Writer:
         hold_map: Mapping[str, Tuple[str, str]],
         act_mapped: Set[str],
         by_guid: Dict[str, int],
-    ) -> None:
+    ) -> bool:
+        """Write one job; False when it was left for the next run."""
         guid = job.guid
         if server_id is None:
             server_id = self._place(job, type_id, by_guid)
         else:
+            # Changed on the server since this run's scan (a user is at work on it)? Then
+            # leave it: the next scan takes that edit as a local one and the merge rule
+            # decides, instead of this write overwriting it unseen.
+            with self.store.reading() as s:
+                row = state.seen(s.conn, "Job").get(str(server_id))
+            if row is not None and self._server_view(
+                    read_job(self.client, server_id), by_guid) != views.loads(row[2]):
+                self.outcome.deferred += 1
+                return False
             with state.transaction(self.store) as conn:
                 state.set_intent(conn, server_id, guid)
         by_guid[guid] = server_id
@@ -267,6 +278,7 @@ class Writer:
             fold.record_seen(s, server_id, guid, read, types, fold.job_guids(s.conn))
             state.set_seen(s.conn, "Wrote", str(server_id), server_id, guid, views.dumps(want))
             state.clear_intent(s.conn, server_id)
+        return True
 
     def _server_view(self, read: Any, by_guid: Mapping[str, int]) -> Dict[str, str]:
         ids = {v: k for k, v in by_guid.items()}
