@@ -1,6 +1,23 @@
 """Stock Workflow Manager servers: synchronized through Esri's documented REST
 operations and a local state store (docs/design.md §10).
 
+What a stock server receives:
+
+- exactly: the job fields ``jobs/{id}/update`` sets (name, description, priority,
+  status, start and due dates, parent job, owner, assignment, percent complete, data
+  workspace, parent version, version name), open/closed, notes, deletion;
+- approximately: holds and activity records, written with the server's own time and
+  the run's user; the original repository, time and user are in a provenance tag at
+  the end of the comment (``[wmsync: from Ohio, 2026-12-01 10:00 UTC, by bob; job
+  <GUID>; key <GUID>]``), which is also how a later run knows its own writes;
+- not at all: created/started/end dates, stage and creator (the server sets them), and
+  configuration (job types, users, groups): compared, never written. A job that needs a
+  job type, user or group the server lacks waits, with one warning per missing item
+  and run, and arrives in the first run after an administrator has created it.
+
+Activity records Workflow Manager logs as side effects of the tool's own writes ("Job
+12 updated") stay on that server and are never sent on; records users make travel.
+
 - :class:`StockReplicas` builds a :class:`StockReplica` for a server without the
   replication extensions (``builder(url, client, info)``), sharing one scan per
   repository per run;

@@ -21,6 +21,10 @@ Rules that keep a scan from inventing changes:
   as "older". Its content leaves out what each server sets for itself (created,
   started and end dates, creator), so copies of one job agree. A job whose job type is
   not yet mapped waits one run (the first run brings the cluster's job types);
+- a user's edit of a job whose shadow version was not yet written to the server (it
+  waits for configuration, or a run was interrupted) is made on the version the server
+  last held, so it is concurrent with the unwritten one: the merge rule decides and
+  the loser is logged, instead of the edit silently replacing it;
 - activity records carrying the tool's provenance tag are the tool's own writes: they
   map to the GUID in the tag; untagged records that appear on a job while the tool
   writes to it are side effects of those writes and are never exported (Workflow
