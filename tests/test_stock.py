@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import pytest
 from cluster import USER, Cluster
@@ -499,3 +499,43 @@ def test_a_user_edit_during_a_run_is_not_overwritten_unseen(
     assert any(c["loser"]["content"].get("name") == loser for c in logged), logged
     assert any(c["loser"]["content"].get("name") == loser
                for c in result.stock_conflicts)  # and the run can report it
+
+
+def test_a_delete_during_a_run_meets_the_unwritten_edit_by_the_rule(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A job deleted on a stock server after the run's scan, while an edit from the
+    parent waits to be written there: one outcome everywhere, the loser logged."""
+    stock = ("A",)
+    cluster = make(emulator, "P", "A", stock=stock)
+    fill(cluster)
+    state = tmp_path / "state.sqlite"
+    converge(cluster, state, stock, runs=1)
+    parent, child = cluster.client("P"), cluster.client("A")
+    parent.post("jobs/2/update", properties='{"name": "edited on the parent"}')
+    builder = StockReplicas(state)
+    replica = builder(child.url, WMServerClient(child.url, user=USER))
+    replica.export(10**9)  # the run's scan
+    child.post("jobs/2/delete")
+    document = tmp_path / "push.jxl"
+    info = parent.export(0)
+    with open(document, "wb") as out:
+        parent.download(info.jxl_url, out)
+    replica.import_document(str(document))  # left for the next run, no error
+    replica.close()
+    builder.close()
+    result = converge(cluster, state, stock, runs=2)
+    held = assert_converged(cluster)
+    assert (2 in held) == (held.get(2, ("",))[0] == "edited on the parent")
+    assert result.stock_conflicts or parent.conflicts() or any(
+        c["kind"] == "Job" for c in _shadow_conflicts(cluster, state, "A"))
+
+
+def _shadow_conflicts(cluster: Cluster, state: Path, name: str) -> List[Dict[str, Any]]:
+    builder = StockReplicas(state)
+    replica = builder(url_of(cluster, name), WMServerClient(url_of(cluster, name), user=USER))
+    try:
+        return replica.conflicts()
+    finally:
+        replica.close()
+        builder.close()

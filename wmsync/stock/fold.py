@@ -197,7 +197,7 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
     present = set(snapshot.jobs) | snapshot.unreadable
     for job_id, guid in seen_jobs.items():
         if job_id not in present:
-            _local_delete(s, guid)
+            _local_delete(s, guid, _held_version(conn, job_id))
             state.forget_job(conn, job_id)
     for job_id in open_intents:
         if job_id not in snapshot.jobs and job_id not in snapshot.unreadable:
@@ -322,7 +322,8 @@ def _set_held_version(conn: Any, job_id: int, guid: str, vv: Mapping[str, int]) 
 
 
 def _edit_over_unwritten(
-    s: Session, current: Element, base: Mapping[str, int], fields: Dict[str, str]
+    s: Session, current: Element, base: Mapping[str, int], fields: Dict[str, str],
+    *, deleted: bool = False,
 ) -> Element:
     """A user's edit on the server of a job whose shadow version was not yet written
     there (it waits, or a run was writing it): the edit is made on the version the
@@ -332,7 +333,8 @@ def _edit_over_unwritten(
     vv = dict(base)
     vv[s.repository] = own
     edit = Element(kind="Job", guid=current.guid, vv=vv, modified=s.store.now_ms(),
-                   origin=s.repository, fields=fields, local_id=current.local_id)
+                   origin=s.repository, fields={} if deleted else fields, deleted=deleted,
+                   local_id=current.local_id)
     s.apply([edit], "")
     found = s.get(current.guid)
     return found.element if found is not None else edit
@@ -477,12 +479,21 @@ def _edit_hold(s: Session, guid: str, hold: Mapping[str, Any], view: Mapping[str
     s.edit("Hold", guid, {k: v for k, v in fields.items() if v != ""})
 
 
-def _local_delete(s: Session, guid: str) -> None:
-    """A job gone from the server: a tombstone for it, its holds and activity records."""
+def _local_delete(s: Session, guid: str, held: Optional[Dict[str, int]]) -> None:
+    """A job gone from the server: a tombstone for it, its holds and activity records
+    (over a version not yet written there: decided by the merge rule, as an edit is)."""
+    current = s.get(guid)
+    if current is None or current.deleted:
+        return
+    if held is not None and dict(current.element.vv) != held:
+        found = _edit_over_unwritten(s, current.element, held, {}, deleted=True)
+        if not found.deleted:
+            return  # the unwritten version won: the job comes back
+    else:
+        s.delete(guid)
     for kind in ("Hold", "Activity"):
         for element in s.of_job(kind, guid):
             s.delete(element.guid)
-    s.delete(guid)
 
 
 def record_seen(

@@ -207,8 +207,11 @@ class Writer:
             # decides, instead of this write overwriting it unseen.
             with self.store.reading() as s:
                 row = state.seen(s.conn, "Job").get(str(server_id))
-            if row is not None and self._server_view(
-                    read_job(self.client, server_id), by_guid) != views.loads(row[2]):
+            try:
+                now = self._server_view(read_job(self.client, server_id), by_guid)
+            except NotFound:  # deleted there since the scan
+                now = {}
+            if row is not None and now != views.loads(row[2]):
                 self.outcome.deferred += 1
                 return False
             with state.transaction(self.store) as conn:
@@ -303,12 +306,14 @@ class Writer:
             try:
                 self.client.post("jobs/create", **self._create_params(job, type_id, target,
                                                                       by_guid))
-            except (ConflictError, BadRequest):
-                # Taken meanwhile? Servers word it differently: ask for the ids again.
+            except (ConflictError, BadRequest) as exc:
+                # Taken meanwhile, or by a deleted job (ids are never reused)? Servers
+                # word it differently: ask for the ids again.
                 self._server_ids = None
-                if target not in self._taken():
+                if target not in self._taken() and not isinstance(exc, ConflictError):
                     raise
                 taken = self._taken()
+                taken.add(target)
                 with state.transaction(self.store) as conn:
                     state.clear_intent(conn, target)
                 continue
