@@ -15,7 +15,11 @@ the shadow's elements:
   first write and cleared once the result has been read back; a scan that finds one
   knows the run was interrupted: it reads that job as the tool's own half-done write,
   never as a user's edit;
-- ``stock_meta``: ``scanned`` once the first scan is done, ``jobIdStart`` applied.
+  (other kinds of row: ``JobType`` maps a server job type id to a GUID; ``Version``
+  holds the version vector of the job version the server holds; ``Wrote`` the view
+  last written to a job; ``Pending`` a job a first scan left for the next one);
+- ``stock_meta``: ``scanned`` once the first scan is done, ``jobIdStart`` applied,
+  ``incarnation`` (the token a new shadow counts its first versions under).
 
 A state file that is deleted is rebuilt: a new shadow is made and filled by the next
 run (jobs matched by id).
