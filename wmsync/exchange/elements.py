@@ -29,8 +29,13 @@ ESCAPE = "\ue000"
 
 #: Characters XML 1.0 cannot hold (lxml refuses them too).
 UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
-_ESCAPED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ue000\ufffe\uffff]")
-_ESCAPE_SEQUENCE = re.compile("\ue000([0-9A-F]{4})?")
+# What a flagged element escapes: those, and the escape character itself.
+_ESCAPABLE = [
+    *range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0xD800, 0xE000), 0xE000,
+    0xFFFE, 0xFFFF,
+]
+_ESCAPES = {code: f"{ESCAPE}{code:04X}" for code in _ESCAPABLE}  # for str.translate
+_UNESCAPES = {f"{code:04X}": chr(code) for code in _ESCAPABLE}
 
 #: One element as the readers build it: ``(kind, guid, local_id, vv text, modified,
 #: origin, deleted, fields)``; ``fields`` holds the content fields (with ``notes`` from
@@ -40,24 +45,23 @@ Record = Tuple[str, str, Optional[int], str, int, str, bool, Dict[str, str]]
 
 def escape_text(value: str) -> str:
     """*value* with every unwritable character and every ``U+E000`` escaped."""
-    return _ESCAPED.sub(lambda m: f"{ESCAPE}{ord(m.group()):04X}", value)
-
-
-def _unescape_one(match: re.Match[str]) -> str:
-    code = match.group(1)
-    if code is None:
-        raise ValueError("U+E000 not followed by four hex digits in escaped text")
-    return chr(int(code, 16))
+    return value.translate(_ESCAPES)
 
 
 def unescape_text(value: str) -> str:
     """Undo :func:`escape_text`.
 
-    :raises ValueError: an escape character without its code.
+    :raises ValueError: an escape that :func:`escape_text` does not write.
     """
     if ESCAPE not in value:
         return value
-    return _ESCAPE_SEQUENCE.sub(_unescape_one, value)
+    first, *escaped = value.split(ESCAPE)
+    try:
+        return first + "".join([_UNESCAPES[part[:4]] + part[4:] for part in escaped])
+    except KeyError:
+        raise ValueError(
+            "U+E000 in escaped text not followed by the code of an escaped character"
+        ) from None
 
 
 def schema_error(schema: etree.XMLSchema) -> Tuple[str, Optional[int]]:

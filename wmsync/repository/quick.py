@@ -106,7 +106,9 @@ class _RecordTarget:
         self._tag = ""
         self._attrib: Dict[str, str] = {}
         self._shape: Optional[Shape] = None
-        self._note: Optional[str] = None
+        # The text of the element's <Note> in the pieces libxml2 hands over (one per
+        # character reference: joined once, at the end), ``None`` without a <Note>.
+        self._note: Optional[List[str]] = None
         # Per kind, per attribute: the values already accepted (the checks are pure), so
         # that most attributes of a large document, which repeat a few values (vv,
         # origin, job type, numbers), cost one set lookup. Unknown names have none.
@@ -147,7 +149,7 @@ class _RecordTarget:
             shape = self._shape
             if tag != NOTE or attrib or shape is None or not shape.note or self._note is not None:
                 raise NotCertain(tag)
-            self._note = ""
+            self._note = []
         elif depth == 1:
             self._start_root(tag, attrib)
         else:
@@ -166,7 +168,8 @@ class _RecordTarget:
         self.depth = depth - 1
         if depth == 2:
             try:
-                self.records.append(to_record(tag, self._attrib, self._note))
+                note = None if self._note is None else "".join(self._note)
+                self.records.append(to_record(tag, self._attrib, note))
             except ValueError:  # broken escaped text: the reference reader names it
                 raise NotCertain(tag) from None
         elif depth == 1:
@@ -175,7 +178,9 @@ class _RecordTarget:
     def data(self, text: str) -> None:
         depth = self.depth
         if depth == 3:
-            self._note = (self._note or "") + text
+            if self._note is None:
+                raise NotCertain("text")
+            self._note.append(text)
         elif depth == 1:
             if text.strip(XML_SPACE):
                 raise NotCertain("text")
