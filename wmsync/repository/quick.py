@@ -89,7 +89,7 @@ def _quick_reading_works() -> bool:
                 ("text", root[0].text), ("/", root[0].tag), ("/", root.tag),
             ]
             _probe_result = seen == expected
-        except (etree.LxmlError, IndexError):  # any surprise: use the reference reader
+        except (etree.LxmlError, IndexError, TypeError, AttributeError):  # an odd lxml: give up
             _probe_result = False
     return _probe_result
 
