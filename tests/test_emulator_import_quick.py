@@ -85,6 +85,8 @@ def incoming(tag: str = "") -> list:
         job(28, {"Ohio": 1}, local_id=28),
         job(28, {"Ohio": 1}, local_id=28),                         # and again, the same
         job(2, {"Ohio": 3}, name="third"),                         # an earlier GUID, newer
+        job(29, {"Ohio": 1}, name="tab\x0b\ud800 \ue0000041",          # escaped content
+            notes="\x00\ue000"),
     ]
 
 

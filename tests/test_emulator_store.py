@@ -187,6 +187,28 @@ def test_a_savepoint_that_allocated_the_generation_gives_it_back(tmp_path):
     assert [e.gen for e in store.elements() if e.kind == "Job"] == [2]
 
 
+def test_another_threads_atomic_is_its_own_transaction(tmp_path):
+    import threading
+
+    store = make_store(tmp_path)
+    done = threading.Event()
+
+    def other():
+        with store.atomic() as s:  # waits for the lock: not a savepoint of the first
+            s.edit("Job", None, {"name": "other"})
+        done.set()
+
+    with store.atomic() as s:
+        s.edit("Job", None, {"name": "first"})
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not done.wait(0.3)
+    thread.join(10)
+    assert done.is_set()
+    gens = sorted((e.fields["name"], e.gen) for e in store.elements() if e.kind == "Job")
+    assert gens == [("first", 2), ("other", 3)]
+
+
 def test_an_outer_failure_undoes_committed_savepoints(tmp_path):
     store = make_store(tmp_path)
     with pytest.raises(RuntimeError), store.atomic():
