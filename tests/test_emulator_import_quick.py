@@ -1,13 +1,14 @@
-"""The emulator's quick import path (exchange.read_records + Session.apply_records).
+"""The repository's quick import path (quick.read_records + Importer.add_records).
 
 ``Store.import_file`` reads documents through a parser target and applies plain records;
-whatever the quick reader cannot vouch for goes through the reference reader
-(``read_document`` + ``Session.apply``). These tests hold the quick path to the reference
+whatever the quick reader cannot vouch for (``NotCertain``) goes through the reference
+reader (``read_document`` + ``Importer.add``). These tests hold the quick path to the reference
 one: the same answer, the same stored rows, conflicts and generations, the same errors.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -16,8 +17,7 @@ from cluster import Clock
 from wmsync import exchange
 from wmsync.errors import ExchangeFormatError
 from wmsync.model import Element, guid_for_name
-from wmsync.repository import importing
-from wmsync.repository import store as store_module
+from wmsync.repository import importing, quick, tables
 from wmsync.repository.store import ImportRefused, Store
 
 DEFAULT_TYPE = guid_for_name("JobType", "Default")
@@ -85,6 +85,8 @@ def incoming(tag: str = "") -> list:
         job(28, {"Ohio": 1}, local_id=28),
         job(28, {"Ohio": 1}, local_id=28),                         # and again, the same
         job(2, {"Ohio": 3}, name="third"),                         # an earlier GUID, newer
+        job(29, {"Ohio": 1}, name="tab\x0b\ud800 \ue0000041",          # escaped content
+            notes="\x00\ue000"),
     ]
 
 
@@ -110,10 +112,12 @@ def answer(result):
 
 
 def reference_import(store: Store, path) -> dict:
-    """What ``import_file`` did before the quick path: read_document + Session.apply."""
+    """What ``import_file`` did before the quick path: read_document + Importer.add."""
     with exchange.read_document(str(path)) as reader:
         with store.atomic() as session:
-            return answer(session.apply(reader, reader.header.repository))
+            importer = importing.Importer(session, reader.header.repository)
+            importer.add(reader)
+            return answer(importer.finish())
 
 
 @pytest.mark.parametrize("batch", [500, 4, 1])
@@ -176,15 +180,15 @@ def test_what_the_quick_reader_cannot_vouch_for_takes_the_reference_pass(
 
 def test_quick_records_match_the_reference_elements(tmp_path):
     doc = write_doc(tmp_path / "in.jxl", incoming())
-    with exchange.read_records(str(doc)) as records:
+    with quick.read_records(str(doc)) as records:
         header = records.header
-        quick = [r for batch in records.batches() for r in batch]
+        read = [r for batch in records.batches() for r in batch]
     with exchange.read_document(str(doc)) as reader:
         assert reader.header == header
         expected = [(e.kind, e.guid, e.local_id, e.vv, e.modified, e.origin, e.deleted,
                      dict(e.fields)) for e in reader]
     assert [(k, g, i, exchange.vv_from_text(v), m, o, d, f)
-            for k, g, i, v, m, o, d, f in quick] == expected
+            for k, g, i, v, m, o, d, f in read] == expected
 
 
 @pytest.mark.parametrize(
@@ -229,5 +233,8 @@ def test_kind_clash_refused_and_nothing_changed(tmp_path):
 
 def test_fields_json_is_the_shared_encoding():
     fields = {"z": "1", "name": "é \"q\" \\ \n\t\u2028 😀", "a": "", "\u00e9": "x"}
-    assert store_module._fields_json(fields) == store_module._dumps(fields)
-    assert store_module._fields_json({}) == store_module._dumps({}) == "{}"
+    assert tables.fields_json(fields) == tables.dumps(fields)
+    assert tables.fields_json({}) == tables.dumps({}) == "{}"
+    lone = {"a": "x\ud800y", "b": "\udfff"}  # SQLite cannot hold these as UTF-8
+    assert tables.fields_json(lone) == tables.dumps(lone)
+    assert json.loads(tables.dumps(lone)) == lone

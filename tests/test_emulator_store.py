@@ -159,6 +159,69 @@ def test_failed_transaction_rolls_back_everything(tmp_path):
     assert [e for e in store.elements() if e.kind == "Job"] == []
 
 
+def test_atomic_inside_atomic_is_a_savepoint(tmp_path):
+    store = make_store(tmp_path)
+    with store.atomic() as outer:
+        kept = outer.edit("Job", None, {"name": "kept"})
+        with pytest.raises(RuntimeError), store.atomic() as inner:
+            assert inner is outer  # the same transaction and generation
+            inner.edit("Job", None, {"name": "undone"})
+            raise RuntimeError("boom")
+        with store.atomic() as inner:
+            also = inner.edit("Job", None, {"name": "also kept"})
+    assert store.generation() == 2  # one transaction, one generation
+    names = sorted(e.fields["name"] for e in store.elements() if e.kind == "Job")
+    assert names == ["also kept", "kept"]
+    assert store.get(kept.guid).gen == store.get(also.guid).gen == 2
+
+
+def test_a_savepoint_that_allocated_the_generation_gives_it_back(tmp_path):
+    store = make_store(tmp_path)
+    with store.atomic() as outer:
+        with pytest.raises(RuntimeError), store.atomic() as inner:
+            inner.edit("Job", None, {"name": "undone"})  # allocates generation 2
+            raise RuntimeError("boom")
+        assert not outer.changed and outer.generation() == 1
+        outer.edit("Job", None, {"name": "kept"})
+    assert store.generation() == 2
+    assert [e.gen for e in store.elements() if e.kind == "Job"] == [2]
+
+
+def test_another_threads_atomic_is_its_own_transaction(tmp_path):
+    import threading
+
+    store = make_store(tmp_path)
+    done = threading.Event()
+
+    def other():
+        with store.atomic() as s:  # waits for the lock: not a savepoint of the first
+            s.edit("Job", None, {"name": "other"})
+        done.set()
+
+    with store.atomic() as s:
+        s.edit("Job", None, {"name": "first"})
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert not done.wait(0.3)
+    thread.join(10)
+    assert done.is_set()
+    gens = sorted((e.fields["name"], e.gen) for e in store.elements() if e.kind == "Job")
+    assert gens == [("first", 2), ("other", 3)]
+
+
+def test_an_outer_failure_undoes_committed_savepoints(tmp_path):
+    store = make_store(tmp_path)
+    with pytest.raises(RuntimeError), store.atomic():
+        with store.atomic() as inner:
+            inner.edit("Job", None, {"name": "inner"})
+        raise RuntimeError("boom")
+    assert store.generation() == 1
+    assert [e for e in store.elements() if e.kind == "Job"] == []
+    with store.atomic() as s:  # and the store is usable afterwards, not nested
+        s.edit("Job", None, {"name": "after"})
+    assert store.generation() == 2
+
+
 # ------------------------------------------------------------------ import rules
 
 
@@ -225,6 +288,56 @@ def test_concurrent_conflict_same_winner_in_both_orders(tmp_path):
     # the resolution supersedes both originals: they no longer change anything
     assert one.apply_elements([a, b], sender="X").unchanged == 2
     assert len(one.conflicts()) == 1
+
+
+def test_conflicts_name_the_job_the_element_and_the_fields_that_differ(tmp_path):
+    store = make_store(tmp_path)
+    mine = job({"A": 1}, modified=100, origin="A", name="mine", priority="1", stage="2")
+    theirs = job({"B": 1}, modified=200, origin="B", name="theirs", priority="1",
+                 stage="3", notes="n")
+    hold_guid = "22222222-2222-4222-8222-222222222222"
+    hold_a = Element("Hold", hold_guid, {"A": 1}, 100, "A",
+                     {"job": JOB_GUID, "type": "1", "holdComments": "wait"}, local_id=4)
+    hold_b = Element("Hold", hold_guid, {"B": 1}, 200, "B",
+                     {"job": JOB_GUID, "type": "1", "holdComments": "go"}, local_id=4)
+    user_guid = guid_for_name("User", "ann")
+    user_a = Element("User", user_guid, {"A": 1}, 100, "A", {"userName": "ann", "email": "a"})
+    user_b = Element("User", user_guid, {"B": 1}, 200, "B", {"userName": "ann", "email": "b"})
+    store.apply_elements([mine, hold_a, user_a], sender="A")
+    result = store.apply_elements([theirs, hold_b, user_b], sender="B")
+    expected = [
+        ("Job", 101, "theirs", ["name", "notes", "stage"]),
+        ("Hold", 101, None, ["holdComments"]),  # a hold names its job's id
+        ("User", None, "ann", ["email"]),
+    ]
+    assert [(c["kind"], c["id"], c["name"], c["fields"]) for c in result.conflicts] == expected
+    assert [(c["kind"], c["id"], c["name"], c["fields"]) for c in store.conflicts()] == expected
+    # a newer delete against the edit: the tombstone wins; every field of the edit
+    # differs from it, and the edit still names the job
+    gone = job({"A": 2}, modified=300, origin="A", deleted=True)
+    result = store.apply_elements([gone], sender="A")
+    entry = result.conflicts[0]
+    assert (entry["kind"], entry["id"], entry["name"]) == ("Job", 101, "theirs")
+    assert entry["fields"] == sorted(theirs.fields)
+    assert {k: store.conflicts()[-1][k] for k in ("id", "name", "fields")} == {
+        k: entry[k] for k in ("id", "name", "fields")}
+
+
+def test_conflicts_of_the_quick_and_reference_readers_agree(tmp_path):
+    """The conflict of a hold whose job arrives in the same document names its id."""
+    store = make_store(tmp_path)
+    new_job = "33333333-3333-4333-8333-333333333333"
+    hold_guid = "44444444-4444-4444-8444-444444444444"
+    store.apply_elements([Element("Hold", hold_guid, {"A": 1}, 100, "A",
+                                  {"job": new_job, "heldBy": "x"}, local_id=4)], sender="A")
+    doc = write_doc(tmp_path / "in.jxl", [
+        job({"B": 1}, guid=new_job, local_id=777, name="fresh"),
+        Element("Hold", hold_guid, {"B": 1}, 200, "B", {"job": new_job, "heldBy": "y"},
+                local_id=4),
+    ])
+    result = store.import_file(doc)
+    assert [(c["kind"], c["id"], c["fields"]) for c in result.conflicts] == [
+        ("Hold", 777, ["heldBy"])]
 
 
 def test_equal_vv_different_content_is_a_conflict(tmp_path):
@@ -466,3 +579,19 @@ def test_vv_text_of_fingerprint_is_sorted(tmp_path):
 def test_catalog_has_comment_activity():
     assert any(a["name"] == "Comment" for a in catalog.ACTIVITY_TYPES)
     assert [p["value"] for p in catalog.JOB_PRIORITIES] == [0, 1, 2, 3, 4, 5]
+
+
+def test_a_conflict_log_from_before_gains_the_new_columns(tmp_path):
+    import sqlite3
+
+    store = make_store(tmp_path)
+    store.apply_elements([job({"A": 1}, modified=100, name="a")], sender="A")
+    store.apply_elements([job({"B": 1}, modified=200, origin="B", name="b")], sender="B")
+    with sqlite3.connect(str(store.path)) as conn:  # as files made before them were
+        for column in ("job_id", "name", "fields"):
+            conn.execute(f"ALTER TABLE conflicts DROP COLUMN {column}")
+    reopened = make_store(tmp_path)
+    assert [(c["id"], c["name"], c["fields"]) for c in reopened.conflicts()] == [
+        (None, None, [])]
+    reopened.apply_elements([job({"C": 1}, modified=300, origin="C", name="c")], sender="C")
+    assert reopened.conflicts()[-1]["fields"] == ["name"]

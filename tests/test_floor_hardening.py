@@ -222,6 +222,24 @@ def test_every_parser_the_reader_creates_has_entities_off(recorded, secret_file,
     assert hits == []
 
 
+def test_every_parser_the_repository_import_creates_has_entities_off(recorded, tmp_path):
+    """The repository's quick reader (a parser target) comes from the same factory."""
+    from wmsync.repository.store import Store
+
+    path = tmp_path / "doc.jxl"
+    path.write_bytes(_a_document())
+    store = Store(tmp_path / "r.sqlite", "Target")
+    recorded.clear()
+    assert store.import_file(path).added == 1
+    targets = [kwargs for kind, _, kwargs in recorded
+               if kind == "XMLParser" and kwargs.get("target") is not None]
+    assert targets, "the quick reader made no parser target"
+    for kind, args, kwargs in recorded:
+        assert not args, kind
+        assert (kwargs.get("resolve_entities"), kwargs.get("no_network"),
+                kwargs.get("load_dtd"), kwargs.get("huge_tree")) == (False, True, False, False)
+
+
 def test_the_trap_is_real_on_this_lxml(secret_file):
     """The control: asked to resolve entities, lxml reads the file (so the checks above
     are not passing merely because the document is inert)."""

@@ -69,7 +69,8 @@ def keyword_constant(call: ast.Call, name: str):
 
 def test_the_checked_files_are_the_shipped_ones():
     names = set(IDS)
-    assert {"client.py", "exchange/__init__.py", "exchange/reader.py", "exchange/quick.py",
+    assert {"client.py", "exchange/__init__.py", "exchange/reader.py", "repository/quick.py",
+            "exchange/parsers.py",
             "engine.py", "valuetable.py", "cli.py", "WorkflowSync.pyt"} <= names
     assert not [p for p in SHIPPED if "emulator" in p.parts]
 
@@ -142,22 +143,39 @@ def test_no_urllib3_2_only_options(path):
     assert found == []
 
 
-def unsafe_parser_calls(path):
-    """Every parser or iterparse is made with resolve_entities=False, no_network=True and
-    load_dtd=False passed explicitly (lxml 4.x and iterparse before 6.1 resolve entities
-    by default; the string 'internal' is truthy on 4.x and resolves everything); every
-    parse call names its parser (the default one is lxml's default)."""
+#: The one module allowed to make an lxml parser, and what its options must say.
+PARSER_FACTORY = PACKAGE / "exchange" / "parsers.py"
+HARDENED = {"resolve_entities": False, "no_network": True, "load_dtd": False,
+            "huge_tree": False, "dtd_validation": False}
+
+
+def factory_options(path):
+    """The keywords of the ``options = dict(...)`` every parser of the factory takes."""
+    for node in ast.walk(tree(path)):
+        target = node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 \
+            else node.target if isinstance(node, ast.AnnAssign) else None
+        if (target is not None and name_of(target) == "options"
+                and isinstance(node.value, ast.Call) and name_of(node.value.func) == "dict"):
+            return {kw.arg: keyword_constant(node.value, kw.arg) for kw in node.value.keywords}
+    return None
+
+
+def unsafe_parser_calls(path, *, factory=False):
+    """Only the factory (exchange/parsers.py) makes a parser or calls iterparse, each
+    time with its one set of hardened options (``**options``; see factory_options):
+    lxml 4.x and iterparse before 6.1 resolve entities by default. Every parse call
+    names its parser (the default one is lxml's default)."""
     found = []
     for node in ast.walk(tree(path)):
         if not isinstance(node, ast.Call):
             continue
         func = name_of(node.func)
         if func in PARSER_MAKERS:
-            for name, wanted in (("resolve_entities", False), ("no_network", True),
-                                 ("load_dtd", False)):
-                got = keyword_constant(node, name)
-                if got is not wanted:
-                    found.append(f"line {node.lineno}: {func}({name}={got!r})")
+            if not factory:
+                found.append(f"line {node.lineno}: {func}() outside the parser factory")
+            elif not any(kw.arg is None and name_of(kw.value) == "options"
+                         for kw in node.keywords):
+                found.append(f"line {node.lineno}: {func}() without **options")
         elif func in DEFAULT_PARSER_USERS and isinstance(node.func, ast.Attribute) and \
                 name_of(node.func.value) in ("etree", "objectify", "html"):
             if len(node.args) < 2 and "parser" not in {kw.arg for kw in node.keywords}:
@@ -166,24 +184,38 @@ def unsafe_parser_calls(path):
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=IDS)
-def test_lxml_parsers_have_the_safety_keywords(path):
-    assert unsafe_parser_calls(path) == []
+def test_lxml_parsers_are_made_only_by_the_hardened_factory(path):
+    assert unsafe_parser_calls(path, factory=path == PARSER_FACTORY) == []
+
+
+def test_the_factory_options_are_hardened():
+    options = factory_options(PARSER_FACTORY)
+    assert options is not None
+    assert {name: options.get(name, "<missing>") for name in HARDENED} == HARDENED
+    makers = [n for n in ast.walk(tree(PARSER_FACTORY))
+              if isinstance(n, ast.Call) and name_of(n.func) in PARSER_MAKERS]
+    assert {name_of(n.func) for n in makers} == {"XMLParser", "iterparse"}
 
 
 def test_the_parser_check_catches_what_it_should(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text(
         "from lxml import etree\n"
-        "etree.XMLParser(resolve_entities='internal', no_network=True, load_dtd=False)\n"
-        "etree.iterparse(f, no_network=True)\n"
+        "etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False)\n"
+        "etree.iterparse(f, **options)\n"
         "etree.fromstring(data)\n"
+        "options = dict(resolve_entities='internal', no_network=True, load_dtd=False)\n"
     )
     assert unsafe_parser_calls(bad) == [
-        "line 2: XMLParser(resolve_entities='internal')",
-        "line 3: iterparse(resolve_entities='<missing>')",
-        "line 3: iterparse(load_dtd='<missing>')",
+        "line 2: XMLParser() outside the parser factory",
+        "line 3: iterparse() outside the parser factory",
         "line 4: fromstring() with lxml's default parser",
     ]
+    assert unsafe_parser_calls(bad, factory=True) == [
+        "line 2: XMLParser() without **options",
+        "line 4: fromstring() with lxml's default parser",
+    ]
+    assert factory_options(bad)["resolve_entities"] == "internal"
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=IDS)

@@ -22,6 +22,10 @@ from urllib.parse import quote, unquote
 
 VersionVector = Dict[str, int]
 
+#: The longest text one field may hold (characters): what the REST API accepts and the
+#: exchange carries (its parser reads it without lxml's huge_tree mode).
+MAX_TEXT_CHARS = 1_000_000
+
 # The content fields of each kind, in document order. References to other elements
 # (``jobType``, ``parentJob``, ``job``) hold GUIDs. ``Group.users`` is a space-separated
 # list of percent-encoded user names. ``Job.notes`` travels as a <Note> child element.
@@ -146,7 +150,8 @@ class Element:
             ensure_ascii=False,
             separators=(",", ":"),
         )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        # surrogatepass: a lone surrogate is content too (the exchange carries it).
+        return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()
 
     def same_content(self, other: Element) -> bool:
         """True when *other* holds the same content (whatever its version)."""

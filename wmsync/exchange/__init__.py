@@ -1,7 +1,7 @@
 """The job exchange document (JXL): write it as a stream, read and validate it as a stream.
 
 The format is fixed by ``jxl.xsd`` in the ``wmsync`` package (:data:`SCHEMA_PATH`;
-docs/internals.md, DESIGN.md §4)::
+docs/internals.md, docs/design.md §4)::
 
     <JobExchange version="1" repository="Ohio" generation="812" sinceGen="790"
                  exportTime="1754041845000">
@@ -15,7 +15,7 @@ at a time (as escaped text, flushed every :data:`FLUSH_EVERY` elements), and
 :class:`DocumentReader` pulls one element at a time out of :func:`lxml.etree.iterparse`,
 validates it and drops it.
 
-Reading is hardened (DESIGN.md §7): a DOCTYPE is refused before lxml sees a byte of it
+Reading is hardened (docs/design.md §7): a DOCTYPE is refused before lxml sees a byte of it
 (so no entity trick reaches the parser), entities are never resolved, no DTD is loaded,
 nothing is fetched, the input is decoded as UTF-8 whatever it declares, and a counting
 wrapper refuses more than ``max_bytes`` of (decompressed) input. gzip input is accepted
@@ -32,15 +32,20 @@ line, before the element is handed out.
 The modules, one concern each (this package re-exports their public names):
 
 - ``common``: the format's names and limits, :class:`ExchangeHeader`.
+- ``parsers``: :func:`new_parser`, the only place an lxml parser is made (hardened).
+- ``elements``: the one header reader and element builder every reader uses
+  (:func:`read_header`, :func:`to_record`, :func:`to_element`), and the escaping of text
+  XML 1.0 cannot hold (:func:`escape_text`, :func:`unescape_text`).
 - ``writer``: :func:`write_document`, :func:`gzip_file`.
-- ``schema``: ``jxl.xsd`` as an lxml XMLSchema, and the parser settings for whole files.
+- ``schema``: ``jxl.xsd`` as an lxml XMLSchema.
 - ``checks``: the schema compiled into fast per-element checks (the XMLSchema decides
   whatever they do not accept).
 - ``source``: a document's bytes for both readers: gzip, the size limit, the prolog
   check (no DOCTYPE, UTF-8 only).
 - ``reader``: :class:`DocumentReader`, :func:`read_document`, :func:`validate_file`.
-- ``quick``: :func:`read_records`, the emulator's quick reading (:class:`NotCertain`
-  when it cannot vouch for a document).
+
+The repository's quick reading of large imports is the repository's own concern
+(:mod:`wmsync.repository.quick`); it builds its records with :func:`to_record` too.
 """
 
 from __future__ import annotations
@@ -48,7 +53,17 @@ from __future__ import annotations
 from ..errors import ExchangeFormatError
 from ..model import vv_from_text
 from .common import DEFAULT_MAX_BYTES, DELETED, NOTE, ROOT, VERSION, ExchangeHeader, PathOrFile
-from .quick import NotCertain, Record, RecordReader, read_records
+from .elements import (
+    ESCAPE,
+    ESCAPED_FLAG,
+    Record,
+    escape_text,
+    read_header,
+    to_element,
+    to_record,
+    unescape_text,
+)
+from .parsers import new_parser
 from .reader import DocumentReader, read_document, validate_file
 from .schema import SCHEMA_PATH
 from .source import MAX_PROLOG_BYTES
@@ -57,6 +72,8 @@ from .writer import FLUSH_EVERY, gzip_file, write_document
 __all__ = [
     "DEFAULT_MAX_BYTES",
     "DELETED",
+    "ESCAPE",
+    "ESCAPED_FLAG",
     "FLUSH_EVERY",
     "MAX_PROLOG_BYTES",
     "NOTE",
@@ -66,13 +83,16 @@ __all__ = [
     "DocumentReader",
     "ExchangeFormatError",
     "ExchangeHeader",
-    "NotCertain",
     "PathOrFile",
     "Record",
-    "RecordReader",
+    "escape_text",
     "gzip_file",
+    "new_parser",
     "read_document",
-    "read_records",
+    "read_header",
+    "to_element",
+    "to_record",
+    "unescape_text",
     "validate_file",
     "vv_from_text",
     "write_document",

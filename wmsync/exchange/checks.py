@@ -9,7 +9,8 @@ from typing import Callable, Dict, FrozenSet, List, NamedTuple, Optional
 from lxml import etree
 
 from .common import NOTE, ROOT
-from .schema import _XSD, SCHEMA_PATH, _parser, _schema_lock
+from .parsers import new_parser
+from .schema import SCHEMA_PATH, XSD, schema_lock
 
 # Validating each element with the XMLSchema costs about 20 µs; most of a large import
 # went there. So each child of the root is first checked against a *compiled* form of the
@@ -40,7 +41,7 @@ _NEVER = _Rule(re.compile(r"(?!)").match)  # matches nothing: the schema decides
 
 
 @dataclass(frozen=True)
-class _Shape:
+class Shape:
     """What one kind of element may carry, compiled from the schema.
 
     ``attrs`` maps each allowed attribute to its rule (``None``: any text); ``note``
@@ -54,7 +55,7 @@ class _Shape:
 
 def _compile_simple(node: etree._Element) -> Optional[_Rule]:
     """The rule of one ``xs:simpleType`` (a restriction of xs:string or xs:long)."""
-    restrictions = node.findall(_XSD + "restriction")
+    restrictions = node.findall(XSD + "restriction")
     if len(restrictions) != 1 or len(node) != 1:
         return _NEVER
     restriction = restrictions[0]
@@ -66,7 +67,7 @@ def _compile_simple(node: etree._Element) -> Optional[_Rule]:
     for facet in restriction:
         if not isinstance(facet.tag, str):
             continue  # a comment
-        name = facet.tag[len(_XSD):] if facet.tag.startswith(_XSD) else ""
+        name = facet.tag[len(XSD):] if facet.tag.startswith(XSD) else ""
         value = str(facet.get("value", ""))
         if name == "pattern" and _SAFE_PATTERN.fullmatch(value):
             patterns.append(value)
@@ -98,13 +99,13 @@ def _compile_simple(node: etree._Element) -> Optional[_Rule]:
     return _Rule(re.compile("".join(parts), re.DOTALL).match)
 
 
-def _compile_shapes(path: str = SCHEMA_PATH) -> Dict[str, _Shape]:
-    """Compile the schema's root children into :class:`_Shape` s (see above)."""
-    root = etree.parse(path, _parser()).getroot()
+def _compile_shapes(path: str = SCHEMA_PATH) -> Dict[str, Shape]:
+    """Compile the schema's root children into :class:`Shape` s (see above)."""
+    root = etree.parse(path, new_parser()).getroot()
     simple: Dict[str, Optional[_Rule]] = {"xs:string": None}
-    for node in root.iterfind(_XSD + "simpleType"):
+    for node in root.iterfind(XSD + "simpleType"):
         simple[str(node.get("name"))] = _compile_simple(node)
-    groups = {str(g.get("name")): g for g in root.iterfind(_XSD + "attributeGroup")}
+    groups = {str(g.get("name")): g for g in root.iterfind(XSD + "attributeGroup")}
 
     def attributes(
         holder: etree._Element, attrs: Dict[str, Optional[_Rule]], required: List[str]
@@ -112,30 +113,30 @@ def _compile_shapes(path: str = SCHEMA_PATH) -> Dict[str, _Shape]:
         for item in holder:
             if not isinstance(item.tag, str):
                 continue
-            if item.tag == _XSD + "attribute":
+            if item.tag == XSD + "attribute":
                 name, type_name = str(item.get("name")), str(item.get("type"))
                 attrs[name] = simple.get(type_name, _NEVER)
                 if item.get("use") == "required":
                     required.append(name)
-            elif item.tag == _XSD + "attributeGroup" and item.get("ref") in groups:
+            elif item.tag == XSD + "attributeGroup" and item.get("ref") in groups:
                 if not attributes(groups[str(item.get("ref"))], attrs, required):
                     return False
-            elif item.tag != _XSD + "sequence":
+            elif item.tag != XSD + "sequence":
                 return False
         return True
 
-    shapes: Dict[str, _Shape] = {}
-    declared = root.find(f"{_XSD}element[@name='{ROOT}']/{_XSD}complexType/{_XSD}choice")
-    for element in [] if declared is None else declared.iterfind(_XSD + "element"):
+    shapes: Dict[str, Shape] = {}
+    declared = root.find(f"{XSD}element[@name='{ROOT}']/{XSD}complexType/{XSD}choice")
+    for element in [] if declared is None else declared.iterfind(XSD + "element"):
         tag, type_name = str(element.get("name")), str(element.get("type"))
-        complex_type = root.find(f"{_XSD}complexType[@name='{type_name}']")
+        complex_type = root.find(f"{XSD}complexType[@name='{type_name}']")
         if complex_type is None or complex_type.get("mixed") not in (None, "false"):
             continue
         attrs: Dict[str, Optional[_Rule]] = {}
         required: List[str] = []
         if not attributes(complex_type, attrs, required):
             continue
-        sequence = complex_type.findall(_XSD + "sequence")
+        sequence = complex_type.findall(XSD + "sequence")
         note = False
         if sequence:
             items = [i for i in sequence[0] if isinstance(i.tag, str)]
@@ -149,23 +150,23 @@ def _compile_shapes(path: str = SCHEMA_PATH) -> Dict[str, _Shape]:
             ):
                 continue
             note = True
-        shapes[tag] = _Shape(attrs, frozenset(required), note)
+        shapes[tag] = Shape(attrs, frozenset(required), note)
     return shapes
 
 
-_shapes: Optional[Dict[str, _Shape]] = None
+_shapes: Optional[Dict[str, Shape]] = None
 
 
-def _fast_shapes() -> Dict[str, _Shape]:
+def fast_shapes() -> Dict[str, Shape]:
     global _shapes
     if _shapes is None:
-        with _schema_lock:
+        with schema_lock:
             if _shapes is None:
                 _shapes = _compile_shapes()
     return _shapes
 
 
-def _fast_valid(node: etree._Element, attrs: Dict[str, str], shape: _Shape) -> bool:
+def fast_valid(node: etree._Element, attrs: Dict[str, str], shape: Shape) -> bool:
     """True only when the schema would accept *node* (whose attributes are *attrs*)."""
     if node.text is not None:
         return False

@@ -20,9 +20,9 @@ NOTE = "Note"
 
 PathOrFile = Union[str, "os.PathLike[str]", BinaryIO]
 
-_CHUNK = 64 * 1024
-_XML_SPACE = " \t\r\n"
-_CHILD_TAGS: FrozenSet[str] = frozenset((*KINDS, DELETED))
+CHUNK = 64 * 1024
+XML_SPACE = " \t\r\n"
+CHILD_TAGS: FrozenSet[str] = frozenset((*KINDS, DELETED))
 
 
 @dataclass(frozen=True)

@@ -10,20 +10,20 @@ from typing import Any, Dict, Iterator, List, Optional, Tuple, Type
 from lxml import etree
 
 from ..errors import ExchangeFormatError
-from ..model import Element, vv_from_text
-from .checks import _fast_shapes, _fast_valid
+from ..model import Element
+from .checks import fast_shapes, fast_valid
 from .common import (
-    _CHILD_TAGS,
-    _XML_SPACE,
+    CHILD_TAGS,
     DEFAULT_MAX_BYTES,
-    DELETED,
     ROOT,
-    VERSION,
+    XML_SPACE,
     ExchangeHeader,
     PathOrFile,
 )
-from .schema import _element_schema
-from .source import _open_source, _Replay
+from .elements import read_header, schema_error, to_element, to_record
+from .parsers import new_parser
+from .schema import element_schema
+from .source import Replay, open_source
 
 _ELEMENT_RE = re.compile(r"^Element '([^']+)'")
 
@@ -35,7 +35,7 @@ def _line(node: etree._Element) -> Optional[int]:
 
 
 def _is_space(text: Optional[str]) -> bool:
-    return not text or not text.strip(_XML_SPACE)
+    return not text or not text.strip(XML_SPACE)
 
 
 class DocumentReader:
@@ -64,23 +64,9 @@ class DocumentReader:
         self._done = False
         try:
             stream = self._open(source)
-            self._schema = _element_schema()
-            self._shapes = _fast_shapes()
-            # Every safety option is passed explicitly: lxml 4.x resolves entities by
-            # default (and iterparse does until 6.1).
-            self._events = etree.iterparse(
-                stream,
-                events=("start", "end"),
-                resolve_entities=False,
-                no_network=True,
-                load_dtd=False,
-                dtd_validation=False,
-                huge_tree=False,
-                recover=False,
-                remove_comments=True,
-                remove_pis=True,
-                encoding="UTF-8",
-            )
+            self._schema = element_schema()
+            self._shapes = fast_shapes()
+            self._events = new_parser(stream=stream, events=("start", "end"))
             self.header = self._read_header()
         except BaseException:
             self.close()
@@ -88,38 +74,19 @@ class DocumentReader:
 
     # -- opening
 
-    def _open(self, source: PathOrFile) -> _Replay:
-        return _open_source(source, self.max_bytes, self._closers)
+    def _open(self, source: PathOrFile) -> Replay:
+        return open_source(source, self.max_bytes, self._closers)
 
     def _read_header(self) -> ExchangeHeader:
         try:
             _, root = self._next_event()
         except StopIteration:
             raise ExchangeFormatError("not an XML document: no root element") from None
-        tag = str(root.tag)
-        line = _line(root)
-        if tag != ROOT:
-            raise ExchangeFormatError(
-                f"not a job exchange document: the root element is <{tag}>", line, tag
-            )
-        version = root.get("version")
-        if version is not None and version != VERSION:
-            raise ExchangeFormatError(
-                f"unsupported document version {version!r} (this reader reads {VERSION!r})",
-                line,
-                tag,
-            )
-        bare = etree.Element(ROOT, {str(k): str(v) for k, v in root.attrib.items()})
-        if not self._schema.validate(bare):
-            raise ExchangeFormatError(self._schema_error()[0], line, tag)
+        # lxml-stubs type attribute names and values as str | bytes; lxml gives str.
+        attrib: Dict[str, str] = dict(root.items())  # type: ignore[arg-type]
+        header = read_header(str(root.tag), attrib, _line(root))
         self._root = root
-        return ExchangeHeader(
-            repository=root.get("repository", ""),
-            generation=int(root.get("generation", "0")),
-            since_gen=int(root.get("sinceGen", "0")),
-            export_time=int(root.get("exportTime", "0")),
-            version=VERSION,
-        )
+        return header
 
     # -- iterating
 
@@ -199,23 +166,15 @@ class DocumentReader:
             element = self._open_tags[-1] if self._open_tags else None
         return ExchangeFormatError(message, line, element)
 
-    def _schema_error(self) -> Tuple[str, Optional[int]]:
-        """The message and line of the last validation error."""
-        # lxml-stubs leave out _ErrorLog.last_error and type its entries loosely.
-        entry: Any = getattr(self._schema.error_log, "last_error", None)
-        if entry is None:
-            return "invalid element", None
-        return str(entry.message), (int(entry.line) or None)
-
     def _to_element(self, node: etree._Element) -> Element:
         tag = str(node.tag)
         line = _line(node)
-        if tag not in _CHILD_TAGS:
+        if tag not in CHILD_TAGS:
             raise ExchangeFormatError(f"unexpected element <{tag}>", line, tag)
         # lxml-stubs type attribute names and values as str | bytes; lxml gives str.
         attrib: Dict[str, str] = dict(node.items())  # type: ignore[arg-type]
         shape = self._shapes.get(tag)
-        if shape is not None and _fast_valid(node, attrib, shape):
+        if shape is not None and fast_valid(node, attrib, shape):
             valid = True  # what the compiled checks accept, the schema accepts
         else:
             try:
@@ -223,45 +182,20 @@ class DocumentReader:
             except etree.LxmlError as exc:  # e.g. an unresolved entity reference inside
                 raise ExchangeFormatError(f"cannot validate: {exc}", line, tag) from exc
         if not valid:
-            message, error_line = self._schema_error()
+            message, error_line = schema_error(self._schema)
             match = _ELEMENT_RE.match(message)  # names the inner element when it failed
             if not error_line or error_line >= 65535:  # libxml2 caps validation lines
                 error_line = line
             raise ExchangeFormatError(message, error_line, match.group(1) if match else tag)
-        vv_text = attrib["vv"]
+        note = (node[0].text or "") if len(node) else None  # only <Note>, in a <Job>
         try:
-            vv = vv_from_text(vv_text)
+            record = to_record(tag, attrib, note)
         except ValueError as exc:
-            raise ExchangeFormatError(f"invalid vv {vv_text!r}: {exc}", line, tag) from None
-        guid = attrib.pop("guid")
-        local_id_text = attrib.pop("id", None)
-        local_id = int(local_id_text) if local_id_text is not None else None
-        del attrib["vv"]
-        modified = int(attrib.pop("modified"))
-        origin = attrib.pop("origin")
-        if tag == DELETED:
-            return Element(
-                kind=attrib["kind"],
-                guid=guid,
-                vv=vv,
-                modified=modified,
-                origin=origin,
-                fields={},
-                deleted=True,
-                local_id=local_id,
-            )
-        if len(node):  # only <Note>, in a <Job> (the schema said so)
-            attrib["notes"] = node[0].text or ""
-        return Element(
-            kind=tag,
-            guid=guid,
-            vv=vv,
-            modified=modified,
-            origin=origin,
-            fields=attrib,
-            deleted=False,
-            local_id=local_id,
-        )
+            raise ExchangeFormatError(str(exc), line, tag) from None
+        try:
+            return to_element(record)
+        except ValueError as exc:
+            raise ExchangeFormatError(f"invalid vv {record[3]!r}: {exc}", line, tag) from None
 
     # -- closing
 

@@ -1,5 +1,5 @@
-"""The XML Schema of the format (``jxl.xsd``) and the one lxml parser setting used to
-read whole files: the reference every element is validated against."""
+"""The XML Schema of the format (``jxl.xsd``): the reference every element is validated
+against."""
 
 from __future__ import annotations
 
@@ -9,30 +9,20 @@ from typing import Optional
 
 from lxml import etree
 
-from .common import _CHILD_TAGS
+from .common import CHILD_TAGS
+from .parsers import new_parser
 
 #: The XML Schema of the format, shipped in the ``wmsync`` package (beside this one).
 SCHEMA_PATH = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jxl.xsd"
 )
-_XSD = "{http://www.w3.org/2001/XMLSchema}"
+XSD = "{http://www.w3.org/2001/XMLSchema}"
 
 _schemas = threading.local()
-_schema_lock = threading.Lock()
+schema_lock = threading.Lock()
 
 
-def _parser() -> etree.XMLParser:
-    """The only parser settings this package uses for whole files: nothing resolved."""
-    return etree.XMLParser(
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        dtd_validation=False,
-    )
-
-
-def _element_schema() -> etree.XMLSchema:
+def element_schema() -> etree.XMLSchema:
     """``jxl.xsd`` plus a global declaration for each child of the root.
 
     With those, one child can be validated on its own (lxml validates an element as the
@@ -43,11 +33,11 @@ def _element_schema() -> etree.XMLSchema:
         # One thread at a time: a run's workers start reading at the same moment, and
         # libxml2's schema parser is not safe to run in several threads at once (seen as
         # a sporadic XMLSchemaParseError under load).
-        with _schema_lock:
-            tree = etree.parse(SCHEMA_PATH, _parser())
+        with schema_lock:
+            tree = etree.parse(SCHEMA_PATH, new_parser())
             root = tree.getroot()
-            for tag in _CHILD_TAGS:
-                etree.SubElement(root, _XSD + "element", name=tag, type=tag + "Element")
+            for tag in CHILD_TAGS:
+                etree.SubElement(root, XSD + "element", name=tag, type=tag + "Element")
             schema = etree.XMLSchema(tree)
         _schemas.element = schema
     return schema

@@ -10,7 +10,7 @@ import zlib
 from typing import Any, List
 
 from ..errors import ExchangeFormatError
-from .common import _CHUNK, PathOrFile
+from .common import CHUNK, PathOrFile
 
 #: Everything before the root start tag (declaration, comments) must fit in this.
 MAX_PROLOG_BYTES = 64 * 1024
@@ -20,7 +20,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 _ENCODING_RE = re.compile(rb"""encoding\s*=\s*["']([A-Za-z0-9._-]*)["']""")
 
 
-class _Replay:
+class Replay:
     """A read-only stream that returns *prefix* first, then the rest of *stream*."""
 
     def __init__(self, prefix: bytes, stream: Any) -> None:
@@ -34,7 +34,7 @@ class _Replay:
             else:
                 data, self._prefix = self._prefix[:size], self._prefix[size:]
             return data
-        return bytes(self._stream.read(_CHUNK if size is None or size < 0 else size))
+        return bytes(self._stream.read(CHUNK if size is None or size < 0 else size))
 
 
 class _Limited:
@@ -48,7 +48,7 @@ class _Limited:
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:
-            size = _CHUNK
+            size = CHUNK
         try:
             data = bytes(self._stream.read(size))
         except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
@@ -117,14 +117,14 @@ def _scan_prolog(stream: _Limited) -> bytes:
             raise ExchangeFormatError(
                 f"more than {MAX_PROLOG_BYTES} bytes before the root element", line()
             )
-        data = stream.read(_CHUNK)
+        data = stream.read(CHUNK)
         if data:
             buf += data
         else:
             eof = True
 
 
-def _open_source(source: PathOrFile, max_bytes: int, closers: List[Any]) -> _Replay:
+def open_source(source: PathOrFile, max_bytes: int, closers: List[Any]) -> Replay:
     """The document's bytes (gunzipped, counted, past a prolog without DOCTYPE); what it
     opens is appended to *closers*."""
     if isinstance(source, (str, os.PathLike)):
@@ -138,13 +138,13 @@ def _open_source(source: PathOrFile, max_bytes: int, closers: List[Any]) -> _Rep
         if not data:
             break
         magic += data
-    stream: Any = _Replay(magic, raw)
+    stream: Any = Replay(magic, raw)
     compressed = magic == _GZIP_MAGIC
     if compressed:
         stream = gzip.GzipFile(fileobj=stream, mode="rb")
         closers.append(stream)
     limited = _Limited(stream, max_bytes, compressed)
-    return _Replay(_scan_prolog(limited), limited)
+    return Replay(_scan_prolog(limited), limited)
 
 
 def _check_declaration(pi: bytes, line: int) -> None:

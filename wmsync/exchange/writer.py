@@ -12,7 +12,8 @@ from typing import IO, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
 from ..errors import ExchangeFormatError
 from ..model import FIELDS, KINDS, Element, vv_to_text
-from .common import _CHUNK, DELETED, NOTE, ROOT, ExchangeHeader, PathOrFile
+from .common import CHUNK, DELETED, NOTE, ROOT, ExchangeHeader, PathOrFile
+from .elements import ESCAPED_FLAG, UNWRITABLE, escape_text
 
 #: The writer flushes its output after this many elements.
 FLUSH_EVERY = 1000
@@ -32,7 +33,8 @@ def write_document(
     :param elements: the versions to write; ``None`` fields are left out.
     :returns: the number of elements written.
     :raises ExchangeFormatError: an element that cannot be written (unknown kind or
-        field, text that XML cannot hold such as control characters).
+        field; a guid, vv or origin that XML cannot hold). Content text XML cannot hold
+        (control characters, lone surrogates) is written escaped (see :mod:`.elements`).
     """
     if isinstance(target, (str, os.PathLike)):
         path = os.fspath(target)
@@ -74,8 +76,8 @@ def _write(stream: IO[bytes], header: ExchangeHeader, elements: Iterable[Element
     return count
 
 
-# Characters XML 1.0 cannot hold (lxml refuses them too), and those that need escaping.
-_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Characters that need escaping (XML 1.0 cannot hold some of them at all: those are
+# written with escape_text, see .elements).
 _ATTR_SPECIAL = re.compile('[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
 _TEXT_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _ATTR_ESCAPES = str.maketrans(
@@ -90,11 +92,25 @@ _NOT_XML_MESSAGE = (
 _vv_texts: Dict[Tuple[Tuple[str, int], ...], str] = {}
 
 
+class _Unwritable(Exception):
+    """Content text XML cannot hold: the element is written again, escaped."""
+
+
 def _escape_attr(value: str, kind: str, tag: str, guid: str = "") -> str:
+    """*value* as an attribute value; a version attribute (guid, vv, origin) that XML
+    cannot hold is refused."""
     if _ATTR_SPECIAL.search(value) is None:
         return value
-    if _NOT_XML.search(value) is not None:
+    if UNWRITABLE.search(value) is not None:
         raise ExchangeFormatError(f"cannot write {kind} {guid}: {_NOT_XML_MESSAGE}", element=tag)
+    return value.translate(_ATTR_ESCAPES)
+
+
+def _content_attr(value: str) -> str:
+    if _ATTR_SPECIAL.search(value) is None:
+        return value
+    if UNWRITABLE.search(value) is not None:
+        raise _Unwritable
     return value.translate(_ATTR_ESCAPES)
 
 
@@ -110,7 +126,16 @@ def _vv_text(vv: Mapping[str, int]) -> str:
 
 
 def _to_text(element: Element) -> str:
-    """One element as a line of markup."""
+    """One element as a line of markup; content XML cannot hold is escaped."""
+    try:
+        return _element_text(element, False)
+    except _Unwritable:
+        return _element_text(element, True)
+
+
+def _element_text(element: Element, escaped: bool) -> str:
+    """One element as a line of markup, its content escaped (with the flag) if
+    *escaped*; raises :class:`_Unwritable` if it must be and is not."""
     kind = element.kind
     if kind not in _ALLOWED:
         raise ExchangeFormatError(f"cannot write an element of unknown kind {kind!r}")
@@ -123,6 +148,8 @@ def _to_text(element: Element) -> str:
     parts.append(f'" vv="{_escape_attr(_vv_text(element.vv), kind, tag, guid)}'
                  f'" modified="{int(element.modified)}'
                  f'" origin="{_escape_attr(element.origin, kind, tag, guid)}"')
+    if escaped:
+        parts.append(f' {ESCAPED_FLAG}="1"')
     note: Optional[str] = None
     if not element.deleted:
         fields = element.fields
@@ -136,18 +163,17 @@ def _to_text(element: Element) -> str:
             value = fields.get(name)
             if value is None:
                 continue
+            text = escape_text(str(value)) if escaped else str(value)
             if name == "notes":
-                note = str(value)
+                note = text
             else:
-                parts.append(f' {name}="{_escape_attr(str(value), kind, tag, guid)}"')
+                parts.append(f' {name}="{_content_attr(text)}"')
     if note is None:
         parts.append("/>\n")
     else:
         if _TEXT_SPECIAL.search(note) is not None:
-            if _NOT_XML.search(note) is not None:
-                raise ExchangeFormatError(
-                    f"cannot write {kind} {guid}: {_NOT_XML_MESSAGE}", element=tag
-                )
+            if UNWRITABLE.search(note) is not None:
+                raise _Unwritable
             note = note.translate(_TEXT_ESCAPES)
         parts.append(f"><{NOTE}>{note}</{NOTE}></{kind}>\n")
     return "".join(parts)
@@ -167,5 +193,5 @@ def gzip_file(src_path: str, dest_path: str, *, compresslevel: int = 9) -> int:
         with gzip.GzipFile(
             filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=compresslevel
         ) as packed:
-            shutil.copyfileobj(src, packed, _CHUNK)
+            shutil.copyfileobj(src, packed, CHUNK)
         return raw.tell()

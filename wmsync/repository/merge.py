@@ -1,4 +1,4 @@
-"""The merge rule for one element (DESIGN.md section 4), as pure functions.
+"""The merge rule for one element (docs/design.md §4), as pure functions.
 
 :func:`decide` compares the version a repository holds with an incoming version of the
 same GUID and says what to store. It knows nothing of SQLite, ids or generations, so the

@@ -1,6 +1,6 @@
 """One transaction's queries and changes: :class:`Session` (see
-:meth:`~wmsync.repository.store.Store.atomic`); its import path is in
-:mod:`wmsync.repository.importing`.
+:meth:`~wmsync.repository.store.Store.atomic`). Imports are made by an
+:class:`~wmsync.repository.importing.Importer` working in a session.
 """
 
 # SQL text here is assembled from module constants only (column lists, the kind order);
@@ -9,22 +9,25 @@
 
 from __future__ import annotations
 
-import json
+import itertools
 import sqlite3
-from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from wmsync.model import Element, bump_vv, new_guid
 
 from . import catalog
-from .importing import ImportMixin
 from .records import Node, StoredElement, StoreError
-from .tables import _COLUMNS, _KIND_ORDER, _UPSERT, ID_KINDS, _dumps
+from .tables import COLUMNS, ID_KINDS, KIND_ORDER, UPSERT, element_row, row_element
 
 if TYPE_CHECKING:
     from .store import Store
 
 
-class Session(ImportMixin):
+_savepoints = itertools.count(1)
+
+
+class Session:
     """Queries and changes inside one transaction (see :meth:`Store.atomic`)."""
 
     def __init__(self, store: Store, conn: sqlite3.Connection, *, writable: bool) -> None:
@@ -32,11 +35,23 @@ class Session(ImportMixin):
         self.conn = conn
         self.writable = writable
         self._gen: Optional[int] = None
-        # While an import applies a batch: the versions its GUIDs have here (``None``:
-        # absent), the (kind, id) pairs taken, and the rows written but not yet flushed.
-        self._batch_current: Optional[Dict[str, Optional[StoredElement]]] = None
-        self._batch_ids: Optional[set[Tuple[str, int]]] = None
-        self._pending: List[Tuple[Any, ...]] = []
+
+    @contextmanager
+    def savepoint(self) -> Iterator[Session]:
+        """A transaction nested in this one: undone alone on any exception (which then
+        propagates), kept with the enclosing transaction otherwise. A generation first
+        allocated inside it is forgotten with it."""
+        name = f"nested_{next(_savepoints)}"
+        gen = self._gen
+        self.conn.execute(f"SAVEPOINT {name}")
+        try:
+            yield self
+        except BaseException:
+            self.conn.execute(f"ROLLBACK TO {name}")
+            self.conn.execute(f"RELEASE {name}")
+            self._gen = gen
+            raise
+        self.conn.execute(f"RELEASE {name}")
 
     @property
     def repository(self) -> str:
@@ -70,27 +85,12 @@ class Session(ImportMixin):
 
     # -- reading ----------------------------------------------------------------------
 
-    @staticmethod
-    def _row(row: Sequence[Any]) -> StoredElement:
-        guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen = row
-        element = Element(
-            kind=kind,
-            guid=guid,
-            vv=json.loads(vv),
-            modified=int(modified),
-            origin=origin,
-            fields=json.loads(fields),
-            deleted=bool(deleted),
-            local_id=local_id,
-        )
-        return StoredElement(element, via, int(gen))
-
     def get(self, guid: str) -> Optional[StoredElement]:
         """The current version of *guid* (tombstones included), or ``None``."""
         row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM elements WHERE guid = ?", (guid,)
+            f"SELECT {COLUMNS} FROM elements WHERE guid = ?", (guid,)
         ).fetchone()
-        return self._row(row) if row else None
+        return row_element(row) if row else None
 
     def get_live(self, guid: str, kind: Optional[str] = None) -> Optional[StoredElement]:
         """The current version of *guid* unless deleted (or of another kind)."""
@@ -102,22 +102,22 @@ class Session(ImportMixin):
     def by_id(self, kind: str, local_id: int, *, live: bool = True) -> Optional[StoredElement]:
         """The element of *kind* with this local id (``None`` if absent or deleted)."""
         row = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM elements WHERE kind = ? AND local_id = ?",
+            f"SELECT {COLUMNS} FROM elements WHERE kind = ? AND local_id = ?",
             (kind, local_id),
         ).fetchone()
         if row is None:
             return None
-        found = self._row(row)
+        found = row_element(row)
         return None if (live and found.deleted) else found
 
     def live(self, kind: str) -> List[StoredElement]:
         """Every live element of *kind*, by local id then GUID."""
         rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM elements WHERE kind = ? AND deleted = 0 "
+            f"SELECT {COLUMNS} FROM elements WHERE kind = ? AND deleted = 0 "
             "ORDER BY local_id, guid",
             (kind,),
         ).fetchall()
-        return [self._row(r) for r in rows]
+        return [row_element(r) for r in rows]
 
     def live_ids(self, kind: str) -> List[int]:
         """The local ids of every live element of *kind*, ascending."""
@@ -131,12 +131,12 @@ class Session(ImportMixin):
     def of_job(self, kind: str, job_guid: str) -> List[StoredElement]:
         """Live holds or activity records of one job, in creation order."""
         rows = self.conn.execute(
-            f"SELECT {_COLUMNS} FROM elements WHERE kind = ? "
+            f"SELECT {COLUMNS} FROM elements WHERE kind = ? "
             "AND json_extract(fields, '$.job') = ? AND deleted = 0 "
             "AND kind IN ('Hold', 'Activity')",  # the partial index elements_job_of
             (kind, job_guid),
         ).fetchall()
-        found = [self._row(r) for r in rows]
+        found = [row_element(r) for r in rows]
         date_field = "holdDate" if kind == "Hold" else "date"
 
         def key(e: StoredElement) -> Tuple[int, int, str]:
@@ -152,24 +152,23 @@ class Session(ImportMixin):
         self, since_gen: int = 0, exclude_via: Optional[str] = None
     ) -> Iterator[Element]:
         """Versions written after *since_gen* (tombstones too), in document order."""
-        sql = f"SELECT {_COLUMNS} FROM elements WHERE gen > ?"
+        sql = f"SELECT {COLUMNS} FROM elements WHERE gen > ?"
         params: List[Any] = [since_gen]
         if exclude_via:
             sql += " AND via != ?"
             params.append(exclude_via)
-        sql += f" ORDER BY deleted, {_KIND_ORDER}, local_id, guid"
+        sql += f" ORDER BY deleted, {KIND_ORDER}, local_id, guid"
         cursor = self.conn.execute(sql, params)
         try:
             for row in cursor:
-                yield self._row(row).element
+                yield row_element(row).element
         finally:
             cursor.close()
 
     # -- local ids --------------------------------------------------------------------
 
     def id_taken(self, kind: str, local_id: int) -> bool:
-        if self._batch_ids is not None:
-            return (kind, local_id) in self._batch_ids
+        """True when an element of *kind* (tombstones too) has this local id."""
         row = self.conn.execute(
             "SELECT 1 FROM elements WHERE kind = ? AND local_id = ?", (kind, local_id)
         ).fetchone()
@@ -191,7 +190,6 @@ class Session(ImportMixin):
         ``jobIdStart``/``jobIdBlock``); without a block, or when it is used up, the next
         id after the largest one held.
         """
-        self._flush()  # rows an import has not written yet hold ids too
         if kind == "Job":
             own = self.node(self.repository)
             if own is not None and own.job_id_start is not None and own.job_id_block:
@@ -208,33 +206,8 @@ class Session(ImportMixin):
         """Store exactly this version (content, vv, modified, origin, id) at this
         transaction's generation; returns the generation."""
         gen = self.new_generation()
-        fields = {} if element.deleted else dict(element.fields)
-        row = (
-            element.guid,
-            element.kind,
-            element.local_id,
-            _dumps(fields),
-            _dumps(dict(element.vv)),
-            element.modified,
-            element.origin,
-            1 if element.deleted else 0,
-            via,
-            gen,
-        )
-        if self._batch_current is not None:  # an import's batch: written at its end
-            self._batch_current[element.guid] = StoredElement(element, via, gen)
-            if self._batch_ids is not None and element.local_id is not None:
-                self._batch_ids.add((element.kind, element.local_id))
-            self._pending.append(row)
-        else:
-            self.conn.execute(_UPSERT, row)
+        self.conn.execute(UPSERT, element_row(element, via, gen))
         return gen
-
-    def _flush(self) -> None:
-        """Write the rows an import's batch has kept back."""
-        if self._pending:
-            rows, self._pending = self._pending, []
-            self.conn.executemany(_UPSERT, rows)
 
     def edit(
         self,
@@ -302,7 +275,7 @@ class Session(ImportMixin):
 
     # -- nodes ------------------------------------------------------------------------
 
-    _NODE_COLUMNS = (
+    _NODECOLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
         "syncId, jobIdStart, jobIdBlock"
     )
@@ -325,10 +298,10 @@ class Session(ImportMixin):
 
     def node(self, name: str) -> Optional[Node]:
         row = self.conn.execute(
-            f"SELECT {self._NODE_COLUMNS} FROM nodes WHERE name = ?", (name,)
+            f"SELECT {self._NODECOLUMNS} FROM nodes WHERE name = ?", (name,)
         ).fetchone()
         return self._node(row) if row else None
 
     def nodes(self) -> List[Node]:
-        rows = self.conn.execute(f"SELECT {self._NODE_COLUMNS} FROM nodes ORDER BY id")
+        rows = self.conn.execute(f"SELECT {self._NODECOLUMNS} FROM nodes ORDER BY id")
         return [self._node(r) for r in rows.fetchall()]

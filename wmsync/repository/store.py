@@ -11,11 +11,15 @@ Connections are opened per operation and closed at its end (the threaded server 
 each request in a thread of its own), in WAL mode with a long busy timeout, so a user
 edit waits for a running import instead of failing.
 
+Transactions nest: :meth:`Store.atomic` called while the same thread has one open is a
+savepoint in it (:meth:`Session.savepoint`), undone alone on an exception.
+
 The store is split by concern: :mod:`~wmsync.repository.tables` (tables and row
 encoding), :mod:`~wmsync.repository.records` (errors and row classes),
 :mod:`~wmsync.repository.session` (:class:`Session`), :mod:`~wmsync.repository.importing`
-(its import path) and :mod:`~wmsync.repository.bulk` (benchmark loaders). Their public
-names are importable from here too.
+(:class:`~wmsync.repository.importing.Importer`), :mod:`~wmsync.repository.quick` (the
+quick reading of large imports) and :mod:`~wmsync.repository.bulk` (benchmark loaders).
+Their public names used by the emulator are importable from here too.
 """
 
 # SQL text here is assembled from module constants only (column lists, the kind order);
@@ -28,17 +32,29 @@ import json
 import os
 import secrets
 import sqlite3
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    Union,
+)
 
 from wmsync import exchange
 from wmsync.model import Element, vv_to_text
 
-from . import catalog
-from .bulk import BulkLoading
-from .importing import IMPORT_BATCH
+from . import bulk, catalog
+from .importing import IMPORT_BATCH, Importer, import_document
 from .records import (
     ExportInfo,
     ImportRefused,
@@ -49,9 +65,15 @@ from .records import (
     WrongRepository,
 )
 from .session import Session
-from .tables import _COLUMNS, _KIND_ORDER, _SCHEMA, ID_KINDS, SCHEMA_VERSION
-from .tables import _dumps as _dumps  # re-exported (tests)
-from .tables import _fields_json as _fields_json  # re-exported (tests)
+from .tables import (
+    COLUMNS,
+    CONFLICT_COLUMNS_ADDED,
+    ID_KINDS,
+    KIND_ORDER,
+    SCHEMA,
+    SCHEMA_VERSION,
+    row_element,
+)
 
 __all__ = [
     "ID_KINDS",
@@ -78,7 +100,7 @@ def _as_path(path: Union[str, os.PathLike[str]]) -> Path:
     return Path(os.fspath(path))
 
 
-class Store(BulkLoading):
+class Store:
     """One emulated repository in one SQLite file.
 
     :param path: the database file (created with the default configuration if new).
@@ -106,6 +128,7 @@ class Store(BulkLoading):
         self.clock_offset_ms = clock_offset_ms
         self.busy_timeout = busy_timeout
         self._clock = clock
+        self._open = threading.local()  # this thread's open atomic session, if any
         self._initialize()
 
     def now_ms(self) -> int:
@@ -133,15 +156,27 @@ class Store(BulkLoading):
     @contextmanager
     def atomic(self) -> Iterator[Session]:
         """One ``BEGIN IMMEDIATE`` transaction: committed at the end, rolled back on any
-        exception. Its generation is allocated by the first element it writes."""
+        exception. Its generation is allocated by the first element it writes.
+
+        Inside an open one (same thread), a savepoint of it instead: the same session,
+        undone alone on an exception, committed with the enclosing transaction.
+        """
+        outer: Optional[Session] = getattr(self._open, "session", None)
+        if outer is not None:
+            with outer.savepoint() as session:
+                yield session
+            return
         with self._connect() as conn:
             conn.execute("BEGIN IMMEDIATE")
             session = Session(self, conn, writable=True)
+            self._open.session = session
             try:
                 yield session
             except BaseException:
                 conn.execute("ROLLBACK")
                 raise
+            finally:
+                self._open.session = None
             conn.execute("COMMIT")
 
     @contextmanager
@@ -160,9 +195,13 @@ class Store(BulkLoading):
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA.split(";"):
+                for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
+                conflict_columns = {r[1] for r in conn.execute("PRAGMA table_info(conflicts)")}
+                for column, declaration in CONFLICT_COLUMNS_ADDED:
+                    if column not in conflict_columns:  # a file made before they existed
+                        conn.execute(f"ALTER TABLE conflicts ADD COLUMN {column} {declaration}")
                 # Files made before elements_job_of indexed every row's JSON (jobs too).
                 conn.execute("DROP INDEX IF EXISTS elements_job")
                 row = conn.execute("SELECT value FROM meta WHERE key = 'repository'").fetchone()
@@ -212,11 +251,11 @@ class Store(BulkLoading):
         """Every element (for tests and convergence checks; loads all in memory)."""
         with self.reading() as session:
             rows = session.conn.execute(
-                f"SELECT {_COLUMNS} FROM elements"
+                f"SELECT {COLUMNS} FROM elements"
                 + ("" if include_deleted else " WHERE deleted = 0")
-                + f" ORDER BY {_KIND_ORDER}, local_id, guid"
+                + f" ORDER BY {KIND_ORDER}, local_id, guid"
             ).fetchall()
-            return [Session._row(r) for r in rows]
+            return [row_element(r) for r in rows]
 
     def fingerprint(self) -> Dict[str, Tuple[str, str, str]]:
         """``{guid: (kind, content hash, vv text)}`` of every element, tombstones too:
@@ -299,18 +338,27 @@ class Store(BulkLoading):
     # -- conflicts --------------------------------------------------------------------
 
     def conflicts(self, since_gen: Optional[int] = None) -> List[Dict[str, Any]]:
-        """The conflict log (losers with their content), oldest first."""
+        """The conflict log (losers with their content), oldest first.
+
+        Each entry names the element (``guid``, ``kind``, ``id``: the job's id for a job,
+        a hold or an activity record; ``name`` where it has one) and ``fields``, the
+        content fields whose values differ between winner and loser (empty for entries
+        logged before the log recorded them).
+        """
         with self.reading() as session:
             rows = session.conn.execute(
                 "SELECT guid, kind, time, gen, reason, winner_vv, winner_modified, "
                 "winner_origin, loser_vv, loser_modified, loser_origin, loser_deleted, "
-                "loser_content FROM conflicts WHERE gen > ? ORDER BY id",
+                "loser_content, job_id, name, fields FROM conflicts WHERE gen > ? ORDER BY id",
                 (since_gen or 0,),
             ).fetchall()
         return [
             {
                 "guid": r[0],
                 "kind": r[1],
+                "id": r[13],
+                "name": r[14],
+                "fields": json.loads(r[15]),
                 "time": r[2],
                 "generation": r[3],
                 "reason": r[4],
@@ -335,44 +383,29 @@ class Store(BulkLoading):
         :raises ImportRefused: nothing was changed.
         """
         with self.atomic() as session:
-            return session.apply(elements, sender)
+            importer = Importer(session, sender)
+            importer.add(elements)
+            return importer.finish()
 
     def import_file(
         self, path: Union[str, os.PathLike[str]], *, max_bytes: Optional[int] = None
     ) -> ImportResult:
         """Validate a whole exchange document, then apply it in one transaction.
 
+        One pass for a valid document: every element is validated as it is read, and an
+        invalid one raises inside the transaction, which then rolls back.
+
         :raises wmsync.errors.ExchangeFormatError: the document is invalid; nothing
             changed.
         :raises ImportRefused: the document cannot be applied; nothing changed.
         """
         limit = exchange.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
-        source = os.fspath(path)
-        # One pass: every element is validated as it is read, and an invalid one raises
-        # inside the transaction, which then rolls back: nothing changed, as before.
         with self.atomic() as session:
-            conn = session.conn
             # Room for the GUID index of a large import (pages are taken as needed;
             # this connection ends with the request).
-            conn.execute(f"PRAGMA cache_size = {-IMPORT_CACHE_KIB}")
-            conn.execute("PRAGMA temp_store = MEMORY")
-            # The quick reading first (exchange.read_records). Whatever it cannot vouch
-            # for, and any error at all, undoes its writes and reads the document again
-            # with the reference reader, which accepts it or raises the reference error
-            # (with line and element); a valid document never takes this second pass.
-            conn.execute("SAVEPOINT quick_import")
-            try:
-                with exchange.read_records(source, max_bytes=limit) as records:
-                    result = session.apply_records(records.batches(), records.header.repository)
-            except Exception:  # whatever it is, the reference pass decides
-                conn.execute("ROLLBACK TO quick_import")
-                conn.execute("RELEASE quick_import")
-            else:
-                conn.execute("RELEASE quick_import")
-                return result
-            session = Session(self, conn, writable=True)  # forget the undone generation
-            with exchange.read_document(source, max_bytes=limit) as reader:
-                return session.apply(reader, reader.header.repository)
+            session.conn.execute(f"PRAGMA cache_size = {-IMPORT_CACHE_KIB}")
+            session.conn.execute("PRAGMA temp_store = MEMORY")
+            return import_document(session, os.fspath(path), max_bytes=limit)
 
     def export(
         self,
@@ -408,3 +441,24 @@ class Store(BulkLoading):
             if partial.exists():
                 partial.unlink()
         return ExportInfo(export_id, path, generation, since_gen, export_time, count)
+
+    # -- bulk loading (benchmarks) ----------------------------------------------------
+
+    def bulk_insert_jobs(
+        self,
+        count: int,
+        *,
+        job_type_id: int = 1,
+        user: str = catalog.DEFAULT_USER,
+        fields: Optional[Mapping[str, str]] = None,
+        name_prefix: str = "Job",
+    ) -> List[int]:
+        """:func:`wmsync.repository.bulk.insert_jobs` on this store."""
+        return bulk.insert_jobs(
+            self, count, job_type_id=job_type_id, user=user, fields=fields,
+            name_prefix=name_prefix,
+        )
+
+    def bulk_update_jobs(self, ids: Sequence[int], changes: Mapping[str, str]) -> int:
+        """:func:`wmsync.repository.bulk.update_jobs` on this store."""
+        return bulk.update_jobs(self, ids, changes)

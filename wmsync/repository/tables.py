@@ -13,16 +13,19 @@ reused, so tombstones keep theirs), ``fields`` (JSON ``{name: text}``), ``vv`` (
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Tuple
+import re
+from typing import Any, Mapping, Sequence, Tuple
 
-from wmsync.model import KINDS
+from wmsync.model import KINDS, Element
+
+from .records import StoredElement
 
 #: Kinds whose elements get a local numeric id.
 ID_KINDS: Tuple[str, ...] = ("JobType", "Group", "Job", "Hold")
 
 SCHEMA_VERSION = "1"
 
-_SCHEMA = """
+SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS elements (
     guid TEXT PRIMARY KEY,
@@ -69,18 +72,29 @@ CREATE TABLE IF NOT EXISTS conflicts (
     loser_origin TEXT NOT NULL,
     loser_deleted INTEGER NOT NULL,
     loser_content TEXT NOT NULL,
-    loser_hash TEXT NOT NULL
+    loser_hash TEXT NOT NULL,
+    job_id INTEGER,
+    name TEXT,
+    fields TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS conflicts_gen ON conflicts (gen);
 CREATE INDEX IF NOT EXISTS conflicts_guid ON conflicts (guid);
 """
 
-_KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(KINDS))
-_KIND_ORDER += f" ELSE {len(KINDS)} END"
+#: Columns added to the conflict log after its first version (added on opening an older
+#: file): the job's id, the element's name and the fields that differ.
+CONFLICT_COLUMNS_ADDED = (("job_id", "INTEGER"), ("name", "TEXT"),
+                          ("fields", "TEXT NOT NULL DEFAULT '[]'"))
 
-_COLUMNS = "guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen"
-_UPSERT = (
-    f"INSERT INTO elements ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+#: SQL ordering rows by kind in document order (model.KINDS).
+KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(KINDS))
+KIND_ORDER += f" ELSE {len(KINDS)} END"
+
+#: The columns of table ``elements``, in the order rows are read and written.
+COLUMNS = "guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen"
+#: Insert or replace one element row (parameters in :data:`COLUMNS` order).
+UPSERT = (
+    f"INSERT INTO elements ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (guid) DO UPDATE SET kind = excluded.kind, "
     "local_id = excluded.local_id, fields = excluded.fields, vv = excluded.vv, "
     "modified = excluded.modified, origin = excluded.origin, "
@@ -89,17 +103,62 @@ _UPSERT = (
 
 # One encoder for every row: json.dumps with these options builds a new one per call.
 _ENCODER = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+# SQLite takes text as UTF-8, which cannot hold a lone surrogate: JSON's own \uXXXX
+# escape carries it (json.loads gives it back).
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPES = {code: f"\\u{code:04x}" for code in range(0xD800, 0xE000)}
 
 
-def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+def _storable(text: str) -> str:
+    if text.isascii() or _SURROGATE.search(text) is None:  # isascii: 60x quicker
+        return text
+    return text.translate(_SURROGATE_ESCAPES)
+
+
+def dumps(value: Any) -> str:
+    """The JSON text of a stored value (sorted keys, compact)."""
+    return _storable(_ENCODER.encode(value))
 
 
 _quote = json.encoder.encode_basestring  # the encoder's own string quoting (C)
 
 
-def _fields_json(fields: Mapping[str, str]) -> str:
-    """``_dumps(fields)`` for text fields, character for character, in about 70 % of
+def fields_json(fields: Mapping[str, str]) -> str:
+    """``dumps(fields)`` for text fields, character for character, in about 70 % of
     its time (an import writes one per row)."""
-    return "{" + ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in sorted(fields.items())]) + "}"
+    return _storable(
+        "{" + ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in sorted(fields.items())]) + "}"
+    )
+
+
+def row_element(row: Sequence[Any]) -> StoredElement:
+    """A row of :data:`COLUMNS` as the element it stores."""
+    guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen = row
+    element = Element(
+        kind=kind,
+        guid=guid,
+        vv=json.loads(vv),
+        modified=int(modified),
+        origin=origin,
+        fields=json.loads(fields),
+        deleted=bool(deleted),
+        local_id=local_id,
+    )
+    return StoredElement(element, via, int(gen))
+
+
+def element_row(element: Element, via: str, gen: int) -> Tuple[Any, ...]:
+    """The row that stores *element* (parameters of :data:`UPSERT`)."""
+    return (
+        element.guid,
+        element.kind,
+        element.local_id,
+        dumps({} if element.deleted else dict(element.fields)),
+        dumps(dict(element.vv)),
+        element.modified,
+        element.origin,
+        1 if element.deleted else 0,
+        via,
+        gen,
+    )
 

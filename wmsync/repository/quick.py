@@ -1,46 +1,48 @@
-"""Quick reading for the emulator's import: :func:`read_records` (see below)."""
+"""Quick reading for the repository's import: :func:`read_records` (see below).
+
+Only :class:`~wmsync.repository.importing.Importer` uses it, as an optimisation: whatever
+it cannot vouch for raises :class:`NotCertain`, and the import then reads the document
+with the reference reader (:func:`wmsync.exchange.read_document`).
+"""
 
 from __future__ import annotations
 
 from types import TracebackType
-from typing import Any, Dict, Iterator, List, Optional, Set, Tuple, Type
+from typing import Any, Dict, Iterator, List, Optional, Set, Type
 
 from lxml import etree
 
-from .checks import _fast_shapes, _Shape
-from .common import (
-    _CHUNK,
-    _XML_SPACE,
+from wmsync.errors import ExchangeFormatError
+from wmsync.exchange.checks import Shape, fast_shapes
+from wmsync.exchange.common import (
+    CHUNK,
     DEFAULT_MAX_BYTES,
-    DELETED,
     NOTE,
-    ROOT,
-    VERSION,
+    XML_SPACE,
     ExchangeHeader,
     PathOrFile,
 )
-from .schema import _element_schema, _parser
-from .source import _open_source
+from wmsync.exchange.elements import Record, read_header, to_record
+from wmsync.exchange.parsers import new_parser
+from wmsync.exchange.source import open_source
 
-# The emulator's import reads documents of 10^5 elements and more, where DocumentReader
+# The repository's import reads documents of 10^5 elements and more, where DocumentReader
 # costs about 35 µs per element: iterparse builds an element per child, its attributes are
 # read back one by one, and an Element is built from them. read_records() reads the same
 # document through a parser *target* instead: libxml2 hands each start tag's attributes
-# over as a dict, no tree is built, and each child becomes a plain tuple (about 15 µs).
+# over as a dict, no tree is built, and each child becomes a plain tuple (about 15 µs),
+# built by the same function as the reference reader's elements (exchange.to_record).
 # It vouches only for what it is sure of: whatever it does not understand (anything the
 # compiled checks do not accept, text or comments where the writer puts none, an
 # attribute value with "&" in it, which libxml2 hands to a target still escaped as
-# "&#38;") raises NotCertain, and the caller then reads the document with read_document(),
-# which accepts it or gives the reference error message, with line and element.
-
-#: One element as :func:`read_records` gives it: ``(kind, guid, local_id, vv text,
-#: modified, origin, deleted, fields)``; ``fields`` holds the content fields (with
-#: ``notes`` from a <Note> child) and is empty for a tombstone.
-Record = Tuple[str, str, Optional[int], str, int, str, bool, Dict[str, str]]
+# "&#38;", a document that is not well-formed) raises NotCertain, and the importer then
+# reads the document with read_document(), which accepts it or gives the reference error
+# message, with line and element.
 
 
 class NotCertain(Exception):
-    """The quick reader cannot vouch for this document: read it with :func:`read_document`."""
+    """The quick reader cannot vouch for this document: read it with
+    :func:`wmsync.exchange.read_document`."""
 
 
 _PROBE = (
@@ -71,18 +73,6 @@ class _Probe:
         return self.seen
 
 
-def _target_parser(target: Any) -> etree.XMLParser:
-    return etree.XMLParser(
-        target=target,
-        resolve_entities=False,
-        no_network=True,
-        load_dtd=False,
-        huge_tree=False,
-        dtd_validation=False,
-        encoding="UTF-8",
-    )
-
-
 def _quick_reading_works() -> bool:
     """True when this lxml hands a parser target the same names, values and text the
     tree parser reads (checked once per process, on a document with the tricky cases);
@@ -90,16 +80,16 @@ def _quick_reading_works() -> bool:
     global _probe_result
     if _probe_result is None:
         try:
-            parser = _target_parser(_Probe())
+            parser = new_parser(target=_Probe())
             parser.feed(_PROBE)
             seen: Any = parser.close()  # the target's close(), not an element
-            root = etree.fromstring(_PROBE, _parser())
+            root = etree.fromstring(_PROBE, new_parser())
             expected = [
                 (root.tag, dict(root.attrib)), (root[0].tag, dict(root[0].attrib)),
                 ("text", root[0].text), ("/", root[0].tag), ("/", root.tag),
             ]
             _probe_result = seen == expected
-        except Exception:  # any surprise: use the reference reader
+        except (etree.LxmlError, IndexError, TypeError, AttributeError):  # an odd lxml: give up
             _probe_result = False
     return _probe_result
 
@@ -107,17 +97,18 @@ def _quick_reading_works() -> bool:
 class _RecordTarget:
     """Parser target that turns each child of the root into a :data:`Record`."""
 
-    def __init__(self, shapes: Dict[str, _Shape], schema: etree.XMLSchema) -> None:
+    def __init__(self, shapes: Dict[str, Shape]) -> None:
         self.depth = 0
         self.done = False
         self.header: Optional[ExchangeHeader] = None
         self.records: List[Record] = []
         self._shapes = shapes
-        self._schema = schema
         self._tag = ""
         self._attrib: Dict[str, str] = {}
-        self._shape: Optional[_Shape] = None
-        self._note: Optional[str] = None
+        self._shape: Optional[Shape] = None
+        # The text of the element's <Note> in the pieces libxml2 hands over (one per
+        # character reference: joined once, at the end), ``None`` without a <Note>.
+        self._note: Optional[List[str]] = None
         # Per kind, per attribute: the values already accepted (the checks are pure), so
         # that most attributes of a large document, which repeat a few values (vv,
         # origin, job type, numbers), cost one set lookup. Unknown names have none.
@@ -158,54 +149,40 @@ class _RecordTarget:
             shape = self._shape
             if tag != NOTE or attrib or shape is None or not shape.note or self._note is not None:
                 raise NotCertain(tag)
-            self._note = ""
+            self._note = []
         elif depth == 1:
             self._start_root(tag, attrib)
         else:
             raise NotCertain(tag)
 
     def _start_root(self, tag: str, attrib: Dict[str, str]) -> None:
-        if tag != ROOT or attrib.get("version", VERSION) != VERSION:
-            raise NotCertain(tag)
         if any("&" in value for value in attrib.values()):
             raise NotCertain(tag)
-        if not self._schema.validate(etree.Element(ROOT, attrib)):
-            raise NotCertain(tag)
-        self.header = ExchangeHeader(
-            repository=attrib.get("repository", ""),
-            generation=int(attrib.get("generation", "0")),
-            since_gen=int(attrib.get("sinceGen", "0")),
-            export_time=int(attrib.get("exportTime", "0")),
-            version=VERSION,
-        )
+        try:
+            self.header = read_header(tag, attrib)
+        except ExchangeFormatError:  # the reference reader gives the message
+            raise NotCertain(tag) from None
 
     def end(self, tag: str) -> None:
         depth = self.depth
         self.depth = depth - 1
         if depth == 2:
-            attrib = self._attrib
-            guid = attrib.pop("guid")
-            local_id = attrib.pop("id", None)
-            vv = attrib.pop("vv")
-            modified = int(attrib.pop("modified"))
-            origin = attrib.pop("origin")
-            if tag == DELETED:
-                self.records.append((attrib["kind"], guid, None if local_id is None
-                                     else int(local_id), vv, modified, origin, True, {}))
-                return
-            if self._note is not None:
-                attrib["notes"] = self._note
-            self.records.append((tag, guid, None if local_id is None else int(local_id),
-                                 vv, modified, origin, False, attrib))
+            try:
+                note = None if self._note is None else "".join(self._note)
+                self.records.append(to_record(tag, self._attrib, note))
+            except ValueError:  # broken escaped text: the reference reader names it
+                raise NotCertain(tag) from None
         elif depth == 1:
             self.done = True
 
     def data(self, text: str) -> None:
         depth = self.depth
         if depth == 3:
-            self._note = (self._note or "") + text
+            if self._note is None:
+                raise NotCertain("text")
+            self._note.append(text)
         elif depth == 1:
-            if text.strip(_XML_SPACE):
+            if text.strip(XML_SPACE):
                 raise NotCertain("text")
         elif depth != 0:
             raise NotCertain("text")
@@ -232,14 +209,14 @@ class RecordReader:
             raise NotCertain("this lxml")
         self._closers: List[Any] = []
         try:
-            self._stream = _open_source(source, max_bytes, self._closers)
-            self._target = _RecordTarget(_fast_shapes(), _element_schema())
-            self._parser = _target_parser(self._target)
+            self._stream = open_source(source, max_bytes, self._closers)
+            self._target = _RecordTarget(fast_shapes())
+            self._parser = new_parser(target=self._target)
             while self._target.header is None:
-                data = self._stream.read(_CHUNK)
+                data = self._stream.read(CHUNK)
                 if not data:
                     raise NotCertain("no root element")
-                self._parser.feed(data)
+                self._feed(data)
             self.header = self._target.header
         except BaseException:
             self.close()
@@ -255,16 +232,27 @@ class RecordReader:
             if target.records:
                 records, target.records = target.records, []
                 yield records
-            data = self._stream.read(_CHUNK)
+            data = self._stream.read(CHUNK)
             if not data:
                 break
-            self._parser.feed(data)
-        self._parser.close()
+            self._feed(data)
+        self._feed(None)
         if target.records:
             records, target.records = target.records, []
             yield records
         if not target.done:
             raise NotCertain("truncated")
+
+    def _feed(self, data: Optional[bytes]) -> None:
+        """Give the parser more input (``None``: the end); a document that is not
+        well-formed is for the reference reader to describe."""
+        try:
+            if data is None:
+                self._parser.close()
+            else:
+                self._parser.feed(data)
+        except etree.LxmlError:
+            raise NotCertain("not well-formed") from None
 
     def close(self) -> None:
         """Close whatever the reader opened (not a caller's file)."""
