@@ -1,6 +1,6 @@
 """The limits the REST API states and enforces on what a request may carry.
 
-:data:`MAX_TEXT_CHARS` is the one place the text limit is defined: every text
+:data:`MAX_TEXT_CHARS` (defined once, in :mod:`wmsync.model`, for the exchange too): every text
 parameter (names, descriptions, notes, comments ...) and every text value inside a
 ``properties`` object longer than this is refused with error 400 naming the field. It
 sits far below libxml2's 10 MB limit on one text node, so anything the API accepts can
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from typing import Optional
 
+from wmsync.model import MAX_TEXT_CHARS  # one limit for the REST API and the exchange
+
 from .envelope import BadRequest
 
-#: The longest text (in characters) any one field may hold.
-MAX_TEXT_CHARS = 1_000_000
+__all__ = ["MAX_TEXT_CHARS", "checked_text"]
 
 
 def checked_text(name: str, value: Optional[str]) -> Optional[str]:

@@ -48,6 +48,7 @@ from urllib.parse import quote
 
 from wmsync.model import Element, guid_for_name
 from wmsync.repository.catalog import DEFAULT_ORIGIN
+from wmsync.repository.importing import Importer
 from wmsync.repository.session import Session
 
 from . import state, views
@@ -335,7 +336,9 @@ def _edit_over_unwritten(
     edit = Element(kind="Job", guid=current.guid, vv=vv, modified=s.store.now_ms(),
                    origin=s.repository, fields={} if deleted else fields, deleted=deleted,
                    local_id=current.local_id)
-    s.apply([edit], "")
+    importer = Importer(s, "")
+    importer.add([edit])
+    importer.finish()
     found = s.get(current.guid)
     return found.element if found is not None else edit
 

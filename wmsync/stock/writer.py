@@ -30,6 +30,7 @@ from wmsync.errors import BadRequest, ConflictError, NotFound, WMSyncError
 from wmsync.model import Element
 from wmsync.repository.records import StoredElement
 from wmsync.repository.store import Store
+from wmsync.repository.tables import row_element
 
 from . import fold, state, views
 from .scan import Config, job_ids, read_job
@@ -89,7 +90,7 @@ class Writer:
     def run(self) -> WriteOutcome:
         with self.store.reading() as s:
             conn = s.conn
-            jobs = [s._row(r) for r in conn.execute(
+            jobs = [row_element(r) for r in conn.execute(
                 "SELECT guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen "
                 "FROM elements WHERE kind = 'Job' ORDER BY local_id"
             ).fetchall()]
