@@ -304,7 +304,7 @@ class Session(ImportMixin):
 
     _NODE_COLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
-        "syncId, jobIdStart, jobIdBlock"
+        "syncId, jobIdStart, jobIdBlock, peerGen"
     )
 
     @staticmethod
@@ -321,6 +321,7 @@ class Session(ImportMixin):
             sync_id=row[8],
             job_id_start=row[9],
             job_id_block=row[10],
+            peer_gen=row[11],
         )
 
     def node(self, name: str) -> Optional[Node]:

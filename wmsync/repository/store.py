@@ -165,6 +165,7 @@ class Store(BulkLoading):
                         conn.execute(statement)
                 # Files made before elements_job_of indexed every row's JSON (jobs too).
                 conn.execute("DROP INDEX IF EXISTS elements_job")
+                _add_missing_node_columns(conn)
                 row = conn.execute("SELECT value FROM meta WHERE key = 'repository'").fetchone()
                 if row is None:
                     self._create_defaults(conn)
@@ -249,8 +250,10 @@ class Store(BulkLoading):
         stamp_last_sync: bool = False,
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
+        peer_gen: Optional[int] = None,
     ) -> Node:
-        """Register or update a node row (upsert); ``lastSyncGen`` only moves forward.
+        """Register or update a node row (upsert); ``lastSyncGen`` and ``peerGen`` only
+        move forward.
 
         Consumes no generation: node rows are bookkeeping, not elements.
         """
@@ -267,6 +270,9 @@ class Store(BulkLoading):
             gen = current.last_sync_gen
             if last_sync_gen is not None:
                 gen = last_sync_gen if gen is None else max(gen, last_sync_gen)
+            peer = current.peer_gen
+            if peer_gen is not None:
+                peer = peer_gen if peer is None else max(peer, peer_gen)
             values = {
                 "description": current.description if description is None else description,
                 "serverURL": current.server_url if server_url is None else server_url,
@@ -279,6 +285,7 @@ class Store(BulkLoading):
                 "syncId": current.sync_id if sync_id is None else sync_id,
                 "jobIdStart": current.job_id_start if job_id_start is None else job_id_start,
                 "jobIdBlock": current.job_id_block if job_id_block is None else job_id_block,
+                "peerGen": peer,
             }
             assignments = ", ".join(f"{k} = ?" for k in values)
             conn.execute(
@@ -292,7 +299,9 @@ class Store(BulkLoading):
         """Forget a node row's watermark and ``syncId``; False if there is no such row."""
         with self.atomic() as session:
             cursor = session.conn.execute(
-                "UPDATE nodes SET lastSyncGen = NULL, syncId = NULL WHERE name = ?", (name,)
+                "UPDATE nodes SET lastSyncGen = NULL, syncId = NULL, peerGen = NULL "
+                "WHERE name = ?",
+                (name,),
             )
             return cursor.rowcount > 0
 
@@ -408,3 +417,11 @@ class Store(BulkLoading):
             if partial.exists():
                 partial.unlink()
         return ExportInfo(export_id, path, generation, since_gen, export_time, count)
+
+
+def _add_missing_node_columns(conn: sqlite3.Connection) -> None:
+    """Schema migration: node columns added after a database was made (``peerGen``, the
+    file exchange's mark, docs/design.md §11) are added to it, empty."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
+    if "peerGen" not in have:
+        conn.execute("ALTER TABLE nodes ADD COLUMN peerGen INTEGER")
