@@ -25,10 +25,10 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Set
 
+from cluster import USER
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cluster import USER
 from wmsync import synchronize
 from wmsync.client import WMServerClient
 from wmsync.emulator.server import start_in_thread
