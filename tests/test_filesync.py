@@ -237,3 +237,32 @@ def test_export_into_a_folder_names_the_file(pair: Cluster, tmp_path: Path) -> N
     assert os.path.dirname(outcome.path) == str(folder)
     assert os.path.basename(outcome.path).startswith("HQ_to_Office_")
     shutil.rmtree(folder)
+
+
+def test_a_file_from_another_pairing_re_establishes_the_pair(pair: Cluster,
+                                                               tmp_path: Path) -> None:
+    """A child whose syncId is not the parent's (restored, or the pair changed meanwhile):
+    its content is imported, no mark moves, and the parent's next file is full under a
+    new syncId that the child adopts; then marks move again."""
+    hq, office = pair.parent, pair.children[0]
+    join(pair, tmp_path)
+    export(office, "HQ", tmp_path / "ack.zip")
+    imp(hq, tmp_path / "ack.zip")
+    old = hq.store.node("Office")
+    assert old.last_sync_gen and old.sync_id
+    office.store.update_node("HQ", sync_id="from-a-backup")
+    create_job(pair.client("Office"), "made after the restore")
+    export(office, "HQ", tmp_path / "stale.zip")
+    stale = imp(hq, tmp_path / "stale.zip")
+    assert not stale.marks_taken and stale.received > 0
+    assert job_id_by_name(pair.client("HQ"), "made after the restore")
+    reset = hq.store.node("Office")
+    assert reset.sync_id is None and reset.last_sync_gen is None
+    full = export(hq, "Office", tmp_path / "full.zip")
+    assert full.manifest.since_gen == 0 and full.manifest.sync_id != old.sync_id
+    assert imp(office, tmp_path / "full.zip").marks_taken
+    assert office.store.node("HQ").sync_id == full.manifest.sync_id
+    export(office, "HQ", tmp_path / "again.zip")
+    again = imp(hq, tmp_path / "again.zip")
+    assert again.marks_taken
+    assert_converged(pair)
