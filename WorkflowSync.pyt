@@ -1,7 +1,8 @@
 """Workflow Sync: an open re-creation of Workflow Manager's Synchronize Job Data tool.
 
 A registry plus parameter mapping (docs/design.md sections 2 and 6): the parameters, the
-validation call, one call to ``wmsync.toolbox.run`` and the two derived outputs. The
+validation call, one call to ``wmsync.toolbox.run`` and the two derived outputs. Export
+Job Data and Import Job Data (section 11) are as thin: parameters, one call, the status. The
 ``wmsync`` package sits beside this file. Keep this file ASCII.
 """
 
@@ -45,7 +46,7 @@ class Toolbox:
             "Synchronizes Workflow Manager job data between a parent repository and its "
             "child repositories (an open re-creation of Synchronize Job Data)."
         )
-        self.tools = [SynchronizeJobData]
+        self.tools = [SynchronizeJobData, ExportJobData, ImportJobData]
 
 
 class SynchronizeJobData:
@@ -89,3 +90,26 @@ class SynchronizeJobData:
                           p[PARENT_NAME].valueAsText, core.table_value(p[CHILDREN]))
         p[STATUS].value = result.status
         p[LAST_SYNC].value = core.last_sync_table(arcpy, COLUMNS, result)
+
+
+
+class ExportJobData:
+    def __init__(self):
+        self.label, self.description = core.EXPORT_TOOL
+
+    def getParameterInfo(self):
+        return core.file_tool_parameters(arcpy, core.EXPORT_PARAMETERS)
+
+    def execute(self, parameters, messages):
+        parameters[-1].value = core.run_export(arcpy, messages, *core.file_tool_values(parameters))
+
+
+class ImportJobData:
+    def __init__(self):
+        self.label, self.description = core.IMPORT_TOOL
+
+    def getParameterInfo(self):
+        return core.file_tool_parameters(arcpy, core.IMPORT_PARAMETERS)
+
+    def execute(self, parameters, messages):
+        parameters[-1].value = core.run_import(arcpy, messages, *core.file_tool_values(parameters))

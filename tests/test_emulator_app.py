@@ -301,7 +301,7 @@ def test_replication_info_and_nodes(parent):
     assert nodes["Parent"]["isParent"] is True and nodes["Parent"]["jobIdBlock"] == 1000
     assert set(nodes["Ohio"]) == {"id", "name", "description", "serverURL", "isParent",
                                   "isConnected", "lastSync", "lastSyncGen", "syncId",
-                                  "jobIdStart", "jobIdBlock"}
+                                  "jobIdStart", "jobIdBlock", "peerGen"}
     assert post(url, "/replication/nodes/reset", user="sync", name="Ohio") == {"success": True}
     ohio = get(url, "/replication/info", user="sync")["nodes"][0]
     assert ohio["lastSyncGen"] is None and ohio["syncId"] is None

@@ -60,7 +60,8 @@ def test_toolbox_registry(toolbox):
     box = toolbox.Toolbox()
     assert box.label == "Workflow Sync"
     assert box.alias == "wmx"
-    assert box.tools == [toolbox.SynchronizeJobData]
+    assert box.tools[0] is toolbox.SynchronizeJobData
+    assert {toolbox.ExportJobData, toolbox.ImportJobData} <= set(box.tools)
     assert toolbox.SynchronizeJobData().label == "Synchronize Job Data"
 
 
@@ -537,7 +538,8 @@ def test_the_pyt_is_a_registry_and_a_parameter_mapping():
                 for alias in node.names}
     assert imported == {"os", "sys", "arcpy", "wmsync.toolbox"}
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.ImportFrom, ast.Try))]
-    assert len(source.splitlines()) <= 100
+    # Synchronize Job Data in about 90 lines, each further tool in about 12.
+    assert len(source.splitlines()) <= 130
 
 
 def test_module_is_a_plain_namespace(toolbox):

@@ -1,4 +1,5 @@
-"""The ``wmsync`` command line: ``sync``, ``plan``, ``serve``, ``demo``, ``install-toolbox``.
+"""The ``wmsync`` command line: ``sync``, ``plan``, ``serve``, ``demo``, ``install-toolbox``,
+``export``, ``import``.
 
 Each subcommand turns text into typed values, makes one call, and maps wmsync errors
 to a message and an exit code: 0 status 0, 1 some children failed, 2 nothing could be
@@ -442,6 +443,121 @@ def cmd_install_toolbox(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------
+# export / import: synchronization by file (docs/design.md §11)
+
+
+def _file_session(args: argparse.Namespace) -> Any:
+    """Logging, TLS, credentials and token as ``sync`` sets them up; the replica
+    factory for the one repository (None: the default one)."""
+    known = [args.token or "", os.environ.get("WMSYNC_TOKEN", ""),
+             os.environ.get("WMSYNC_PASSWORD", "")]
+    redactor = configure_logging(args.verbose, args.log_file, known)
+    verify = _verify(args)
+    credentials = _credentials(args, verify, redactor)
+    token = _token(args, redactor, verify)
+    return token, verify, _client_factory(args, credentials, token, verify)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .filesync import export_job_data
+
+    out_dir = args.out if os.path.isdir(args.out) else os.path.dirname(
+        os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):
+        raise UsageError(f"--out: the folder {out_dir} does not exist")
+    token, verify, factory = _file_session(args)
+    outcome = export_job_data(
+        args.url, args.to, args.out, register_child=args.register_child,
+        child_url=args.child_url or "", user=args.user, token=token,
+        replica_factory=factory, timeout=args.timeout, verify=verify,
+    )
+    if not args.quiet:
+        print(outcome.line())
+        print(f"Written: {outcome.path}")
+    _write_report(args.report, {"status": 0, "file": outcome.path,
+                                "manifest": outcome.manifest.to_dict(),
+                                "registered": outcome.registered})
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from .filesync import import_job_data
+
+    if not os.path.isfile(args.file):
+        raise UsageError(f"--file: {args.file} is not a file")
+    token, verify, factory = _file_session(args)
+    outcome = import_job_data(
+        args.url, args.file, user=args.user, token=token, replica_factory=factory,
+        timeout=args.timeout, verify=verify,
+    )
+    for warning in outcome.warnings:
+        log.warning("%s: %s", outcome.target, warning)
+    if not args.quiet:
+        print(outcome.line())
+    _write_report(args.report, {
+        "status": 0, "file": args.file, "repository": outcome.target,
+        "manifest": outcome.manifest.to_dict(), "received": outcome.received,
+        "conflicts": outcome.conflicts, "renumbered": outcome.renumbered,
+        "alreadyImported": outcome.already, "watermarksMoved": outcome.marks_taken,
+        "gap": outcome.gap, "joined": outcome.joined,
+    })
+    return EXIT_OK
+
+
+def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """The connection options of ``sync`` that concern one repository."""
+    parser.add_argument("--url", required=True, help="the repository's WMServer URL")
+    parser.add_argument("--user", default=None,
+                        help="the Workflow Manager user acting (default: the OS user)")
+    parser.add_argument("--token", default=None,
+                        help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)")
+    parser.add_argument("--token-url", default=None,
+                        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt")
+    parser.add_argument("--username", default=None, help="user name for --token-url")
+    parser.add_argument("--credentials", default=None, metavar="FILE",
+                        help="JSON file: a token or a token URL per server URL prefix")
+    parser.add_argument("--report", default=None, help="write a JSON report to this file")
+    parser.add_argument("--timeout", type=_positive(float, "a number of seconds"),
+                        default=60.0, help="per-request read timeout in seconds (default 60)")
+    parser.add_argument("--log-file", default=None, help="also log to this file (redacted)")
+    parser.add_argument("--ca-bundle", default=None, help="a CA bundle to trust in addition")
+    parser.add_argument("--insecure", action="store_true",
+                        help="turn TLS certificate checks off (prints a warning)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-v", "--verbose", action="count", default=0,
+                          help="progress messages (-v); debug messages too (-vv)")
+    loudness.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+
+
+def _add_file_commands(commands: Any) -> None:
+    export = commands.add_parser(
+        "export", help="write a file of the changes a disconnected peer lacks",
+        description="Export Job Data: write the changes PEER has not acknowledged, with a "
+        "manifest (acknowledgement, syncId, SHA-256), for a parent or child without a "
+        "network connection.")
+    _add_file_arguments(export)
+    export.add_argument("--to", required=True, metavar="PEER",
+                        help="the repository the file is for (the parent or a child)")
+    export.add_argument("--out", required=True, metavar="FILE",
+                        help="the file to write (or a folder to write it into)")
+    export.add_argument("--register-child", action="store_true",
+                        help="PEER is a new child joining by file: register it here "
+                        "(node row and job id block) and put its registration in the file")
+    export.add_argument("--child-url", default=None,
+                        help="with --register-child: the child's URL, for its node row")
+    export.set_defaults(func=cmd_export)
+
+    imp = commands.add_parser(
+        "import", help="import a file written by 'wmsync export'",
+        description="Import Job Data: check the file (digest, recipient, cluster), import "
+        "it atomically and take its acknowledgement; a repeated or older file changes "
+        "nothing.")
+    _add_file_arguments(imp)
+    imp.add_argument("--file", required=True, help="the file written by 'wmsync export'")
+    imp.set_defaults(func=cmd_import)
+
+
+# ---------------------------------------------------------------------------
 
 
 def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
@@ -532,6 +648,7 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("dest", help="folder to write (created if missing)")
     install.add_argument("--force", action="store_true", help="replace an existing copy")
     install.set_defaults(func=cmd_install_toolbox)
+    _add_file_commands(commands)
     return parser
 
 

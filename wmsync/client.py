@@ -410,10 +410,13 @@ class WMServerClient:
         stamp_last_sync: bool = False,
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
+        peer_gen: Optional[int] = None,
     ) -> Optional[int]:
         """``POST replication/nodes/update``: register or update the node row *name*.
 
-        Arguments left ``None`` are not sent (the server keeps what it has).
+        Arguments left ``None`` are not sent (the server keeps what it has). *peer_gen*
+        is the file exchange's mark: the peer's generation up to which the peer's
+        changes are here (docs/design.md §11); like ``lastSyncGen`` it only moves forward.
 
         :returns: the ``lastSync`` the server stamped (epoch ms) with
             ``stamp_last_sync=True``, else what it answered (usually ``None``).
@@ -428,6 +431,7 @@ class WMServerClient:
             "stampLastSync": True if stamp_last_sync else None,
             "jobIdStart": job_id_start,
             "jobIdBlock": job_id_block,
+            "peerGen": peer_gen,
         }
         op = "replication/nodes/update"
         answer = self._json("POST", op, form=fields)

@@ -24,7 +24,7 @@ from typing import Any, List, Optional, Sequence, Union
 
 from . import valuetable
 from .auth import ThreadBoundToken
-from .errors import redact_url
+from .errors import WMSyncError, redact_url
 from .progress import SyncListener
 from .report import FAILED, SKIPPED, SYNCHRONIZED, SyncResult
 
@@ -324,3 +324,106 @@ def run(arcpy: Any, messages: Any, parent_url: str, parent_name: str, children: 
         arcpy.ResetProgressor()
         if auto_cancelling is not None:
             arcpy.env.autoCancelling = auto_cancelling
+
+
+# --------------------------------------------------------------------------- files
+
+#: Export Job Data and Import Job Data (docs/design.md §11): label and description, and
+#: the parameters (name, label, datatype, parameterType, direction); the status last.
+EXPORT_TOOL = (
+    "Export Job Data",
+    "Writes a file of the job data changes a disconnected parent or child has not "
+    "acknowledged yet, with its manifest (acknowledgement, SHA-256), to be imported there "
+    "with Import Job Data.",
+)
+EXPORT_PARAMETERS = [
+    ("Input_Repository_URL", "Input Repository URL", "GPString", "Required", "Input"),
+    ("Input_Peer_Repository_Name", "Input Peer Repository Name", "GPString", "Required",
+     "Input"),
+    ("Output_File", "Output File", "DEFile", "Required", "Output"),
+    ("Input_Register_Child", "Register New Child", "GPBoolean", "Optional", "Input"),
+    ("Input_Child_URL", "Input Child URL", "GPString", "Optional", "Input"),
+    ("Output_ExportStatus", "Export Status", "GPLong", "Derived", "Output"),
+]
+IMPORT_TOOL = (
+    "Import Job Data",
+    "Imports a file written by Export Job Data into a repository: checks its digest, "
+    "recipient and cluster, imports it in one transaction and takes its acknowledgement. "
+    "A repeated or older file changes nothing.",
+)
+IMPORT_PARAMETERS = [
+    ("Input_File", "Input File", "DEFile", "Required", "Input"),
+    ("Input_Repository_URL", "Input Repository URL", "GPString", "Required", "Input"),
+    ("Output_ImportStatus", "Import Status", "GPLong", "Derived", "Output"),
+]
+
+
+def file_tool_parameters(arcpy: Any, specs: Sequence[Sequence[str]]) -> List[Any]:
+    """The ``arcpy.Parameter`` list of a file tool (a Boolean starts unchecked)."""
+    params = []
+    for name, label, datatype, kind, direction in specs:
+        param = arcpy.Parameter(name=name, displayName=label, datatype=datatype,
+                                parameterType=kind, direction=direction)
+        if datatype == "GPBoolean":
+            param.value = False
+        params.append(param)
+    return params
+
+
+def file_tool_values(parameters: Sequence[Any]) -> List[Any]:
+    """The inputs of a file tool in order, its status (last) left out: text, a Boolean
+    as bool, an empty optional text as ""."""
+    values: List[Any] = []
+    for param in parameters[:-1]:
+        if getattr(param, "datatype", "") in ("GPBoolean", "Boolean"):
+            values.append(bool(param.value))
+        else:
+            values.append(param.valueAsText or "")
+    return values
+
+
+def run_export(arcpy: Any, messages: Any, url: str, peer: str, out: str,
+               register_child: bool = False, child_url: str = "") -> int:
+    """Export Job Data (docs/design.md §11): one call into :mod:`wmsync.filesync`.
+
+    :returns: the status, 0; a refused export is an error message and
+        ``arcpy.ExecuteError`` (nothing written).
+    """
+    from . import filesync
+
+    token = tool_token(arcpy)
+    listener = ArcpyListener(arcpy, messages, token)
+    try:
+        outcome = filesync.export_job_data(
+            url, peer, out, register_child=register_child, child_url=child_url or "",
+            user=acting_user(), token=token,
+        )
+    except WMSyncError as exc:
+        text = listener.scrub(f"Export refused, nothing written: {exc}")
+        messages.addErrorMessage(text)
+        raise arcpy.ExecuteError(text) from None
+    messages.addMessage(listener.scrub(outcome.line()))
+    messages.addMessage(listener.scrub(f"Written: {outcome.path}"))
+    return 0
+
+
+def run_import(arcpy: Any, messages: Any, path: str, url: str) -> int:
+    """Import Job Data (docs/design.md §11): one call into :mod:`wmsync.filesync`.
+
+    :returns: the status, 0; a refused file is an error message and
+        ``arcpy.ExecuteError`` (nothing changed).
+    """
+    from . import filesync
+
+    token = tool_token(arcpy)
+    listener = ArcpyListener(arcpy, messages, token)
+    try:
+        outcome = filesync.import_job_data(url, path, user=acting_user(), token=token)
+    except WMSyncError as exc:
+        text = listener.scrub(f"Import refused, nothing changed: {exc}")
+        messages.addErrorMessage(text)
+        raise arcpy.ExecuteError(text) from None
+    for warning in outcome.warnings:
+        messages.addWarningMessage(listener.scrub(f"{outcome.target}: {warning}"))
+    messages.addMessage(listener.scrub(outcome.line()))
+    return 0

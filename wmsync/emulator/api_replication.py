@@ -77,6 +77,7 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         stamp_last_sync=call.boolean("stampLastSync"),
         job_id_start=call.integer("jobIdStart"),
         job_id_block=call.integer("jobIdBlock"),
+        peer_gen=call.integer("peerGen"),
     )
     return {"success": True, "lastSync": node.last_sync}
 

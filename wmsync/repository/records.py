@@ -66,6 +66,8 @@ class Node:
     sync_id: Optional[str]
     job_id_start: Optional[int]
     job_id_block: Optional[int]
+    #: The peer's generation up to which the peer's changes are here (file exchange).
+    peer_gen: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The node as ``replication/info`` lists it."""
@@ -81,6 +83,7 @@ class Node:
             "syncId": self.sync_id,
             "jobIdStart": self.job_id_start,
             "jobIdBlock": self.job_id_block,
+            "peerGen": self.peer_gen,
         }
 
 

@@ -277,7 +277,7 @@ class Session:
 
     _NODECOLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
-        "syncId, jobIdStart, jobIdBlock"
+        "syncId, jobIdStart, jobIdBlock, peerGen"
     )
 
     @staticmethod
@@ -294,6 +294,7 @@ class Session:
             sync_id=row[8],
             job_id_start=row[9],
             job_id_block=row[10],
+            peer_gen=row[11],
         )
 
     def node(self, name: str) -> Optional[Node]:

@@ -204,6 +204,7 @@ class Store:
                         conn.execute(f"ALTER TABLE conflicts ADD COLUMN {column} {declaration}")
                 # Files made before elements_job_of indexed every row's JSON (jobs too).
                 conn.execute("DROP INDEX IF EXISTS elements_job")
+                _add_missing_node_columns(conn)
                 row = conn.execute("SELECT value FROM meta WHERE key = 'repository'").fetchone()
                 if row is None:
                     self._create_defaults(conn)
@@ -288,8 +289,10 @@ class Store:
         stamp_last_sync: bool = False,
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
+        peer_gen: Optional[int] = None,
     ) -> Node:
-        """Register or update a node row (upsert); ``lastSyncGen`` only moves forward.
+        """Register or update a node row (upsert); ``lastSyncGen`` and ``peerGen`` only
+        move forward.
 
         Consumes no generation: node rows are bookkeeping, not elements.
         """
@@ -306,6 +309,9 @@ class Store:
             gen = current.last_sync_gen
             if last_sync_gen is not None:
                 gen = last_sync_gen if gen is None else max(gen, last_sync_gen)
+            peer = current.peer_gen
+            if peer_gen is not None:
+                peer = peer_gen if peer is None else max(peer, peer_gen)
             values = {
                 "description": current.description if description is None else description,
                 "serverURL": current.server_url if server_url is None else server_url,
@@ -318,6 +324,7 @@ class Store:
                 "syncId": current.sync_id if sync_id is None else sync_id,
                 "jobIdStart": current.job_id_start if job_id_start is None else job_id_start,
                 "jobIdBlock": current.job_id_block if job_id_block is None else job_id_block,
+                "peerGen": peer,
             }
             assignments = ", ".join(f"{k} = ?" for k in values)
             conn.execute(
@@ -331,7 +338,9 @@ class Store:
         """Forget a node row's watermark and ``syncId``; False if there is no such row."""
         with self.atomic() as session:
             cursor = session.conn.execute(
-                "UPDATE nodes SET lastSyncGen = NULL, syncId = NULL WHERE name = ?", (name,)
+                "UPDATE nodes SET lastSyncGen = NULL, syncId = NULL, peerGen = NULL "
+                "WHERE name = ?",
+                (name,),
             )
             return cursor.rowcount > 0
 
@@ -462,3 +471,11 @@ class Store:
     def bulk_update_jobs(self, ids: Sequence[int], changes: Mapping[str, str]) -> int:
         """:func:`wmsync.repository.bulk.update_jobs` on this store."""
         return bulk.update_jobs(self, ids, changes)
+
+
+def _add_missing_node_columns(conn: sqlite3.Connection) -> None:
+    """Schema migration: node columns added after a database was made (``peerGen``, the
+    file exchange's mark, docs/design.md §11) are added to it, empty."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
+    if "peerGen" not in have:
+        conn.execute("ALTER TABLE nodes ADD COLUMN peerGen INTEGER")

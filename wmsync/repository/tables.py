@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     lastSyncGen INTEGER,
     syncId TEXT,
     jobIdStart INTEGER,
-    jobIdBlock INTEGER
+    jobIdBlock INTEGER,
+    peerGen INTEGER
 );
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY,
