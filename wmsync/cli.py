@@ -1,4 +1,6 @@
-"""The ``wmsync`` command line: ``sync``, ``plan``, ``serve``, ``demo``, ``install-toolbox``.
+"""The ``wmsync`` command line: ``sync``, ``plan``, ``serve``, ``demo``, ``install-toolbox``,
+and the toolset's ``status``, ``conflicts``, ``clear``, ``replicate``
+(:mod:`wmsync.toolset_cli`).
 
 Each subcommand turns text into typed values, makes one call, and maps wmsync errors
 to a message and an exit code: 0 status 0, 1 some children failed, 2 nothing could be
@@ -532,6 +534,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("dest", help="folder to write (created if missing)")
     install.add_argument("--force", action="store_true", help="replace an existing copy")
     install.set_defaults(func=cmd_install_toolbox)
+
+    from .toolset_cli import add_commands
+
+    add_commands(commands)  # status, conflicts, clear, replicate (docs/design.md §11)
     return parser
 
 
