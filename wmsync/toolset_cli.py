@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any, Callable, Dict, List
 from urllib.parse import urlsplit
 
@@ -128,12 +129,13 @@ def cmd_replicate(args: argparse.Namespace) -> int:
     check_url("--child-url", args.child_url)
     result = replicate(args.parent_url, args.parent_name, args.child_url, args.child_name,
                        _factory(args))
+    if result.status < 0:  # refused before anything changed: one line, like bad input
+        print(f"wmsync replicate: error: {result.lines()[0]}", file=sys.stderr)
+        return EXIT_REFUSED
     if args.json:
         _print_json(result.to_dict())
     else:
         _print(result.lines())
-    if result.status < 0:
-        return EXIT_REFUSED
     return EXIT_PARTLY if result.status else EXIT_OK
 
 
