@@ -60,7 +60,7 @@ def test_toolbox_registry(toolbox):
     box = toolbox.Toolbox()
     assert box.label == "Workflow Sync"
     assert box.alias == "wmx"
-    assert box.tools == [toolbox.SynchronizeJobData]
+    assert box.tools[0] is toolbox.SynchronizeJobData  # the toolset's tools follow it
     assert toolbox.SynchronizeJobData().label == "Synchronize Job Data"
 
 
@@ -537,7 +537,8 @@ def test_the_pyt_is_a_registry_and_a_parameter_mapping():
                 for alias in node.names}
     assert imported == {"os", "sys", "arcpy", "wmsync.toolbox"}
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.ImportFrom, ast.Try))]
-    assert len(source.splitlines()) <= 100
+    tools = len([n for n in tree.body if isinstance(n, ast.ClassDef)]) - 1  # not Toolbox
+    assert len(source.splitlines()) <= 40 + 55 * tools  # declarations and a call per tool
 
 
 def test_module_is_a_plain_namespace(toolbox):
