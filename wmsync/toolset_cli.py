@@ -32,6 +32,8 @@ class ToolsetUsageError(ValueError):
 def _factory(args: argparse.Namespace) -> ReplicaFactory:
     """Replicas of servers with the extensions; a stock server is refused by name
     (``MissingExtensions``) until the toolset supports stock replicas."""
+    if not args.timeout > 0:  # also refuses NaN
+        raise ToolsetUsageError(f"--timeout must be more than 0 seconds, not {args.timeout}")
     verify: Any = False if args.insecure else (args.ca_bundle or True)
     token = args.token or os.environ.get("WMSYNC_TOKEN") or None
     return default_replica_factory(user=args.user, token=token, timeout=args.timeout,
