@@ -145,3 +145,15 @@ def test_replicate_and_its_bad_input(three, emulator):
     assert data["children"][0]["name"] == "Texas"
     assert "Texas" in node_names(three.client("Parent"))
     assert generation(three.client("Parent")) >= before
+
+
+def test_conflicts_bad_input_is_one_line():
+    dead = run_cli("conflicts", "--url", DEAD)
+    assert dead.returncode == 2
+    one_line_error(dead, "127.0.0.1:9")
+    bad = run_cli("conflicts", "--url", "file:///etc/passwd")
+    assert bad.returncode == 2
+    one_line_error(bad, "--url", "not an http(s) URL")
+    zero = run_cli("status", "--parent-url", DEAD, "--parent-name", "P", "--max-age", "0")
+    assert zero.returncode == 2
+    one_line_error(zero, "--max-age")
