@@ -347,3 +347,39 @@ def test_replicate_to_an_unreachable_child(three):
 def test_status_json_is_serializable(three):
     sync(three)
     json.dumps(cluster_status(three.parent.url, "Parent", factory()).to_dict())
+
+
+def test_no_token_in_status_clear_or_replicate_output(emulator):
+    secret = "PLANTEDsecretTOKEN0123456789"
+    parent, ohio, texas = (emulator(n, token=secret) for n in ("Parent", "Ohio", "Texas"))
+    made = default_replica_factory(user="tester", token=secret)
+    planted = ohio.url + "?token=" + secret  # a token written into a row's URL
+    assert synchronize(parent.url, "Parent", f"Ohio true {planted} ''", user="tester",
+                       token=secret).status == 0
+    status = cluster_status(parent.url + "?token=" + secret, "Parent", made)
+    assert status.code == 0
+    joined = replicate(parent.url, "Parent", texas.url + "?token=" + secret, "Texas", made)
+    assert joined.status == 0, joined.error
+    cleared = clear_cluster(parent.url, "Parent", made)
+    texts = [json.dumps(status.to_dict()), "\n".join(status.lines()),
+             json.dumps(joined.to_dict()), "\n".join(joined.lines()),
+             json.dumps(cleared.to_dict()), "\n".join(cleared.lines())]
+    assert all(secret not in text for text in texts)
+
+
+class _StockLike:
+    """A replica without the extensions' node operations (as a stock replica is)."""
+
+    display_url = "http://stock/arcgis/rest/services/S/WMServer"
+
+    def replication_info(self):
+        return {"repository": "S", "nodes": [{"name": "P", "isParent": True}]}
+
+    def close(self):
+        pass
+
+
+def test_clear_names_a_replica_without_delete_node():
+    with pytest.raises(SyncRefused, match="without the WorkflowSync extensions"):
+        clear_repository("http://stock/arcgis/rest/services/S/WMServer",
+                         lambda url: _StockLike())
