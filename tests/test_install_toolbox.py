@@ -29,7 +29,11 @@ pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_ARCPY = Path(__file__).resolve().parent / "fake_arcpy"
-METADATA_FILES = ["WorkflowSync.SynchronizeJobData.pyt.xml", "WorkflowSync.pyt.xml"]
+METADATA_FILES = sorted([
+    "WorkflowSync.SynchronizeJobData.pyt.xml", "WorkflowSync.pyt.xml",
+    "WorkflowSync.CreateJobDataReplica.pyt.xml", "WorkflowSync.ClearJobReplicationInfo.pyt.xml",
+    "WorkflowSync.ClusterStatus.pyt.xml",
+])
 #: What the drop-in folder may rely on: what ArcGIS Pro ships (DESIGN.md section 9).
 PRO_DISTRIBUTIONS = ["requests", "urllib3", "lxml", "idna", "certifi", "charset-normalizer"]
 

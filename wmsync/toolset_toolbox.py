@@ -16,7 +16,7 @@ from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 from . import valuetable
 from .errors import WMSyncError
 from .replica import ReplicaFactory, default_replica_factory
-from .toolbox import ArcpyListener, acting_user, table_value, tool_token
+from .toolbox import ArcpyListener, acting_user, tool_token
 
 __all__ = [
     "CHILD_COLUMNS",
@@ -185,8 +185,7 @@ def run_replicate(arcpy: Any, messages: Any, parent_url: str, parent_name: str,
     factory, token = _factory(arcpy)
     listener = ArcpyListener(arcpy, messages, token)
     try:
-        specs = valuetable.parse_children(table_value(children)
-                                          if hasattr(children, "values") else children)
+        specs = valuetable.parse_children(children)
     except WMSyncError as exc:
         _fail(arcpy, messages, listener, f"the child table was refused: {exc}")
     connected = [spec for spec in specs if spec.connected]
