@@ -383,3 +383,21 @@ def test_clear_names_a_replica_without_delete_node():
     with pytest.raises(SyncRefused, match="without the WorkflowSync extensions"):
         clear_repository("http://stock/arcgis/rest/services/S/WMServer",
                          lambda url: _StockLike())
+
+
+def test_restore_of_a_losing_delete_deletes_the_job_everywhere(three):
+    sync(three)
+    job_id = create_job(three.client("Parent"), "deleted or edited")
+    sync(three)
+    three.client("Ohio").post(f"jobs/{job_id}/delete")
+    three.client("AZ").post(f"jobs/{job_id}/update", properties='{"description": "kept"}')
+    assert sync(three).status == 0
+    parent = three.client("Parent")
+    assert parent.get(f"jobs/{job_id}")["description"] == "kept"  # the later edit won
+    entry = next(e for e in conflict_entries(parent) if e.kind == "Job")
+    assert entry.loser_deleted and entry.loser_origin == "Ohio"
+    done = restore(parent, str(entry.number))
+    assert done.done == [f"job {job_id} deleted (the losing version was a delete)"]
+    assert sync(three).status == 0
+    for name in three.names:
+        assert job_id not in three.client(name).get("jobs")["jobIds"]

@@ -11,6 +11,8 @@ from fake_arcpy.fixtures import PYT, arcpy_fixture, toolbox_fixture  # noqa: F40
 from wmsync.engine import synchronize
 from wmsync.valuetable import parse_children
 
+pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
+
 DEAD = "http://127.0.0.1:9/arcgis/rest/services/Gone/WMServer"
 
 
