@@ -29,8 +29,12 @@ pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_ARCPY = Path(__file__).resolve().parent / "fake_arcpy"
-METADATA_FILES = ["WorkflowSync.ExportJobData.pyt.xml", "WorkflowSync.ImportJobData.pyt.xml",
-                  "WorkflowSync.SynchronizeJobData.pyt.xml", "WorkflowSync.pyt.xml"]
+METADATA_FILES = sorted([
+    "WorkflowSync.SynchronizeJobData.pyt.xml", "WorkflowSync.pyt.xml",
+    "WorkflowSync.ExportJobData.pyt.xml", "WorkflowSync.ImportJobData.pyt.xml",
+    "WorkflowSync.CreateJobDataReplica.pyt.xml", "WorkflowSync.ClearJobReplicationInfo.pyt.xml",
+    "WorkflowSync.ClusterStatus.pyt.xml",
+])
 #: What the drop-in folder may rely on: what ArcGIS Pro ships (DESIGN.md section 9).
 PRO_DISTRIBUTIONS = ["requests", "urllib3", "lxml", "idna", "certifi", "charset-normalizer"]
 

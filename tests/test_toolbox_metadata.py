@@ -25,7 +25,8 @@ METADATA = ROOT / "metadata"
 TOOLBOX_XML = METADATA / "WorkflowSync.pyt.xml"
 TOOL_XML = METADATA / "WorkflowSync.SynchronizeJobData.pyt.xml"
 
-DATATYPES = {"GPString": "String", "GPLong": "Long", "GPValueTable": "Value Table"}
+DATATYPES = {"GPString": "String", "GPLong": "Long", "GPValueTable": "Value Table",
+             "GPDouble": "Double"}
 
 
 def parse(path):
@@ -137,3 +138,79 @@ def test_install_places_metadata_beside_the_pyt(tmp_path):
     folder = os.path.dirname(pyt)
     names = set(os.listdir(folder))
     assert {"WorkflowSync.pyt", TOOLBOX_XML.name, TOOL_XML.name, "wmsync"} <= names
+
+
+# --------------------------------------------------------------------------- the toolset
+
+TOOLSET = ["CreateJobDataReplica", "ClearJobReplicationInfo", "ClusterStatus"]
+
+
+def tool_xml(name):
+    return METADATA / f"WorkflowSync.{name}.pyt.xml"
+
+
+@pytest.mark.parametrize("name", TOOLSET)
+def test_toolset_metadata_describes_each_tool_and_parameter(toolbox, name):
+    path = tool_xml(name)
+    root = parse(path)
+    assert path.read_bytes().startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
+    tool_class = getattr(toolbox, name)
+    tool = root.find("tool")
+    assert (tool.get("name"), tool.get("toolboxalias")) == (name, "wmx")
+    assert tool.get("displayname") == tool_class().label
+    assert root.findtext("dataIdInfo/idCitation/resTitle") == tool_class().label
+    params = tool_class().getParameterInfo()
+    described = root.findall("tool/parameters/param")
+    assert [d.get("name") for d in described] == [p.name for p in params]
+    for d, p in zip(described, params):
+        assert d.get("displayname") == p.displayName
+        assert (d.get("type"), d.get("direction")) == (p.parameterType, p.direction)
+        assert d.get("datatype") == DATATYPES[p.datatype]
+        assert text_of(d.findtext("dialogReference")), p.name
+        assert text_of(d.findtext("pythonReference")), p.name
+    assert text_of(root.findtext("tool/summary"))
+    assert "WMSYNC_TOKEN" in text_of(root.findtext("tool/usage"))
+    code = root.findtext("tool/scriptExamples/scriptExample/code")
+    assert 'arcpy.ImportToolbox(r"C:\\Tools\\WorkflowSync\\WorkflowSync.pyt", "wmx")' in code
+    assert f"arcpy.{name}_wmx(" in code
+
+
+def _sample(name, replacements):
+    code = parse(tool_xml(name)).findtext("tool/scriptExamples/scriptExample/code")
+    code = code.replace(r"C:\Tools\WorkflowSync\WorkflowSync.pyt", os.fspath(PYT))
+    for old, new in replacements.items():
+        assert old in code
+        code = code.replace(old, new)
+    return code
+
+
+def test_toolset_code_samples_run(arcpy, emulator, monkeypatch, capsys):
+    from cluster import make_cluster
+
+    from wmsync.engine import synchronize
+
+    monkeypatch.setenv("WMSYNC_USER", "tester")
+    cluster = make_cluster(emulator, "Parent", "AZ_Repository", "Texas")
+    parent, az, texas = cluster.parent, *cluster.children
+    assert synchronize(parent.url, "Parent", f"AZ_Repository true {az.url} ''",
+                       user="tester").status == 0
+    hq = "http://hq/arcgis/rest/services/Parent/WMServer"
+    exec(compile(_sample("CreateJobDataReplica", {
+        hq: parent.url, "http://tx/arcgis/rest/services/TX/WMServer": texas.url}),
+        "replicate", "exec"), {})
+    assert capsys.readouterr().out.split() == ["0", "0"]
+    exec(compile(_sample("ClusterStatus", {hq: parent.url}), "status", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Texas child" in out and "AZ_Repository child" in out
+    exec(compile(_sample("ClearJobReplicationInfo", {hq: parent.url}), "clear", "exec"), {})
+    assert capsys.readouterr().out.strip() == "0"
+    assert [n["name"] for n in cluster.client("Parent").replication_info()["nodes"]] == [
+        "Parent"]
+    cluster.close()
+
+
+def test_install_places_the_toolset_metadata_too(tmp_path):
+    from wmsync.install import install_toolbox
+
+    folder = os.path.dirname(install_toolbox(os.fspath(tmp_path / "WorkflowSync")))
+    assert {tool_xml(name).name for name in TOOLSET} <= set(os.listdir(folder))

@@ -1,5 +1,6 @@
 """The ``wmsync`` command line: ``sync``, ``plan``, ``serve``, ``demo``, ``install-toolbox``,
-``export``, ``import``.
+``export``, ``import``, and the toolset's ``status``, ``conflicts``, ``clear``,
+``replicate`` (:mod:`wmsync.toolset_cli`).
 
 Each subcommand turns text into typed values, makes one call, and maps wmsync errors
 to a message and an exit code: 0 status 0, 1 some children failed, 2 nothing could be
@@ -649,6 +650,10 @@ def build_parser() -> argparse.ArgumentParser:
     install.add_argument("--force", action="store_true", help="replace an existing copy")
     install.set_defaults(func=cmd_install_toolbox)
     _add_file_commands(commands)
+
+    from .toolset_cli import add_commands
+
+    add_commands(commands)  # status, conflicts, clear, replicate (docs/design.md §11)
     return parser
 
 

@@ -444,6 +444,10 @@ class WMServerClient:
         """``POST replication/nodes/reset``: forget the watermarks and syncId of *name*."""
         self._json("POST", "replication/nodes/reset", form={"name": name})
 
+    def delete_node(self, name: str) -> None:
+        """``POST replication/nodes/delete``: remove the node row *name* (jobs stay)."""
+        self._json("POST", "replication/nodes/delete", form={"name": name})
+
     def export(self, since_gen: int, exclude_via: Optional[str] = None) -> ExportInfo:
         """``replication/export``: make an exchange document of the changes after *since_gen*.
 

@@ -90,6 +90,15 @@ def node_reset(ctx: Context, call: Call) -> Dict[str, Any]:
     return {"success": True}
 
 
+def node_delete(ctx: Context, call: Call) -> Dict[str, Any]:
+    """``replication/nodes/delete`` (extension): remove a node row; jobs stay."""
+    call.user()
+    name = call.required("name").strip()
+    if not ctx.store.delete_node(name):
+        raise NotFound(f"Node {name} does not exist")
+    return {"success": True}
+
+
 def conflicts(ctx: Context, call: Call) -> Dict[str, Any]:
     call.user()
     return {"conflicts": ctx.store.conflicts(call.integer("sinceGen"))}

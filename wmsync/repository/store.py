@@ -344,6 +344,15 @@ class Store:
             )
             return cursor.rowcount > 0
 
+    def delete_node(self, name: str) -> bool:
+        """Remove a node row (Clear Job Replication Information); False if there is none.
+
+        Only bookkeeping goes: no element, generation or conflict entry changes.
+        """
+        with self.atomic() as session:
+            cursor = session.conn.execute("DELETE FROM nodes WHERE name = ?", (name,))
+            return cursor.rowcount > 0
+
     # -- conflicts --------------------------------------------------------------------
 
     def conflicts(self, since_gen: Optional[int] = None) -> List[Dict[str, Any]]:
