@@ -38,8 +38,8 @@ def node_names(client):
 
 def test_the_toolbox_lists_the_toolset_with_esri_names(toolbox):
     names = [tool.__name__ for tool in toolbox.Toolbox().tools]
-    assert names == ["SynchronizeJobData", "CreateJobDataReplica",
-                     "ClearJobReplicationInfo", "ClusterStatus"]
+    assert names[0] == "SynchronizeJobData"
+    assert {"CreateJobDataReplica", "ClearJobReplicationInfo", "ClusterStatus"} <= set(names)
     assert PYT.read_bytes().isascii()
 
 
