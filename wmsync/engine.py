@@ -505,25 +505,43 @@ class _Run:
             if pair.trusted:
                 by_mark.setdefault(pair.parent_mark, []).append(pair)
         shared: set[int] = set()
-        if not any(len(group) > 1 for group in by_mark.values()):
+        groups = [(mark, group) for mark, group in by_mark.items() if len(group) > 1]
+        if not groups:
             return shared
-        try:
-            parent = self.factory(self.parent_url)
-        except WMSyncError:
-            return shared
-        try:
-            for mark, group in by_mark.items():
-                if len(group) < 2:
-                    continue
-                total = parent.count_changes(mark, None)
-                for pair in group:
-                    if total == 0 or parent.count_changes(mark, pair.name) == total:
-                        shared.add(id(pair))
-        except WMSyncError as exc:
-            log.info("counting the parent's windows failed, each child gets its own: %s", exc)
-        finally:
-            parent.close()
+        totals = self.count_windows([(mark, None) for mark, _ in groups])
+        cut: List[Tuple[int, Optional[str]]] = [
+            (mark, pair.name) for mark, group in groups for pair in group
+            if totals.get((mark, None), -1) > 0
+        ]
+        counts = self.count_windows(cut)
+        for mark, group in groups:
+            total = totals.get((mark, None))
+            for pair in group:
+                if total is not None and (total == 0 or counts.get((mark, pair.name)) == total):
+                    shared.add(id(pair))
         return shared
+
+    def count_windows(
+        self, windows: List[Tuple[int, Optional[str]]]
+    ) -> Dict[Tuple[int, Optional[str]], int]:
+        """The parent's ``count_changes`` of each window, asked at the same time; a
+        window whose count failed is left out."""
+        counts: Dict[Tuple[int, Optional[str]], int] = {}
+
+        def count(window: Tuple[int, Optional[str]]) -> None:
+            try:
+                parent = self.factory(self.parent_url)
+                try:
+                    counts[window] = parent.count_changes(*window)
+                finally:
+                    parent.close()
+            except WMSyncError as exc:
+                log.info("counting the parent's changes failed (%s): %s", window, exc)
+
+        if windows:
+            with ThreadPoolExecutor(max_workers=min(8, len(windows))) as pool:
+                list(pool.map(count, windows))
+        return counts
 
     def push(self, pair: _Pair, feed: Feed, member: int) -> None:
         """The parent's changes since the pair's watermark go to the child."""
