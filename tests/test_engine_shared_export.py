@@ -167,6 +167,28 @@ def test_a_split_first_sync_converges_with_no_document_over_the_cap(emulator, ti
         cluster.close()
 
 
+def test_sharers_that_wait_for_a_worker_do_not_stall_the_split_export(emulator, tiny_chunks):
+    # One worker for three children sharing more chunks than the look-ahead: the first
+    # child must read every chunk while the others wait in the pool's queue.
+    import threading
+
+    cluster = make_cluster(emulator, "Parent", "Ohio", "AZ", "Texas")
+    try:
+        parent = cluster.client("Parent")
+        for n in range(13):
+            create_job(parent, f"job {n}")
+        results: List[Any] = []
+        worker = threading.Thread(target=lambda: results.append(synchronize(
+            parent.url, "Parent", cluster.table(), user="tester", max_workers=1)), daemon=True)
+        worker.start()
+        worker.join(180)
+        assert not worker.is_alive(), "the run stalled"
+        assert results[0].status == 0, results[0].summary_lines()
+        assert len(assert_converged(cluster)["jobs"]) == 13
+    finally:
+        cluster.close()
+
+
 def test_an_edit_made_between_chunks_goes_in_the_next_run(emulator, tiny_chunks):
     cluster = make_cluster(emulator, "Parent", "Ohio")
     try:

@@ -10,7 +10,8 @@ The export is split into chunks of at most :data:`CHUNK_ELEMENTS` elements when 
 source can split (``replica.splits_exports``), so that no exchange document has to hold a
 whole repository; every chunk covers the same generation (the first chunk's). A producer
 thread makes the chunks one or two ahead of the slowest target, so that the next chunk's
-export, download and validation overlap the targets' imports of this one.
+export, download and validation overlap the targets' imports of this one (targets still
+waiting for a worker are not waited for: their chunks stay on disk until they read them).
 
 Each target is a *member*: it reads the chunks in order and leaves when it is done or has
 failed. A member's failure is its own; the producer's failure (the source's export,
@@ -23,7 +24,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import exchange
 from .errors import Cancelled, ProtocolError
@@ -77,6 +78,7 @@ class Feed:
         self._cond = threading.Condition()
         self._chunks: List[Chunk] = []
         self._position: Dict[int, int] = {m: 0 for m in range(members)}  # next chunk each
+        self._started: Set[int] = set()  # members that have begun reading
         self._finished = False
         self._error: Optional[BaseException] = None
         self.generation: Optional[int] = None
@@ -180,13 +182,19 @@ class Feed:
                 os.unlink(path)
 
     def _wait_for_room(self) -> bool:
-        """Wait until the slowest member is at most LOOKAHEAD chunks behind; False when
-        no member is left."""
+        """Wait until the slowest member that has started reading is at most LOOKAHEAD
+        chunks behind; False when no member is left.
+
+        Members that have not started (their task waits for a worker of a bounded pool,
+        maybe behind another member of this feed) are not waited for, or the two would
+        wait for each other: their chunks stay on disk until they have read them.
+        """
         with self._cond:
             while True:
                 if not self._position:
                     return False
-                if len(self._chunks) - min(self._position.values()) < LOOKAHEAD:
+                reading = [i for m, i in self._position.items() if m in self._started]
+                if len(self._chunks) - min(reading, default=0) < LOOKAHEAD:
                     return True
                 self._cond.wait()
 
@@ -194,6 +202,9 @@ class Feed:
 
     def chunks(self, member: int) -> Iterator[Chunk]:
         """The chunks in order, for *member*; raises the producer's failure."""
+        with self._cond:
+            self._started.add(member)
+            self._cond.notify_all()
         while True:
             with self._cond:
                 while True:
