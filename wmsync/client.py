@@ -81,6 +81,8 @@ class ExportInfo:
     generation: int
     export_time: int
     count: int
+    more: bool = False  # a split export: further chunks follow, from ``after``
+    after: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -448,17 +450,32 @@ class WMServerClient:
         """``POST replication/nodes/delete``: remove the node row *name* (jobs stay)."""
         self._json("POST", "replication/nodes/delete", form={"name": name})
 
-    def export(self, since_gen: int, exclude_via: Optional[str] = None) -> ExportInfo:
+    #: :meth:`export` takes ``max_count``/``until_gen``/``after`` (a split export).
+    splits_exports = True
+
+    def export(
+        self,
+        since_gen: int,
+        exclude_via: Optional[str] = None,
+        *,
+        max_count: Optional[int] = None,
+        until_gen: Optional[int] = None,
+        after: Optional[str] = None,
+    ) -> ExportInfo:
         """``replication/export``: make an exchange document of the changes after *since_gen*.
 
         :param since_gen: exclusive lower bound, in this server's generations (0: all).
         :param exclude_via: leave out versions imported from this repository (no echo).
+        :param max_count: a split export: at most this many elements in this chunk; the
+            answer says whether ``more`` follow and from which cursor (``after``). A
+            server that does not split answers everything, without ``more``.
+        :param until_gen: the later chunks of a split export: the first chunk's generation.
         :raises ProtocolError: when the answer lacks a key or has the wrong type.
         """
         op = "replication/export"
-        answer = self._json(
-            "GET", op, params={"sinceGen": since_gen, "excludeVia": exclude_via}, transfer=True
-        )
+        params = {"sinceGen": since_gen, "excludeVia": exclude_via, "maxCount": max_count,
+                  "untilGen": until_gen, "after": after}
+        answer = self._json("GET", op, params=params, transfer=True)
         jxl_url = answer.get("jxlURL")
         numbers: List[int] = []
         for key in ("generation", "exportTime", "count"):
@@ -470,7 +487,13 @@ class WMServerClient:
                 f"{op} answered without a jxlURL and integer generation, exportTime, count",
                 self._where(op),
             )
-        return ExportInfo(urljoin(self.url + "/", jxl_url), *numbers)
+        more, cursor = answer.get("more") is True, answer.get("after")
+        if more and (not isinstance(cursor, str) or not cursor):
+            raise ProtocolError(f"{op} answered more=true without an after cursor",
+                                self._where(op))
+        generation, export_time, count = numbers
+        return ExportInfo(urljoin(self.url + "/", jxl_url), generation, export_time, count,
+                          more=more, after=cursor if more else None)
 
     def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:
         """``replication/export?countOnly=true``: what :meth:`export` would hold, counted;

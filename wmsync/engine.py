@@ -16,7 +16,6 @@ pool. Names are the servers' own spellings (:mod:`wmsync.membership`).
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import tempfile
 import threading
@@ -26,16 +25,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
-from . import exchange
 from .auth import TokenLike
 from .errors import (
     Cancelled,
-    ProtocolError,
     RepositoryError,
     SyncRefused,
     ValueTableError,
     WMSyncError,
 )
+from .feed import Feed
 from .membership import canonical_name, check_child, check_parent, node_row, same_name
 from .progress import QueuedListener, SyncListener
 from .replica import Replica, ReplicaFactory, default_replica_factory
@@ -369,56 +367,51 @@ class _Run:
         if self.events.cancelled():
             raise Cancelled("cancelled before this step")
 
-    def transfer(
+    def feed(
         self,
-        source: Replica,
-        target: Replica,
+        source_url: str,
         since_gen: int,
         exclude_via: Optional[str],
         label: str,
+        members: int,
+    ) -> Feed:
+        """A started :class:`Feed` of one export window of *source_url* for *members*."""
+        feed = Feed(
+            lambda: self.factory(source_url), since_gen, exclude_via, label, members,
+            self.workdir, self.events.cancelled, gzip_level=UPLOAD_GZIP_LEVEL,
+        )
+        feed.start()
+        return feed
+
+    def transfer(
+        self,
+        feed: Feed,
+        member: int,
+        target: Replica,
         import_lock: Optional[threading.Lock] = None,
-    ) -> Tuple[int, int, Dict[str, Any]]:
-        """Export from *source*, validate, import into *target*.
+    ) -> Tuple[int, int, List[Dict[str, Any]]]:
+        """Import every chunk of *feed* into *target*, in order.
 
         Only the import holds *import_lock*: the exports, downloads and validations of
         several children still overlap.
 
-        :returns: (elements moved, generation the export covered, import answer).
+        :returns: (elements moved, generation the export covered, import answers).
         """
-        self.check_cancel()
-        info = source.export(since_gen, exclude_via)
-        count = int(getattr(info, "count", 0))
-        generation = int(info.generation)
-        if count == 0:
-            return 0, generation, {}
-        fd, path = tempfile.mkstemp(suffix=".jxl", dir=self.workdir)
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                source.download(info.jxl_url, handle)
-            header, count = exchange.validate_file(path)
-            if header.generation != generation:
-                raise ProtocolError(
-                    f"{label}: export document covers generation {header.generation}, "
-                    f"the server announced {generation}",
-                    source.display_url,
-                )
-            if count == 0:
-                return 0, generation, {}
-            upload, packed = path, False
-            if UPLOAD_GZIP_LEVEL:
-                upload, packed = path + ".gz", True
-                exchange.gzip_file(path, upload, compresslevel=UPLOAD_GZIP_LEVEL)
+        moved, answers = 0, []
+        for chunk in feed.chunks(member):
+            if chunk.path is None:
+                continue
             self.check_cancel()
             if import_lock is None:
-                answer = target.import_document(upload, merge=True, gzip=packed)
+                answers.append(target.import_document(chunk.path, merge=True,
+                                                      gzip=chunk.gzip))
             else:
                 with import_lock:
-                    answer = target.import_document(upload, merge=True, gzip=packed)
-        finally:
-            os.unlink(path)
-            if os.path.exists(path + ".gz"):
-                os.unlink(path + ".gz")
-        return count, generation, answer
+                    answers.append(target.import_document(chunk.path, merge=True,
+                                                          gzip=chunk.gzip))
+            moved += chunk.count
+        assert feed.generation is not None  # set before the first chunk
+        return moved, feed.generation, answers
 
     def record(self, pair: _Pair, answer: Mapping[str, Any], repository: str) -> None:
         """Add an import's conflicts and renumbered jobs to the child's result."""
@@ -461,10 +454,16 @@ class _Run:
 
         def work(child: Replica, parent: Replica) -> None:
             via = self.parent_name if pair.trusted else None
-            sent, generation, answer = self.transfer(
-                child, parent, pair.child_mark, via, pair.name, self.parent_import_lock
-            )
-            self.record(pair, answer, self.parent_name)
+            feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1)
+            try:
+                sent, generation, answers = self.transfer(
+                    feed, 0, parent, self.parent_import_lock
+                )
+            finally:
+                feed.leave(0)
+                feed.join()
+            for answer in answers:
+                self.record(pair, answer, self.parent_name)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
             child.update_node(self.parent_name, last_sync_gen=generation, sync_id=pair.sync_id)
@@ -474,17 +473,91 @@ class _Run:
 
         self.guarded(pair, work, f"{pair.name}: sending changes to the parent")
 
-    def push(self, pair: _Pair) -> None:
+    def push_feeds(self, pairs: List[_Pair]) -> Dict[int, Tuple[Feed, int]]:
+        """One started feed per export window of the parent, shared by the *pairs* that
+        ask for the same window; by pair (its ``id``): (feed, member number)."""
+        groups: Dict[Tuple[int, Optional[str]], List[_Pair]] = {}
+        unfiltered = self.unfiltered_windows(pairs)
+        for pair in pairs:
+            via = pair.name if pair.trusted and id(pair) not in unfiltered else None
+            groups.setdefault((pair.parent_mark, via), []).append(pair)
+        feeds: Dict[int, Tuple[Feed, int]] = {}
+        for (mark, via), members in groups.items():
+            label = members[0].name if len(members) == 1 else self.parent_name
+            feed = self.feed(self.parent_url, mark, via, label, len(members))
+            for number, pair in enumerate(members):
+                feeds[id(pair)] = (feed, number)
+        return feeds
+
+    def unfiltered_windows(self, pairs: List[_Pair]) -> set[int]:
+        """The trusted pairs (by ``id``) whose echo cut leaves nothing out, so that they
+        can share the export without one with the same watermark.
+
+        A trusted pair's window leaves out what came from the child (``excludeVia``);
+        when the parent holds nothing after the watermark that came from the child, the
+        cut window and the uncut one are the same document. The parent counts them
+        (``count_changes``, no file written): one count for the uncut window, and one
+        per child only when that one is not empty. A count that fails just keeps the
+        pairs on their own windows.
+        """
+        by_mark: Dict[int, List[_Pair]] = {}
+        for pair in pairs:
+            if pair.trusted:
+                by_mark.setdefault(pair.parent_mark, []).append(pair)
+        shared: set[int] = set()
+        groups = [(mark, group) for mark, group in by_mark.items() if len(group) > 1]
+        if not groups:
+            return shared
+        totals = self.count_windows([(mark, None) for mark, _ in groups])
+        cut: List[Tuple[int, Optional[str]]] = [
+            (mark, pair.name) for mark, group in groups for pair in group
+            if totals.get((mark, None), -1) > 0
+        ]
+        counts = self.count_windows(cut)
+        for mark, group in groups:
+            total = totals.get((mark, None))
+            for pair in group:
+                if total is not None and (total == 0 or counts.get((mark, pair.name)) == total):
+                    shared.add(id(pair))
+        return shared
+
+    def count_windows(
+        self, windows: List[Tuple[int, Optional[str]]]
+    ) -> Dict[Tuple[int, Optional[str]], int]:
+        """The parent's ``count_changes`` of each window, asked at the same time; a
+        window whose count failed is left out."""
+        counts: Dict[Tuple[int, Optional[str]], int] = {}
+
+        def count(window: Tuple[int, Optional[str]]) -> None:
+            try:
+                parent = self.factory(self.parent_url)
+                try:
+                    counts[window] = parent.count_changes(*window)
+                finally:
+                    parent.close()
+            except WMSyncError as exc:
+                log.info("counting the parent's changes failed (%s): %s", window, exc)
+
+        if windows:
+            with ThreadPoolExecutor(max_workers=min(8, len(windows))) as pool:
+                list(pool.map(count, windows))
+        return counts
+
+    def push(self, pair: _Pair, feed: Feed, member: int) -> None:
         """The parent's changes since the pair's watermark go to the child."""
+        try:
+            self._push(pair, feed, member)
+        finally:
+            feed.leave(member)
+
+    def _push(self, pair: _Pair, feed: Feed, member: int) -> None:
         name = pair.name
         pair.doing = "receiving the parent's changes"
 
         def work(child: Replica, parent: Replica) -> None:
-            via = name if pair.trusted else None
-            received, generation, answer = self.transfer(
-                parent, child, pair.parent_mark, via, name
-            )
-            self.record(pair, answer, name)
+            received, generation, answers = self.transfer(feed, member, child)
+            for answer in answers:
+                self.record(pair, answer, name)
             both = pair.pulled
             # Keep the old syncId when the pull failed: the pair stays trusted on the
             # child's old watermark instead of forcing a full exchange next time.
@@ -668,8 +741,14 @@ def synchronize(
             listener.begin(len(ready) * 2, "Synchronizing job data")
             _run_all([_bind(run.pull, pair) for pair in ready], run.events, listener,
                      max_workers)
-            _run_all([_bind(run.push, pair) for pair in ready], run.events, listener,
-                     max_workers)
+            feeds = run.push_feeds(ready)
+            try:
+                _run_all([_bind_push(run, pair, *feeds[id(pair)]) for pair in ready],
+                         run.events, listener, max_workers)
+            finally:
+                for feed, _ in feeds.values():
+                    feed.leave_all()
+                    feed.join()
         finally:
             run.events.replay(listener)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
@@ -693,6 +772,10 @@ def _in_table_order(
 
 def _bind(method: Callable[[_Pair], None], pair: _Pair) -> Callable[[], None]:
     return lambda: method(pair)
+
+
+def _bind_push(run: _Run, pair: _Pair, feed: Feed, member: int) -> Callable[[], None]:
+    return lambda: run.push(pair, feed, member)
 
 
 def _prepare_task(

@@ -118,14 +118,29 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     ctx.exports.sweep()
     if call.boolean("countOnly"):
         return _count(ctx, since_gen, exclude_via)
-    info = ctx.store.export(ctx.exports.path, since_gen, exclude_via)
-    return {
+    # A split export (docs/protocol.md): at most maxCount elements, up to untilGen,
+    # after the cursor the previous chunk answered.
+    max_count = call.integer("maxCount")
+    until_gen = call.integer("untilGen")
+    if max_count is not None and max_count < 1:
+        raise BadRequest("Invalid value for parameter maxCount", ["maxCount"])
+    try:
+        info = ctx.store.export(ctx.exports.path, since_gen, exclude_via, until_gen=until_gen,
+                                max_count=max_count, after=call.text("after") or None)
+    except ValueError:
+        raise BadRequest("Invalid value for parameter after", ["after"]) from None
+    answer: Dict[str, Any] = {
         "jxlURL": f"{call.root}/replication/exports/{info.export_id}.jxl",
         "generation": info.generation,
         "sinceGen": info.since_gen,
         "exportTime": info.export_time,
         "count": info.count,
     }
+    if max_count is not None:
+        answer["more"] = info.more
+        if info.after:
+            answer["after"] = info.after
+    return answer
 
 
 def _count(ctx: Context, since_gen: int, exclude_via: Any) -> Dict[str, Any]:

@@ -97,6 +97,8 @@ class ExportInfo:
     since_gen: int
     export_time: int
     count: int
+    more: bool = False  # a split export: further chunks follow, from ``after``
+    after: Optional[str] = None  # where the next chunk starts (an opaque cursor)
 
 
 @dataclass

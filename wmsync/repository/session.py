@@ -12,7 +12,17 @@ from __future__ import annotations
 import itertools
 import sqlite3
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Iterator, List, Mapping, Optional, Sequence, Tuple
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generator,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from wmsync.model import Element, bump_vv, new_guid
 
@@ -149,15 +159,35 @@ class Session:
         return sorted(found, key=key)
 
     def elements_since(
-        self, since_gen: int = 0, exclude_via: Optional[str] = None
-    ) -> Iterator[Element]:
-        """Versions written after *since_gen* (tombstones too), in document order."""
+        self,
+        since_gen: int = 0,
+        exclude_via: Optional[str] = None,
+        *,
+        until_gen: Optional[int] = None,
+        after: Optional[Tuple[int, int, int, str]] = None,
+        limit: Optional[int] = None,
+    ) -> Generator[Element, None, None]:
+        """Versions written after *since_gen* (tombstones too), in document order.
+
+        A chunk of a split export: only up to *until_gen*, only after the document-order
+        key *after* (:func:`order_key` of the previous chunk's last element), at most
+        *limit* of them.
+        """
         sql = f"SELECT {COLUMNS} FROM elements WHERE gen > ?"
         params: List[Any] = [since_gen]
         if exclude_via:
             sql += " AND via != ?"
             params.append(exclude_via)
+        if until_gen is not None:
+            sql += " AND gen <= ?"
+            params.append(until_gen)
+        if after is not None:
+            sql += f" AND (deleted, {KIND_ORDER}, COALESCE(local_id, -1), guid) > (?, ?, ?, ?)"
+            params.extend(after)
         sql += f" ORDER BY deleted, {KIND_ORDER}, local_id, guid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
         cursor = self.conn.execute(sql, params)
         try:
             for row in cursor:

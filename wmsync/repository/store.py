@@ -40,6 +40,7 @@ from typing import (
     Any,
     Callable,
     Dict,
+    Generator,
     Iterable,
     Iterator,
     List,
@@ -51,7 +52,7 @@ from typing import (
 )
 
 from wmsync import exchange
-from wmsync.model import Element, vv_to_text
+from wmsync.model import KINDS, Element, vv_to_text
 
 from . import bulk, catalog
 from .importing import IMPORT_BATCH, Importer, import_document
@@ -430,11 +431,23 @@ class Store:
         directory: Union[str, os.PathLike[str]],
         since_gen: int = 0,
         exclude_via: Optional[str] = None,
+        *,
+        until_gen: Optional[int] = None,
+        max_count: Optional[int] = None,
+        after: Optional[str] = None,
     ) -> ExportInfo:
         """Write the versions after *since_gen* to a new exchange document.
 
-        Rows and the generation they cover are read in one snapshot.
+        Rows and the generation they cover are read in one snapshot. A split export
+        (*max_count*) holds at most that many, in document order; its answer says
+        whether ``more`` follow and the cursor the next chunk starts ``after``. Every
+        chunk passes the first chunk's generation as *until_gen*, so that all of them
+        cover the same generation (a version rewritten meanwhile has a later
+        generation and goes to the next synchronization).
+
+        :raises ValueError: an *after* cursor this store did not write.
         """
+        start = chunk_cursor(after) if after else None
         folder = _as_path(directory)
         folder.mkdir(parents=True, exist_ok=True)
         export_id = secrets.token_hex(16)
@@ -444,21 +457,33 @@ class Store:
         try:
             with self.reading() as session:
                 generation = session.generation()
+                if until_gen is not None:
+                    generation = min(generation, until_gen)
                 header = exchange.ExchangeHeader(
                     repository=self.repository,
                     generation=generation,
                     since_gen=since_gen,
                     export_time=export_time,
                 )
+                limit = None if max_count is None else max_count + 1  # one more: "more?"
+                rows: Generator[Element, None, None] = session.elements_since(
+                    since_gen, exclude_via, until_gen=generation, after=start, limit=limit
+                )
+                last: List[Element] = []
                 with open(partial, "wb") as target:
                     count = exchange.write_document(
-                        target, header, session.elements_since(since_gen, exclude_via)
+                        target, header, _first(rows, max_count, last)
                     )
+                more = max_count is not None and next(rows, None) is not None
+                rows.close()  # let go of its cursor now
             os.replace(partial, path)
         finally:
             if partial.exists():
                 partial.unlink()
-        return ExportInfo(export_id, path, generation, since_gen, export_time, count)
+        cursor = chunk_key_text(last[0]) if more and last else None
+        return ExportInfo(export_id, path, generation, since_gen, export_time, count,
+                          more=more, after=cursor)
+
 
     # -- bulk loading (benchmarks) ----------------------------------------------------
 
@@ -488,3 +513,35 @@ def _add_missing_node_columns(conn: sqlite3.Connection) -> None:
     have = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
     if "peerGen" not in have:
         conn.execute("ALTER TABLE nodes ADD COLUMN peerGen INTEGER")
+
+def _first(
+    rows: Iterator[Element], count: Optional[int], last: List[Element]
+) -> Iterator[Element]:
+    """The first *count* of *rows* (all without a count), keeping the last one seen."""
+    taken = 0
+    while count is None or taken < count:
+        element = next(rows, None)
+        if element is None:
+            return
+        last[:] = [element]
+        taken += 1
+        yield element
+
+
+def chunk_key_text(element: Element) -> str:
+    """The cursor after *element* in document order (``deleted:kind:id:guid``)."""
+    kinds = list(KINDS)
+    order = kinds.index(element.kind) if element.kind in kinds else len(kinds)
+    local_id = -1 if element.local_id is None else int(element.local_id)
+    return f"{int(element.deleted)}:{order}:{local_id}:{element.guid}"
+
+
+def chunk_cursor(text: str) -> Tuple[int, int, int, str]:
+    """A cursor :func:`chunk_key_text` wrote, as the row key it stands for.
+
+    :raises ValueError: for anything else.
+    """
+    parts = text.split(":", 3)
+    if len(parts) != 4 or not parts[3]:
+        raise ValueError(f"not an export cursor: {text[:60]!r}")
+    return int(parts[0]), int(parts[1]), int(parts[2]), parts[3]

@@ -1,0 +1,272 @@
+"""One export of a source repository, made once and fed to every target that shares its
+window (docs/performance.md, "Shared exports and split documents").
+
+A *window* is what an export selects: the source, ``sinceGen`` and ``excludeVia``. Every
+untrusted pair of a first synchronization asks the parent for the same window (all from
+0, no echo cut), so the parent exports, the client downloads, validates and compresses
+that document once, and each child imports the same file.
+
+The export is split into chunks of at most :data:`CHUNK_ELEMENTS` elements when the
+source can split (``replica.splits_exports``), so that no exchange document has to hold a
+whole repository; every chunk covers the same generation (the first chunk's). A producer
+thread makes the chunks one or two ahead of the slowest target, so that the next chunk's
+export, download and validation overlap the targets' imports of this one (targets still
+waiting for a worker are not waited for: their chunks stay on disk until they read them).
+
+Each target is a *member*: it reads the chunks in order and leaves when it is done or has
+failed. A member's failure is its own; the producer's failure (the source's export,
+download or validation) is every member's, as none of them can get the document.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
+from . import exchange
+from .errors import Cancelled, ProtocolError
+from .replica import Replica
+from .repository import quick
+
+#: No exchange document a run downloads holds more elements than this (a split export);
+#: at about 300 bytes per job, some 15 MB uncompressed.
+CHUNK_ELEMENTS = 50_000
+#: How many chunks the producer may have ready beyond the slowest member's.
+LOOKAHEAD = 2
+
+
+@dataclass
+class Chunk:
+    """One downloaded, validated chunk: the file to upload (``None`` when empty)."""
+
+    index: int
+    path: Optional[str]
+    count: int
+    gzip: bool
+
+
+class Feed:
+    """The chunks of one export, produced once for *members* targets.
+
+    :param open_source: opens a replica on the source (the producer's own; closed after).
+    :param cancelled: tells the producer to stop at the next chunk.
+    :param gzip_level: uploads are gzip-compressed at this zlib level (0: not).
+    """
+
+    def __init__(
+        self,
+        open_source: Callable[[], Replica],
+        since_gen: int,
+        exclude_via: Optional[str],
+        label: str,
+        members: int,
+        workdir: str,
+        cancelled: Callable[[], bool],
+        gzip_level: int = 1,
+        chunk_elements: Optional[int] = None,
+    ) -> None:
+        self._open_source = open_source
+        self.since_gen = since_gen
+        self.exclude_via = exclude_via
+        self.label = label
+        self._workdir = workdir
+        self._cancelled = cancelled
+        self._gzip_level = gzip_level
+        self._chunk_elements = chunk_elements or CHUNK_ELEMENTS
+        self._cond = threading.Condition()
+        self._chunks: List[Chunk] = []
+        self._position: Dict[int, int] = {m: 0 for m in range(members)}  # next chunk each
+        self._started: Set[int] = set()  # members that have begun reading
+        self._finished = False
+        self._error: Optional[BaseException] = None
+        self.generation: Optional[int] = None
+        self.exports = 0  # export calls made on the source
+        self._thread: Optional[threading.Thread] = None
+
+    # -- the producer -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._produce, name=f"feed {self.label}",
+                                            daemon=True)
+            self._thread.start()
+
+    def join(self) -> None:
+        """Wait for the producer and remove every chunk file left."""
+        if self._thread is not None:
+            self._thread.join()
+        with self._cond:
+            for chunk in self._chunks:
+                _remove(chunk)
+
+    def _produce(self) -> None:
+        try:
+            source = self._open_source()
+            try:
+                self._export_all(source)
+            finally:
+                source.close()
+        except BaseException as exc:  # every member gets the producer's failure
+            with self._cond:
+                self._error = exc
+                self._cond.notify_all()
+        else:
+            with self._cond:
+                self._finished = True
+                self._cond.notify_all()
+
+    def _export_all(self, source: Replica) -> None:
+        splits = bool(getattr(source, "splits_exports", False))
+        after: Optional[str] = None
+        while True:
+            if not self._wait_for_room():
+                return  # every member has left
+            if self._cancelled():
+                raise Cancelled("cancelled before this step")
+            info = self._export(source, splits, after)
+            generation = int(info.generation)
+            if self.generation is None:
+                self.generation = generation
+            elif generation != self.generation:
+                raise ProtocolError(
+                    f"{self.label}: a chunk of a split export covers generation "
+                    f"{generation}, the first one {self.generation}",
+                    source.display_url,
+                )
+            chunk = self._fetch(source, info, len(self._chunks))
+            with self._cond:
+                self._chunks.append(chunk)
+                self._cond.notify_all()
+            if not (splits and getattr(info, "more", False)):
+                return
+            after = info.after
+
+    def _export(self, source: Replica, splits: bool, after: Optional[str]) -> Any:
+        self.exports += 1
+        if not splits:
+            return source.export(self.since_gen, self.exclude_via)
+        export: Any = source.export  # the split export's keywords are optional
+        return export(self.since_gen, self.exclude_via, max_count=self._chunk_elements,
+                      until_gen=self.generation, after=after)
+
+    def _fetch(self, source: Replica, info: Any, index: int) -> Chunk:
+        """Download, validate and compress one chunk."""
+        if int(getattr(info, "count", 0)) == 0:
+            return Chunk(index, None, 0, False)
+        fd, path = tempfile.mkstemp(suffix=".jxl", dir=self._workdir)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                source.download(info.jxl_url, handle)
+            header, count = validate(path)
+            if header.generation != int(info.generation):
+                raise ProtocolError(
+                    f"{self.label}: export document covers generation {header.generation}, "
+                    f"the server announced {info.generation}",
+                    source.display_url,
+                )
+            if count == 0:
+                return Chunk(index, None, 0, False)
+            if not self._gzip_level:
+                keep, path = path, ""
+                return Chunk(index, keep, count, False)
+            exchange.gzip_file(path, path + ".gz", compresslevel=self._gzip_level)
+            return Chunk(index, path + ".gz", count, True)
+        except BaseException:
+            if os.path.exists(path + ".gz"):
+                os.unlink(path + ".gz")
+            raise
+        finally:
+            if path and os.path.exists(path):
+                os.unlink(path)
+
+    def _wait_for_room(self) -> bool:
+        """Wait until the slowest member that has started reading is at most LOOKAHEAD
+        chunks behind; False when no member is left.
+
+        Members that have not started (their task waits for a worker of a bounded pool,
+        maybe behind another member of this feed) are not waited for, or the two would
+        wait for each other: their chunks stay on disk until they have read them.
+        """
+        with self._cond:
+            while True:
+                if not self._position:
+                    return False
+                reading = [i for m, i in self._position.items() if m in self._started]
+                if len(self._chunks) - min(reading, default=0) < LOOKAHEAD:
+                    return True
+                self._cond.wait()
+
+    # -- the members ------------------------------------------------------------------
+
+    def chunks(self, member: int) -> Iterator[Chunk]:
+        """The chunks in order, for *member*; raises the producer's failure."""
+        with self._cond:
+            self._started.add(member)
+            self._cond.notify_all()
+        while True:
+            with self._cond:
+                while True:
+                    index = self._position.get(member)
+                    if index is None:
+                        return
+                    if index < len(self._chunks):
+                        chunk = self._chunks[index]
+                        break
+                    if self._error is not None:
+                        raise self._error
+                    if self._finished:
+                        return
+                    self._cond.wait()
+            yield chunk
+            with self._cond:
+                if member in self._position:
+                    self._position[member] = index + 1
+                    self._release()
+
+    def leave(self, member: int) -> None:
+        """*member* is done (or failed): the producer no longer waits for it."""
+        with self._cond:
+            self._position.pop(member, None)
+            self._release()
+
+    def leave_all(self) -> None:
+        """Every member leaves: the producer stops at its next chunk."""
+        with self._cond:
+            self._position.clear()
+            self._release()
+
+    def _release(self) -> None:
+        """Remove the files every remaining member has read (under the lock)."""
+        low = min(self._position.values(), default=len(self._chunks))
+        for chunk in self._chunks[:low]:
+            _remove(chunk)
+        self._cond.notify_all()
+
+
+def validate(path: str) -> Tuple[exchange.ExchangeHeader, int]:
+    """The header and element count of a valid document at *path*.
+
+    Read first by the quick reader the emulator's import uses (about 15 µs an element
+    against 35-40 µs, docs/performance.md); a document it cannot vouch for
+    (:class:`~wmsync.repository.quick.NotCertain`) goes to the reference reader, which
+    accepts it or raises the reference error (:class:`~wmsync.errors.ExchangeFormatError`,
+    with line and element).
+    """
+    try:
+        with quick.read_records(path) as records:
+            count = sum(len(batch) for batch in records.batches())
+            return records.header, count
+    except quick.NotCertain:
+        return exchange.validate_file(path)
+
+
+def _remove(chunk: Chunk) -> None:
+    if chunk.path is not None:
+        try:
+            os.unlink(chunk.path)
+        except FileNotFoundError:
+            pass
+        chunk.path = None
