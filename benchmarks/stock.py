@@ -1,17 +1,21 @@
 """The stock scenario (issue 13 item 8): a parent with the replication extensions and
 three children that are TRUE stock servers (``wmsync serve --stock``: only Esri's
-documented operations), synchronized through stock replicas and a state store.
+documented operations), synchronized through stock replicas and a state store; and the
+scan of one bulk-loaded stock server alone.
 
 ``python -m benchmarks.stock [--smoke] [--output FILE]`` runs it alone and merges its
-``stock_*`` records and targets into the results file (``python -m benchmarks`` runs it
-as scenario ``stock``). For each size (10^3 and 10^4 jobs; smoke: a few dozen):
+``stock_*`` records and targets into the results file; ``python -m benchmarks`` runs it
+after the other scenarios (``--only stock``: alone; not in ``--smoke`` mode unless
+asked for with ``--only stock``). For each size (10^3 and 10^4 jobs; smoke: a few dozen):
 
 - the parent is bulk-loaded (:mod:`wmsync.repository.bulk`) before its emulator starts:
   jobs, a tenth of them with notes, a hold on every 50th, a comment on every 20th;
-  the children start empty;
+  the children start empty (only 10^3 jobs by default: that first run
+  costs about ten requests per job and child);
 - ``stock_first_sync``: the first run, which writes every job to the three stock
   children through ``jobs/create`` and friends (not a target: shown for scale);
-- ``stock_scan``: one scan of one stock child alone (:func:`wmsync.stock.scan.scan`);
+- ``stock_scan`` (10^3 and 10^4 jobs): one bulk-loaded stock server scanned alone
+  (:func:`wmsync.stock.scan.scan`), the part of a run that grows with the repository;
 - ``stock_no_change``: a run with nothing to move (three scans), fastest of the repeats;
 - ``stock_incremental``: 100 jobs changed on one stock child, then a run.
 
@@ -38,8 +42,12 @@ from .cluster import ROOT, Cluster, Emulator
 RESULTS = Path(__file__).resolve().parent / "results"
 CHILDREN = 3
 CHANGES = 100
-SIZES = {"default": [1_000, 10_000], "smoke": [20, 40]}
-REPEATS = {"default": 2, "smoke": 1}
+#: Sizes scanned alone (a bulk-loaded stock server each), and sizes of whole clusters,
+#: whose first run writes every job to three stock children over REST (slow: about ten
+#: requests per job and child), so only the smaller size by default.
+SCAN_SIZES = {"default": [1_000, 10_000], "smoke": [20, 40]}
+CLUSTER_SIZES = {"default": [1_000], "smoke": [20]}
+REPEATS = {"default": 1, "smoke": 1}
 RUN_TIMEOUT = 3600.0
 
 # Targets on this machine's loopback (issue 13 item 8).
@@ -139,7 +147,7 @@ def scan_alone(url: str) -> Dict[str, Any]:
 
 def record(name: str, jobs: int, changes: int, figures: Dict[str, Any],
            **extra: Any) -> Dict[str, Any]:
-    out = {
+    out: Dict[str, Any] = {
         "scenario": name,
         "jobs_per_repository": jobs,
         "changes": changes,
@@ -163,11 +171,35 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] stock: {text}", file=sys.stderr, flush=True)
 
 
-def run_stock(sizes: List[int], repeats: int, workdir: Path,
+def run_scans(sizes: List[int], repeats: int, workdir: Path,
               out: List[Dict[str, Any]]) -> None:
-    """Every stock measurement, appended to *out*."""
+    """``stock_scan``: one bulk-loaded true stock server per size, scanned alone in a
+    fresh process (requests per job, wall time, the scanning process's peak RSS)."""
     for jobs in sizes:
-        with StockCluster(workdir, f"stock-{jobs}", CHILDREN) as cluster:
+        folder = workdir / f"scan-{jobs}"
+        folder.mkdir(parents=True)
+        store = Store(folder / "Stock.sqlite", "Stock")
+        log(f"scan {jobs}: bulk loading a stock server")
+        load(store, jobs)
+        server = StockEmulator("Stock", store.path, folder / "Stock.log")
+        try:
+            scans = [scan_alone(server.url) for _ in range(repeats)]
+        finally:
+            server.stop()
+        best = min(scans, key=lambda s: s["wall_s"])
+        log(f"scan {jobs}: {[s['wall_s'] for s in scans]} s, {best['requests']} requests, "
+            f"{best['client_peak_rss_mb']} MB")
+        out.append(record("stock_scan", jobs, 0, dict(best, scans=1), children=1,
+                          stock_children=1, all_wall_s=[s["wall_s"] for s in scans],
+                          note="one scan of one stock repository, alone"))
+
+
+def run_clusters(sizes: List[int], repeats: int, workdir: Path,
+                 out: List[Dict[str, Any]]) -> None:
+    """Whole runs of an extension parent and three stock children, per size."""
+    for jobs in sizes:
+        cluster = StockCluster(workdir, f"stock-{jobs}", CHILDREN)
+        try:
             log(f"{jobs} jobs: bulk loading the parent")
             load(cluster.stores[cluster.parent_name], jobs)
             cluster.start()
@@ -177,11 +209,6 @@ def run_stock(sizes: List[int], repeats: int, workdir: Path,
             out.append(record("stock_first_sync", jobs, jobs, first,
                               note="writes every job to the stock children over REST"))
             log(f"{jobs} jobs: first run {first['wall_s']} s, {first['requests']} requests")
-            scans = [scan_alone(cluster.stock_urls[0]) for _ in range(repeats)]
-            best_scan = min(scans, key=lambda s: s["wall_s"])
-            out.append(record("stock_scan", jobs, 0, dict(best_scan, scans=1),
-                              all_wall_s=[s["wall_s"] for s in scans],
-                              note="one scan of one stock repository"))
             quiet = [sync(cluster, state_path) for _ in range(repeats)]
             for figures in quiet:
                 if figures["sent"] + figures["received"]:
@@ -200,6 +227,14 @@ def run_stock(sizes: List[int], repeats: int, workdir: Path,
                 f"{incremental['sent'] + incremental['received']}")
             out.append(record("stock_incremental", jobs, changes, incremental,
                               note=f"{changes} jobs changed on one stock child"))
+        finally:
+            cluster.close()
+
+
+def run_stock(mode: str, workdir: Path, out: List[Dict[str, Any]]) -> None:
+    """Every stock measurement of *mode* (``default`` or ``smoke``), appended to *out*."""
+    run_clusters(CLUSTER_SIZES[mode], REPEATS[mode], workdir, out)
+    run_scans(SCAN_SIZES[mode], REPEATS[mode], workdir, out)
 
 
 def _find(records: List[Dict[str, Any]], scenario: str, jobs: int) -> Optional[Dict[str, Any]]:
@@ -210,29 +245,29 @@ def _find(records: List[Dict[str, Any]], scenario: str, jobs: int) -> Optional[D
 
 
 def targets(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """The stock targets from this run's records (absent when a scenario did not run)."""
-    sizes = sorted({r["jobs_per_repository"] for r in records
-                    if r["scenario"] == "stock_no_change"})
-    if not sizes:
-        return []
-    small, large = sizes[0], sizes[-1]
+    """The stock targets from *records* (each only when what it needs was measured)."""
     found: List[Dict[str, Any]] = []
 
     def target(name: str, value: float, limit: float) -> None:
         found.append({"target": name, "value": value, "limit": limit, "met": value <= limit})
 
-    quiet_l, quiet_s = _find(records, "stock_no_change", large), _find(
-        records, "stock_no_change", small)
-    scan_l = _find(records, "stock_scan", large)
-    assert quiet_l is not None and quiet_s is not None
-    target(f"stock: no-change run of 3 stock children of {large} jobs, s",
-           quiet_l["wall_s"], NO_CHANGE_LIMIT_S)
-    if scan_l is not None:
-        target(f"stock: requests per job per scan at {large} jobs",
-               scan_l["requests_per_job_per_scan"], REQUESTS_PER_JOB_LIMIT)
-    if large != small:
-        target(f"stock: client peak RSS ratio {large}/{small} (no-change run)",
-               round(quiet_l["client_peak_rss_mb"] / quiet_s["client_peak_rss_mb"], 3),
+    scans = sorted((r for r in records if r["scenario"] == "stock_scan"),
+                   key=lambda r: r["jobs_per_repository"])
+    quiet = sorted((r for r in records if r["scenario"] == "stock_no_change"),
+                   key=lambda r: r["jobs_per_repository"])
+    if quiet:
+        large = quiet[-1]
+        target(f"stock: no-change run of 3 stock children of "
+               f"{large['jobs_per_repository']} jobs, s", large["wall_s"], NO_CHANGE_LIMIT_S)
+    if scans:
+        large = scans[-1]
+        target(f"stock: requests per job per scan at {large['jobs_per_repository']} jobs",
+               large["requests_per_job_per_scan"], REQUESTS_PER_JOB_LIMIT)
+    if len(scans) > 1:
+        small, large = scans[0], scans[-1]
+        target(f"stock: scanning process peak RSS ratio {large['jobs_per_repository']}/"
+               f"{small['jobs_per_repository']}",
+               round(large["client_peak_rss_mb"] / small["client_peak_rss_mb"], 3),
                RSS_RATIO_LIMIT)
     return found
 
@@ -251,6 +286,45 @@ def merge(output: Path, records: List[Dict[str, Any]], meta: Dict[str, Any]) -> 
     output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
+def others_argv(argv: List[str]) -> Optional[List[str]]:
+    """The arguments for :func:`benchmarks.run.main` without ``--only stock`` (which it
+    does not know); ``None`` when stock is the only scenario asked for."""
+    rest: List[str] = []
+    only: List[str] = []
+    items = iter(argv)
+    for item in items:
+        if item == "--only":
+            value = next(items, "")
+        elif item.startswith("--only="):
+            value = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+            continue
+        only.append(value)
+        if value != "stock":
+            rest += ["--only", value]
+    if only and all(v == "stock" for v in only):
+        return None
+    return rest
+
+
+def after_others(argv: List[str]) -> int:
+    """The stock scenario as part of ``python -m benchmarks``: run when no ``--only``
+    is given (except in ``--smoke`` mode, whose other scenarios are a quick check) or
+    with ``--only stock``; merged into the same results file."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--smoke", action="store_true")
+    parser.add_argument("--long", action="store_true")
+    parser.add_argument("--only", action="append")
+    parser.add_argument("--output", default=None)
+    args, _ = parser.parse_known_args(argv)
+    wanted = "stock" in args.only if args.only is not None else not args.smoke
+    if not wanted:
+        return 0
+    return main((["--smoke"] if args.smoke else [])
+                + (["--output", args.output] if args.output else []))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stock",
                                      description=__doc__.split("\n\n")[0])
@@ -264,7 +338,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.perf_counter()
     records: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wmsync-bench-stock-") as tmp:
-        run_stock(SIZES[mode], REPEATS[mode], Path(tmp), records)
+        run_stock(mode, Path(tmp), records)
     merge(output, records, {"mode": mode, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                             "runtime_s": round(time.perf_counter() - started, 1)})
     for item in targets(records):
