@@ -264,25 +264,30 @@ def test_clusters_with_stock_servers_converge_with_nothing_lost(tmp_path_factory
     @settings(max_examples=EXAMPLES, deadline=None, derandomize=not (LONG or SEED),
               database=None, suppress_health_check=list(HealthCheck), print_blob=True)
     @given(children=st.integers(1, 3),
-           stock=st.lists(st.booleans(), min_size=4, max_size=4).filter(any),
+           all_stock=st.booleans(),
+           stock=st.lists(st.booleans(), min_size=4, max_size=4),
            offsets=st.lists(st.sampled_from([0, 0, base.HOUR, -base.HOUR]),
                             min_size=4, max_size=4),
-           program=st.lists(step, min_size=1, max_size=6))
-    def example(children, stock, offsets, program):
+           program=st.lists(step, min_size=2, max_size=6))
+    def example(children, all_stock, stock, offsets, program):
         for old in previous:
             shutil.rmtree(old, ignore_errors=True)
         previous.clear()
         root = root_dir / f"ex{next(counter)}"
         previous.append(root)
         used = nodes[: children + 1]
-        if not any(stock[: children + 1]):
-            stock = [True, *stock[1:]]
+        stock = [True] * 4 if all_stock else stock[: children + 1]
+        if not all_stock and len(set(stock)) == 1:  # mixed: at least one of each kind
+            stock = [not stock[0], *stock[1:]]
         for node, is_stock in zip(nodes, stock):
             node.stock = is_stock
         ex = MixedExample(used, root, offsets)
         try:
             first = ex.sync()
             assert first.status == 0, first.summary_lines()
+            for index, node in enumerate(ex.nodes):  # something on every node to work on
+                for op in ("job_create", "hold_create", "comment"):
+                    ex.edit(node, op, index)
             for item in program:
                 if item[0] == "edit":
                     for target, op, pick in item[1]:
