@@ -144,7 +144,7 @@ class MixedExample(base.Example):
         elif op == "job_close":
             if str(job.fields.get("stage")) == str(catalog.STAGE_CLOSED):
                 return False
-            client.post("jobs/close", jobIds=str(job.local_id))
+            client.post("jobs/close", jobs=str(job.local_id))
             return True
         elif op == "comment":
             text = self.token("c")
