@@ -121,10 +121,6 @@ class MixedExample(base.Example):
         finally:
             builder.close()
 
-    def _job_name(self, node: base.Node, guid: str) -> str:
-        element = node.store.get(guid)
-        return str(element.element.fields.get("name", "")) if element else ""
-
     def _edit(self, node: base.Node, op: str, pick: int) -> bool:
         if op in CONFIG_EDITS and getattr(node, "stock", False):
             return False  # not over a stock server's REST API
