@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional, Tuple
 import pytest
 from cluster import USER, Cluster
 from fake_arcpy.fixtures import PYT, arcpy_fixture  # noqa: F401
-from test_stock import (
+from test_stock import (  # the stock tests' cluster helpers
     ALL,
     BLOCK,
     add_job_type,
@@ -26,6 +26,8 @@ from test_stock import (
     snapshot_counts,
     view,
 )
+
+from wmsync.progress import SyncListener
 
 MIXED = [ALL, ("A", "B"), ("P",)]
 MIXED_IDS = ["all-stock", "extension-parent-stock-children", "stock-parent-extension-children"]
@@ -237,3 +239,34 @@ def test_toolbox_reads_per_server_tokens_from_wmsync_credentials(
     assert all(secret not in every for secret in tokens.values())
     parent.close()
     child.close()
+
+
+# --------------------------------------------------------------------------- the engine
+
+
+class _CancelAtOnce(SyncListener):
+    def cancelled(self) -> bool:
+        return True
+
+
+def test_a_cancelled_run_releases_its_stock_repositories(emulator: Any, tmp_path: Path) -> None:
+    """The run closes its builder whatever happens: a cancelled run's locks are free at
+    once for the next run (which would otherwise wait, then fail those repositories)."""
+    from wmsync.client import WMServerClient
+    from wmsync.engine import synchronize
+    from wmsync.stock import StockReplicas
+
+    cluster = make(emulator, "P", "A", stock=("P", "A"))
+    fill(cluster)
+    state = tmp_path / "state.sqlite"
+    builder = StockReplicas(state)
+    result = synchronize(cluster.parent.url, "P", cluster.table(), user=USER,
+                         listener=_CancelAtOnce(), state=builder)
+    assert result.cancelled and result.status != 0
+    assert result.parent_kind == "stock"
+    after = StockReplicas(state, lock_timeout=0.2)
+    for server in (cluster.parent, *cluster.children):
+        replica = after(server.url, WMServerClient(server.url, user=USER))
+        replica.close()
+    after.close()
+    assert snapshot_counts(cluster)["A"][0] == 2  # its own jobs: nothing written to it
