@@ -209,13 +209,17 @@ def _state_path(given: Optional[str]) -> str:
     if os.path.isdir(path):
         raise UsageError(f"--state {path!r} is a folder; give the state file's path")
     folder = os.path.dirname(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except OSError as exc:
+    # The folder is made only when a stock server needs the store: here, the nearest
+    # existing folder above it must be a folder we may write in.
+    existing = folder
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
         raise UsageError(f"--state {path!r}: the folder {folder!r} cannot be created "
-                         f"({exc.strerror or exc})") from None
-    if not os.access(folder, os.W_OK):
-        raise UsageError(f"--state {path!r}: cannot write in {folder!r}")
+                         f"({existing!r} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--state {path!r}: the folder {folder!r} cannot be created "
+                         f"or written in (no write access to {existing!r})")
     return path
 
 
@@ -508,7 +512,7 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
                         "Esri's documented operations): default WMSYNC_STATE, else "
                         "%%LOCALAPPDATA%%\\WorkflowSync\\state.sqlite on Windows, "
                         "~/.local/state/WorkflowSync/state.sqlite elsewhere; its folder is "
-                        "made if missing (docs/stock.md)")
+                        "made when a stock server needs it (docs/stock.md)")
     parser.add_argument("--write-back", action="store_true",
                         help="rewrite --children-file with the Last Synchronized rows "
                         "(atomically), so that the next run picks up from this one")

@@ -302,7 +302,13 @@ class StockReplicas:
         servers all have the extensions leaves no state file behind."""
         with self._state_lock:
             if self._state is None:
-                self._state = StateStore(self._state_path)
+                try:
+                    self._state = StateStore(self._state_path)
+                except (OSError, sqlite3.Error) as exc:
+                    raise RepositoryError(
+                        f"the state store of stock servers cannot be opened at "
+                        f"{self._state_path or state.default_state_path()}: {exc}"
+                    ) from None
             return self._state
 
     def add_names(self, names: Mapping[str, str]) -> None:
