@@ -270,3 +270,20 @@ def test_a_cancelled_run_releases_its_stock_repositories(emulator: Any, tmp_path
         replica.close()
     after.close()
     assert snapshot_counts(cluster)["A"][0] == 2  # its own jobs: nothing written to it
+
+
+def test_a_state_store_that_cannot_be_opened_fails_only_the_stock_children(
+    emulator: Any, tmp_path: Path
+) -> None:
+    from wmsync.engine import synchronize
+
+    cluster = make(emulator, *ALL, stock=("B",))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = synchronize(cluster.parent.url, "P", cluster.table(), user=USER,
+                         state=blocker / "state.sqlite")
+    assert result.status == 1
+    by_name = {c.name: c for c in result.children}
+    assert by_name["A"].state == "synchronized" and by_name["A"].kind == "extensions"
+    assert by_name["B"].state == "failed"
+    assert "state store" in str(by_name["B"].error) and "a-file" in str(by_name["B"].error)
