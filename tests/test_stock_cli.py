@@ -26,6 +26,9 @@ from test_stock import (  # the stock tests' cluster helpers
     snapshot_counts,
     view,
 )
+from test_stock import (
+    counts as counts_of,
+)
 
 from wmsync.progress import SyncListener
 
@@ -287,3 +290,119 @@ def test_a_state_store_that_cannot_be_opened_fails_only_the_stock_children(
     assert by_name["A"].state == "synchronized" and by_name["A"].kind == "extensions"
     assert by_name["B"].state == "failed"
     assert "state store" in str(by_name["B"].error) and "a-file" in str(by_name["B"].error)
+
+
+# --------------------------------------------------------------------------- processes
+
+
+def _serve_stock(name: str, folder: Path, config: Path, port: int = 0) -> Tuple[Any, str]:
+    """``wmsync serve --stock --config FILE`` as a process; (process, its URL)."""
+    import select
+
+    command = [sys.executable, "-m", "wmsync", "serve", "--repository", name, "--db",
+               str(folder / f"{name}.sqlite"), "--port", str(port), "--stock",
+               "--config", str(config)]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            stdin=subprocess.DEVNULL)
+    ready, _, _ = select.select([proc.stdout], [], [], 30)
+    if not ready:
+        proc.kill()
+        raise AssertionError(f"{name}: no URL line within 30 s")
+    return proc, proc.stdout.readline().decode().strip()
+
+
+def _stop(proc: Any) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout:
+        proc.stdout.close()
+
+
+def test_three_stock_server_processes_and_a_job_type_an_administrator_adds_later(
+    tmp_path: Path,
+) -> None:
+    """Three ``wmsync serve --stock`` processes; a job type only the parent has makes the
+    children's copies of its job wait (one warning per child, saying what to create in
+    Workflow Manager Administrator); restarting them with a --config that adds the type
+    lets the job arrive, and a further run writes nothing."""
+    from wmsync.client import WMServerClient
+
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps({"jobTypes": []}), encoding="utf-8")
+    edit = tmp_path / "edit.json"
+    edit.write_text(json.dumps({"jobTypes": [{"name": "Edit Data"}]}), encoding="utf-8")
+    procs: Dict[str, Any] = {}
+    urls: Dict[str, str] = {}
+    try:
+        for name in ALL:
+            procs[name], urls[name] = _serve_stock(name, tmp_path,
+                                                   edit if name == "P" else plain)
+        table = ";".join(f"{n} true {urls[n]} ''" for n in ("A", "B"))
+        state = tmp_path / "state.sqlite"
+
+        def sync() -> Any:
+            return run_cli("sync", "--parent-url", urls["P"], "--parent-name", "P",
+                           "--children", table, "--user", USER, "--state", str(state))
+
+        first = sync()  # the cluster is connected (registration, id blocks)
+        assert first.returncode == 0, first.stdout + first.stderr
+        with WMServerClient(urls["P"], user=USER) as parent:
+            types = {t["name"]: t["id"] for t in parent.get("")["jobTypes"]}
+            job(parent, "needs Edit Data", 50, jobTypeId=types["Edit Data"])
+            job(parent, "plain", 51)
+        done = sync()
+        assert done.returncode == 0, done.stdout + done.stderr
+        for name in ("A", "B"):
+            said = [line for line in done.stderr.splitlines() if "Edit Data" in line]
+            assert any(name in line and "Workflow Manager Administrator" in line
+                       for line in said), done.stderr
+            with WMServerClient(urls[name], user=USER) as child:
+                assert sorted(child.get("jobs")["jobIds"]) == [51]
+        for name in ("A", "B"):  # the administrator adds the type: a restart
+            port = int(urls[name].split(":")[2].split("/")[0])
+            _stop(procs[name])
+            procs[name], again = _serve_stock(name, tmp_path, edit, port)
+            assert again == urls[name]
+        done = sync()
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "Edit Data" not in done.stderr
+        held = {}
+        for name in ALL:
+            with WMServerClient(urls[name], user=USER) as client:
+                held[name] = view(client)
+                assert held[name][50][6] == "Edit Data", name
+        assert held["A"] == held["P"] == held["B"]
+        before = {}
+        for name in ALL:
+            with WMServerClient(urls[name], user=USER) as client:
+                before[name] = counts_of(client)
+        assert sync().returncode == 0
+        for name in ALL:
+            with WMServerClient(urls[name], user=USER) as client:
+                assert counts_of(client) == before[name], name
+    finally:
+        for proc in procs.values():
+            _stop(proc)
+
+
+def test_toolbox_warns_about_a_job_type_a_stock_child_lacks(
+    arcpy: Any, wmx: Any, emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WMSYNC_STATE", str(tmp_path / "state.sqlite"))
+    cluster = make(emulator, *ALL, stock=ALL)
+    assert wmx(cluster.parent.url, "P", cluster.table()).getOutput(0) == "0"
+    type_id = add_job_type(cluster, "P", "Edit Data")
+    job(cluster.client("P"), "needs Edit Data", 50, jobTypeId=type_id)
+    result = wmx(cluster.parent.url, "P", cluster.table())
+    assert result.getOutput(0) == "0"  # the run succeeded; the job waits
+    warnings = [text for _, text in arcpy._fake.messages(1) if "Edit Data" in text]
+    assert len(warnings) == 2, warnings  # once per child and run
+    for name in ("A", "B"):
+        assert any(f"missing on {name}" in w and "Workflow Manager Administrator" in w
+                   for w in warnings), warnings
+        assert 50 not in view(cluster.client(name))
