@@ -331,11 +331,26 @@ def _credentials(
 def _client_factory(
     args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
     verify: Any,
+) -> Optional[Callable[[str], Any]]:
+    """With --credentials, clients made per server URL with that server's token (else
+    *token*); without, None: the engine's own factory, one token for all."""
+    if credentials is None:
+        return None
+    from . import engine
+    from .credentials import per_url_factory
+
+    return per_url_factory(credentials, token, lambda source: engine.default_client_factory(
+        user=args.user, token=source, timeout=args.timeout, verify=verify))
+
+
+def _sync_access(
+    args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
+    verify: Any,
 ) -> Tuple[Optional[Callable[[str], Any]], Any]:
-    """(factory, state) for the engine. With --credentials, replicas made per server URL
-    with that server's token (else *token*), stock servers through one builder on the
-    state store, which the engine closes; without, (None, the state path): the engine's
-    own factory, one token for all."""
+    """(factory, state) for sync and plan. With --credentials, replicas made per server
+    URL with that server's token (else *token*), stock servers through one builder on
+    the --state store, which the engine closes; without, (None, the --state path): the
+    engine's own factory, one token for all."""
     if credentials is None:
         return None, args.state
     from .credentials import per_url_factory
@@ -384,8 +399,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     token = _token(args, redactor, verify)
     children = _read_children(args)
     refused = _parent_rows(args, children)
-    factory, state = (None, None) if refused else _client_factory(args, credentials,
-                                                                  token, verify)
+    factory, state = (None, None) if refused else _sync_access(args, credentials,
+                                                               token, verify)
     if args.dry_run:
         if refused:
             planned = PlanResult(-1, args.parent_name, args.parent_url, error=refused)
