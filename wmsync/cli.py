@@ -24,7 +24,7 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import __version__
 from .auth import TokenLike
@@ -194,11 +194,35 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_writable_file(os.path.realpath(args.children_file), "--write-back")
     if args.report:
         _check_writable_file(args.report, "--report")
+    args.state = _state_path(args.state)
     token = args.token or os.environ.get("WMSYNC_TOKEN")
     if args.token_url and not token and not os.environ.get("WMSYNC_PASSWORD"):
         if sys.stdin is None or not sys.stdin.isatty():
             raise UsageError("--token-url needs a password: set WMSYNC_PASSWORD "
                              "(there is no terminal to ask for it on)")
+
+
+def _state_path(given: Optional[str]) -> str:
+    """The state store of stock servers: --state, else ``WMSYNC_STATE``, else the
+    default (docs/stock.md); refused now unless its folder exists or can be made."""
+    from .stock import default_state_path
+
+    path = os.path.abspath(os.path.expanduser(given)) if given else str(default_state_path())
+    if os.path.isdir(path):
+        raise UsageError(f"--state {path!r} is a folder; give the state file's path")
+    folder = os.path.dirname(path)
+    # The folder is made only when a stock server needs the store: here, the nearest
+    # existing folder above it must be a folder we may write in.
+    existing = folder
+    while not os.path.exists(existing) and os.path.dirname(existing) != existing:
+        existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+        raise UsageError(f"--state {path!r}: the folder {folder!r} cannot be created "
+                         f"({existing!r} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"--state {path!r}: the folder {folder!r} cannot be created "
+                         f"or written in (no write access to {existing!r})")
+    return path
 
 
 def _children_lines(text: str) -> List[str]:
@@ -321,6 +345,26 @@ def _client_factory(
         user=args.user, token=source, timeout=args.timeout, verify=verify))
 
 
+def _sync_access(
+    args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
+    verify: Any,
+) -> Tuple[Optional[Callable[[str], Any]], Any]:
+    """(factory, state) for sync and plan. With --credentials, replicas made per server
+    URL with that server's token (else *token*), stock servers through one builder on
+    the --state store, which the engine closes; without, (None, the --state path): the
+    engine's own factory, one token for all."""
+    if credentials is None:
+        return None, args.state
+    from .credentials import per_url_factory
+    from .replica import default_replica_factory
+    from .stock import StockReplicas
+
+    builder = StockReplicas(args.state)
+    factory = per_url_factory(credentials, token, lambda source: default_replica_factory(
+        user=args.user, token=source, timeout=args.timeout, verify=verify, stock=builder))
+    return factory, builder
+
+
 def _write_report(path: Optional[str], payload: Dict[str, Any]) -> None:
     if path:
         with open(path, "w", encoding="utf-8") as handle:
@@ -355,9 +399,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     verify = _verify(args)
     credentials = _credentials(args, verify, redactor)
     token = _token(args, redactor, verify)
-    factory = _client_factory(args, credentials, token, verify)
     children = _read_children(args)
     refused = _parent_rows(args, children)
+    factory, state = (None, None) if refused else _sync_access(args, credentials,
+                                                               token, verify)
     if args.dry_run:
         if refused:
             planned = PlanResult(-1, args.parent_name, args.parent_url, error=refused)
@@ -365,7 +410,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
             planned = engine.plan(
                 args.parent_url, args.parent_name, children, user=args.user, token=token,
                 client_factory=factory, full=args.full, timeout=args.timeout, verify=verify,
+                state=state,
             )
+            for warning in planned.warnings:
+                log.warning("%s", warning)
         _show(args, planned.summary_lines(), planned.status, planned.error)
         _write_report(args.report, planned.to_dict())
         return _exit_code(planned.status)
@@ -380,6 +428,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 args.parent_url, args.parent_name, children, user=args.user, token=token,
                 client_factory=factory, listener=listener, full=args.full,
                 timeout=args.timeout, verify=verify, max_workers=args.max_workers,
+                state=state,
             )
     if listener.cancelled():
         result.cancelled = True  # asked for, even if the work was all done by then
@@ -429,9 +478,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import run_demo, run_stock_demo
 
-    return run_demo(print)
+    return run_stock_demo(print) if args.stock else run_demo(print)
 
 
 def cmd_install_toolbox(args: argparse.Namespace) -> int:
@@ -589,6 +638,13 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--credentials", default=None, metavar="FILE",
                         help="JSON file: a token or a token URL per server URL prefix "
                         "(secrets by environment variable or file, never inline)")
+    parser.add_argument("--state", default=None, metavar="PATH",
+                        help="state store for stock servers (ArcGIS Workflow Manager "
+                        "without the replication extensions, synchronized through "
+                        "Esri's documented operations): default WMSYNC_STATE, else "
+                        "%%LOCALAPPDATA%%\\WorkflowSync\\state.sqlite on Windows, "
+                        "~/.local/state/WorkflowSync/state.sqlite elsewhere; its folder is "
+                        "made when a stock server needs it (docs/stock.md)")
     parser.add_argument("--write-back", action="store_true",
                         help="rewrite --children-file with the Last Synchronized rows "
                         "(atomically), so that the next run picks up from this one")
@@ -641,6 +697,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="a parent and two children on loopback, synchronized",
                                description="Start three emulated repositories, change each, "
                                "synchronize, and show that all hold the same jobs.")
+    demo.add_argument("--stock", action="store_true",
+                      help="three stock servers (no replication extensions), synchronized "
+                      "through Esri's documented operations and a state store in a "
+                      "temporary folder")
     demo.set_defaults(func=cmd_demo)
 
     install = commands.add_parser(

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from .auth import TokenLike
 from .errors import (
@@ -50,7 +50,15 @@ from .report import (
 )
 from .valuetable import ChildSpec, parse_children
 
+if TYPE_CHECKING:
+    from .stock import StockReplicas
+
 log = logging.getLogger(__name__)
+
+#: Where a run keeps the state of stock servers: a state store path (the engine makes
+#: the builder) or a :class:`wmsync.stock.StockReplicas` the caller made; ``None``: only
+#: servers with the extensions are synchronized (docs/design.md §10).
+StateLike = Union[str, "os.PathLike[str]", "StockReplicas", None]
 
 JOB_ID_BLOCK = 1_000_000  # ids each repository numbers its new jobs from (docs/design.md §4)
 CLAIM_ATTEMPTS = 5  # writes of a new child's block before giving up (concurrent first runs)
@@ -209,6 +217,12 @@ def _same_url(a: str, b: str) -> bool:
     return a.rstrip("/").lower() == b.rstrip("/").lower()
 
 
+def repository_kind(info: Mapping[str, Any]) -> str:
+    """``"stock"`` for a server synchronized through the state store (its replica says
+    so in its replication info), else ``"extensions"``."""
+    return "stock" if info.get("stock") else "extensions"
+
+
 # ---------------------------------------------------------------------------
 # Per-child state
 
@@ -278,6 +292,7 @@ class _Run:
         self.events = QueuedListener()  # what workers report to
         self.parent_import_lock = threading.Lock()  # the parent imports one at a time
         self.conflicts: List[Dict[str, Any]] = []
+        self.relayed: set[str] = set()  # import answers' warnings already reported
         self._conflict_lock = threading.Lock()
         self.pairs = [_Pair(spec, ChildResult(spec)) for spec in specs]
 
@@ -330,6 +345,7 @@ class _Run:
         url = pair.spec.url.rstrip("/")
         name, info = read_child(child, pair.spec, self.parent_name, self.parent_url)
         pair.result.repository = name
+        pair.result.kind = repository_kind(info)
         p_row = node_row(parent_info, name)
         c_row = node_row(info, self.parent_name)
         pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
@@ -418,10 +434,13 @@ class _Run:
         conflicts = answer.get("conflicts") or []
         pair.result.conflicts += len(conflicts)
         pair.result.renumbered += len(answer.get("renumbered") or [])
+        warnings = [str(w) for w in answer.get("warnings") or []]
         with self._conflict_lock:
             self.conflicts.extend(_conflict_entry(c, repository) for c in conflicts)
-        for warning in answer.get("warnings") or []:
-            self.events.warning(f"{repository}: {warning}")
+            self.relayed.update(warnings)
+        for warning in warnings:
+            self.events.warning(warning if warning.startswith(f"{repository}: ")
+                                else f"{repository}: {warning}")
 
     def guarded(
         self,
@@ -657,10 +676,45 @@ def _factory(
     token: TokenLike,
     timeout: float,
     verify: Any,
+    stock: Optional[StockReplicas] = None,
 ) -> ReplicaFactory:
     return replica_factory or client_factory or default_replica_factory(
-        user=user, token=token, timeout=timeout, verify=verify
+        user=user, token=token, timeout=timeout, verify=verify, stock=stock
     )
+
+
+def known_names(parent_url: str, parent_name: str, specs: List[ChildSpec]) -> Dict[str, str]:
+    """The repository name a run knows for each URL: the parent name, each row's name.
+    A stock server reports none, so these are its names (docs/design.md §10)."""
+    names = {spec.url.rstrip("/"): spec.name for spec in specs}
+    names[parent_url.rstrip("/")] = parent_name
+    return names
+
+
+def stock_builder(
+    state: StateLike, parent_url: str, parent_name: str, specs: List[ChildSpec]
+) -> Optional[StockReplicas]:
+    """The run's builder of stock replicas (``None``: extension servers only), knowing
+    the run's names by URL. A builder made here or given is closed by the run."""
+    if state is None:
+        return None
+    from .stock import StockReplicas
+
+    builder = state if isinstance(state, StockReplicas) else StockReplicas(state)
+    builder.add_names(known_names(parent_url, parent_name, specs))
+    return builder
+
+
+def _stock_findings(
+    builder: Optional[StockReplicas], relayed: set[str]
+) -> Tuple[List[str], List[Dict[str, Any]]]:
+    """The stock warnings not yet reported through an import answer, and the conflicts
+    the stock scans found (in the report's shape)."""
+    if builder is None:
+        return [], []
+    warnings = [w for w in builder.warnings() if w not in relayed]
+    conflicts = [_conflict_entry(c, str(c.get("repository", ""))) for c in builder.conflicts()]
+    return warnings, conflicts
 
 
 def synchronize(
@@ -677,6 +731,7 @@ def synchronize(
     max_workers: int = 4,
     timeout: float = 60.0,
     verify: Any = True,
+    state: StateLike = None,
 ) -> SyncResult:
     """Synchronize a cluster: every connected child to the parent, then back to all.
 
@@ -687,17 +742,23 @@ def synchronize(
     :param replica_factory: ``make(url) -> Replica`` (default: HTTP, extension servers
         only); ``client_factory`` is its former name.
     :param full: ignore watermarks and exchange everything (``wmsync sync --full``).
+    :param state: the state store of stock servers (a path), or a
+        :class:`~wmsync.stock.StockReplicas` the caller's factory already uses; the run
+        closes it at its end (releasing its repository locks), whatever happens. With a
+        path and no factory, the default factory synchronizes servers without the
+        extensions through it. Without it, such servers are refused.
     :returns: a :class:`SyncResult`; per-child failures are in it, never raised.
     """
     listener = listener or SyncListener()
     started = datetime.now(timezone.utc)
 
     def done(status: int, results: List[ChildResult], error: Optional[str] = None,
-             conflicts: Optional[List[Dict[str, Any]]] = None) -> SyncResult:
+             conflicts: Optional[List[Dict[str, Any]]] = None,
+             warnings: Optional[List[str]] = None) -> SyncResult:
         return SyncResult(
             status=status, parent_name=parent_name, parent_url=parent_url, started=started,
             finished=datetime.now(timezone.utc), children=results,
-            conflicts=conflicts or [], error=error,
+            conflicts=conflicts or [], error=error, warnings=warnings or [],
         )
 
     try:
@@ -712,7 +773,34 @@ def synchronize(
     if not inputs.connected:
         return done(-1, list(skipped.values()), "no connected child repository to synchronize")
 
-    factory = _factory(replica_factory, client_factory, user, token, timeout, verify)
+    try:
+        builder = stock_builder(state, parent_url, parent_name, inputs.connected)
+    except (OSError, WMSyncError) as exc:
+        return done(-1, list(skipped.values()),
+                    f"the state store of stock servers cannot be used: {exc}")
+    try:
+        factory = _factory(replica_factory, client_factory, user, token, timeout, verify,
+                           builder)
+        return _synchronize(parent_url, parent_name, inputs, skipped, factory, listener,
+                            full, max_workers, builder, done)
+    finally:
+        if builder is not None:
+            builder.close()  # releases the stock repositories' locks, even on failure
+
+
+def _synchronize(
+    parent_url: str,
+    parent_name: str,
+    inputs: _Inputs,
+    skipped: Mapping[int, ChildResult],
+    factory: ReplicaFactory,
+    listener: SyncListener,
+    full: bool,
+    max_workers: int,
+    builder: Optional[StockReplicas],
+    done: Callable[..., SyncResult],
+) -> SyncResult:
+    """The run itself, once the inputs are read and the factory is made."""
     with tempfile.TemporaryDirectory(prefix="wmsync-") as workdir:
         try:
             parent_name, parent_info = read_parent(factory, parent_url, parent_name)
@@ -722,7 +810,11 @@ def synchronize(
             message = f"parent {parent_name}: {exc}"
             unused = [ChildResult(spec, error="not attempted: the parent could not be used")
                       for spec in inputs.connected]
-            return done(-1, _in_table_order(inputs.specs, skipped, unused), message)
+            warnings, _ = _stock_findings(builder, set())
+            for warning in warnings:
+                listener.warning(warning)
+            return done(-1, _in_table_order(inputs.specs, skipped, unused), message,
+                        None, warnings)
         results = _in_table_order(inputs.specs, skipped, [p.result for p in run.pairs])
 
         blocks = run.allocate_blocks(parent_info)
@@ -751,8 +843,14 @@ def synchronize(
                     feed.join()
         finally:
             run.events.replay(listener)
+        warnings, stock_conflicts = _stock_findings(builder, run.relayed)
+        for warning in warnings:
+            listener.warning(warning)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
-        outcome = done(failed, results, None, run.conflicts)
+        outcome = done(failed, results, None, run.conflicts + stock_conflicts,
+                       sorted(run.relayed) + warnings)
+        outcome.parent_kind = repository_kind(parent_info)
+        outcome.parent_name = parent_name  # the server's own spelling
         if run.events.cancelled():
             outcome.cancelled = True
             listener.warning(
@@ -804,29 +902,56 @@ def plan(
     full: bool = False,
     timeout: float = 60.0,
     verify: Any = True,
+    state: StateLike = None,
 ) -> PlanResult:
     """Report per child what a run would move, changing nothing (``--dry-run``).
 
     The pull is exact; the push is predicted from the parent's own changes plus what the
     other children's pulls would bring (everything, for a full exchange). Only counts
-    are asked for (``count_changes``): no server writes an export file.
+    are asked for (``count_changes``): no server writes an export file. *state* as for
+    :func:`synchronize` (a stock server is scanned into its shadow, never written to).
     """
     try:
         inputs = _read_inputs(children)
     except ValueTableError as exc:
         return PlanResult(-1, parent_name, parent_url,
                           error=f"the child table was refused: {exc}")
-    factory = _factory(replica_factory, client_factory, user, token, timeout, verify)
     entries = [PlanEntry(spec, error=_not_connected(spec)) for spec in inputs.specs]
     result = PlanResult(0, parent_name, parent_url, entries)
     if not inputs.connected:
         result.status, result.error = -1, "no connected child repository to synchronize"
         return result
     try:
+        builder = stock_builder(state, parent_url, parent_name, inputs.connected)
+    except (OSError, WMSyncError) as exc:
+        result.status = -1
+        result.error = f"the state store of stock servers cannot be used: {exc}"
+        return result
+    try:
+        factory = _factory(replica_factory, client_factory, user, token, timeout, verify,
+                           builder)
+        _plan(result, entries, parent_url, parent_name, factory, full)
+        result.warnings, _ = _stock_findings(builder, set())
+    finally:
+        if builder is not None:
+            builder.close()
+    return result
+
+
+def _plan(
+    result: PlanResult,
+    entries: List[PlanEntry],
+    parent_url: str,
+    parent_name: str,
+    factory: ReplicaFactory,
+    full: bool,
+) -> None:
+    try:
         result.parent_name, parent_info = read_parent(factory, parent_url, parent_name)
     except (SyncRefused, RepositoryError) as exc:
         result.status, result.error = -1, f"parent {parent_name}: {exc}"
-        return result
+        return
+    result.parent_kind = repository_kind(parent_info)
     parent = factory(parent_url)
     try:
         own = {
@@ -844,7 +969,6 @@ def plan(
                       if other is not entry or entry.full_exchange)
         entry.push_estimate = own[entry.spec.row] + brought
     result.status = sum(1 for entry in entries if entry.state == FAILED)
-    return result
 
 
 def _plan_child(
@@ -865,6 +989,7 @@ def _plan_child(
     try:
         name, info = read_child(child, entry.spec, parent_name, parent_url)
         entry.repository = name
+        entry.kind = repository_kind(info)
         p_row, c_row = node_row(parent_info, name), node_row(info, parent_name)
         trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
         entry.full_exchange = not trusted
@@ -884,9 +1009,13 @@ __all__ = [
     "Replica",
     "ReplicaFactory",
     "RepositoryClient",
+    "StateLike",
     "SyncListener",
     "default_client_factory",
     "default_replica_factory",
+    "known_names",
     "plan",
+    "repository_kind",
+    "stock_builder",
     "synchronize",
 ]

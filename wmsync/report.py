@@ -33,6 +33,7 @@ class ChildResult:
     last_sync: Optional[datetime] = None  # the new Last Synchronized time (aware)
     full_exchange: bool = False
     repository: Optional[str] = None  # the server's own spelling of the name, once read
+    kind: Optional[str] = None  # "stock" or "extensions", once read (docs/design.md §10)
 
     @property
     def name(self) -> str:
@@ -58,6 +59,7 @@ class ChildResult:
             "conflicts": self.conflicts,
             "renumbered": self.renumbered,
             "full_exchange": self.full_exchange,
+            "kind": self.kind,
             "error": self.error,
             "last_sync_time": self.output_row()[3],
         }
@@ -80,6 +82,10 @@ class SyncResult:
     conflicts: List[Dict[str, Any]] = field(default_factory=list)
     error: Optional[str] = None
     cancelled: bool = False
+    #: warnings of the run that concern no single step (stock servers' missing
+    #: configuration, refused id blocks) and the import answers' warnings
+    warnings: List[str] = field(default_factory=list)
+    parent_kind: Optional[str] = None  # "stock" or "extensions", once read
 
     @property
     def last_sync_rows(self) -> List[List[str]]:
@@ -94,13 +100,15 @@ class SyncResult:
     def to_dict(self) -> Dict[str, Any]:
         return {
             "status": self.status,
-            "parent": {"name": self.parent_name, "url": redact_url(self.parent_url)},
+            "parent": {"name": self.parent_name, "url": redact_url(self.parent_url),
+                       "kind": self.parent_kind},
             "started": _iso_utc(self.started),
             "finished": _iso_utc(self.finished),
             "error": self.error,
             "cancelled": self.cancelled,
             "children": [child.to_dict() for child in self.children],
             "conflicts": self.conflicts,
+            "warnings": self.warnings,
         }
 
     def to_json(self) -> str:
@@ -129,6 +137,7 @@ class PlanEntry:
     full_exchange: bool = False
     error: Optional[str] = None
     repository: Optional[str] = None  # the server's own spelling of the name, once read
+    kind: Optional[str] = None  # "stock" or "extensions", once read
 
     @property
     def name(self) -> str:
@@ -142,6 +151,7 @@ class PlanEntry:
             "pull": self.pull,
             "push_estimate": self.push_estimate,
             "full_exchange": self.full_exchange,
+            "kind": self.kind,
             "error": self.error,
         }
 
@@ -155,14 +165,18 @@ class PlanResult:
     parent_url: str
     children: List[PlanEntry] = field(default_factory=list)
     error: Optional[str] = None
+    warnings: List[str] = field(default_factory=list)  # stock servers' scans
+    parent_kind: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return {
             "status": self.status,
             "dry_run": True,
-            "parent": {"name": self.parent_name, "url": redact_url(self.parent_url)},
+            "parent": {"name": self.parent_name, "url": redact_url(self.parent_url),
+                       "kind": self.parent_kind},
             "error": self.error,
             "children": [entry.to_dict() for entry in self.children],
+            "warnings": self.warnings,
         }
 
     def summary_lines(self) -> List[str]:
@@ -177,6 +191,7 @@ class PlanResult:
                 lines.append(
                     f"{entry.name}: {kind}; pull would send {entry.pull} element(s), "
                     f"push would send about {entry.push_estimate}"
+                    + (" (stock server)" if entry.kind == "stock" else "")
                 )
         if self.error:
             lines.append(f"error: {self.error}")
@@ -198,6 +213,8 @@ def child_line(child: ChildResult) -> str:
         text += f", renumbered {child.renumbered}"
     if child.full_exchange:
         text += " (full exchange)"
+    if child.kind == "stock":
+        text += " (stock server)"
     return text
 
 

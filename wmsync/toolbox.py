@@ -6,9 +6,11 @@ the ``arcpy`` module in, so plain tests drive everything here with a stand-in:
 - :func:`fresh_import`: refreshing a toolbox in Pro re-executes only the ``.pyt``; this
   re-imports the whole ``wmsync`` package when a developer changed it.
 - :func:`update_messages`: the dialog's validation (no network).
-- :func:`run`: one tool run: the token (Pro's sign-in, else ``WMSYNC_TOKEN``), the
-  acting user (``WMSYNC_USER``, else the user signed in to the computer), the engine
-  call, Cancel and the closing messages.
+- :func:`run`: one tool run: the token (Pro's sign-in, else ``WMSYNC_TOKEN``; per
+  server from the ``WMSYNC_CREDENTIALS`` file), the acting user (``WMSYNC_USER``, else
+  the user signed in to the computer), the state store of stock servers
+  (``WMSYNC_STATE``, else the default path), the engine call, Cancel and the closing
+  messages.
 - :class:`ArcpyListener`: engine callbacks -> tool messages and the step progressor,
   with every token the toolbox holds scrubbed from the text.
 """
@@ -20,7 +22,7 @@ import importlib
 import os
 import sys
 import time
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 from . import valuetable
 from .auth import ThreadBoundToken
@@ -29,6 +31,7 @@ from .progress import SyncListener
 from .report import FAILED, SKIPPED, SYNCHRONIZED, SyncResult
 
 __all__ = [
+    "CREDENTIALS_ENV",
     "RELOAD_ENV",
     "ArcpyListener",
     "acting_user",
@@ -36,6 +39,7 @@ __all__ = [
     "fresh_import",
     "last_sync_table",
     "run",
+    "state_path",
     "table_value",
     "tool_token",
     "update_messages",
@@ -177,6 +181,41 @@ def tool_token(arcpy: Any) -> Union[ThreadBoundToken, str, None]:
     return os.environ.get("WMSYNC_TOKEN") or None
 
 
+CREDENTIALS_ENV = "WMSYNC_CREDENTIALS"
+
+
+def state_path() -> str:
+    """The state store of stock servers: ``WMSYNC_STATE``, else the default path (the
+    same rule as ``wmsync sync --state``; docs/stock.md)."""
+    from .stock import default_state_path
+
+    return str(default_state_path())
+
+
+def _engine_access(
+    token: Union[ThreadBoundToken, str, None], listener: ArcpyListener
+) -> Tuple[Optional[Callable[[str], Any]], Any]:
+    """(replica factory, state) for the engine: with ``WMSYNC_CREDENTIALS`` (a
+    credentials file, as ``wmsync sync --credentials``) each server gets its own token,
+    so one cluster can span offices with their own ArcGIS Server; stock servers go
+    through the state store either way."""
+    path = os.environ.get(CREDENTIALS_ENV)
+    if not path:
+        return None, state_path()
+    from .credentials import load_credentials, per_url_factory
+    from .replica import default_replica_factory
+    from .stock import StockReplicas
+
+    credentials = load_credentials(path, on_secret=listener.add_secret)
+    for secret in credentials.secrets:
+        listener.add_secret(secret)
+    builder = StockReplicas(state_path())
+    user = acting_user()
+    factory = per_url_factory(credentials, token, lambda source: default_replica_factory(
+        user=user, token=source, stock=builder))
+    return factory, builder
+
+
 def _phase_of(label: str) -> Optional[str]:
     what = label.rsplit(": ", 1)[-1].lower()
     for words, phase in _PHASES:
@@ -199,10 +238,16 @@ class ArcpyListener(SyncListener):
         self._arcpy = arcpy
         self._messages = messages
         self._token = token
+        self._secrets: List[str] = []  # from a credentials file
         self._children = 0
         self._settled = 0  # children whose steps all ended at once (failed their check)
         self._phase: Optional[str] = None
         self._done = 0
+
+    def add_secret(self, secret: str) -> None:
+        """Scrub *secret* too from now on (read from, or fetched for, a credentials file)."""
+        if secret and secret not in self._secrets:
+            self._secrets.append(secret)
 
     def scrub(self, text: object) -> str:
         """*text* without any token the toolbox holds (the engine redacts already)."""
@@ -211,7 +256,7 @@ class ArcpyListener(SyncListener):
             secrets = self._token.secrets()
         else:
             secrets = [self._token] if self._token else []
-        for secret in secrets:
+        for secret in [*secrets, *self._secrets]:
             text = text.replace(secret, "***")
         return text
 
@@ -302,9 +347,16 @@ def run(arcpy: Any, messages: Any, parent_url: str, parent_name: str, children: 
         # not by arcpy interrupting whichever line happens to run.
         arcpy.env.autoCancelling = False
     try:
+        try:
+            factory, state = _engine_access(token, listener)
+        except WMSyncError as exc:
+            text = listener.scrub(f"nothing was synchronized: {exc}")
+            messages.addErrorMessage(text)
+            raise arcpy.ExecuteError(text) from None
         result = engine.synchronize(
             parent_url, parent_name, children,
             user=acting_user(), token=token, listener=listener,
+            replica_factory=factory, state=state,
         )
         summary = closing_summary(result)
         if result.status == -1 or result.cancelled:

@@ -109,7 +109,7 @@ class _Repository:
             if warning not in self.given:
                 self.given.add(warning)
                 self.pending.append(warning)
-                log.warning("%s", warning)
+                log.info("%s", warning)  # the run reports it (engine)
 
     def handed(self) -> List[str]:
         out, self.pending = self.pending, []
@@ -187,7 +187,7 @@ class StockReplica:
                 if warning not in self._repo.given:
                     self._repo.given.add(warning)
                     self._repo.pending.append(warning)
-            log.warning("%s", warning)
+            log.info("%s", warning)  # the run reports it (engine)
             return
         with state.transaction(store) as conn:
             state.set_meta(conn, "jobIdStart", str(start))
@@ -283,16 +283,40 @@ class StockReplicas:
         names: Optional[Mapping[str, str]] = None,
         lock_timeout: float = 300.0,
     ) -> None:
-        self.state = StateStore(state_path)
+        self._state_path = state_path
+        self._state: Optional[StateStore] = None  # opened when a stock server is met
         self.lock_timeout = lock_timeout
         self._locks: List[RepositoryLock] = []
         self._closed = False
         self._names = {_url_key(url): name for url, name in (names or {}).items()}
         self._repos: Dict[str, _Repository] = {}
         self._lock = threading.Lock()
+        self._state_lock = threading.Lock()
         # Export files of this run; removed by close(), or when the builder is collected.
         self._tmp = tempfile.TemporaryDirectory(prefix="wmsync-stock-")
         self._workdir = Path(self._tmp.name)
+
+    @property
+    def state(self) -> StateStore:
+        """The state store, opened (and its folder made) on first use: a run whose
+        servers all have the extensions leaves no state file behind."""
+        with self._state_lock:
+            if self._state is None:
+                try:
+                    self._state = StateStore(self._state_path)
+                except (OSError, sqlite3.Error) as exc:
+                    raise RepositoryError(
+                        f"the state store of stock servers cannot be opened at "
+                        f"{self._state_path or state.default_state_path()}: {exc}"
+                    ) from None
+            return self._state
+
+    def add_names(self, names: Mapping[str, str]) -> None:
+        """Learn repository names by URL (a name already known for a URL is kept)."""
+        with self._lock:
+            for url, name in names.items():
+                if name:
+                    self._names.setdefault(_url_key(url), name)
 
     def name_for(self, url: str) -> str:
         return self._names.get(_url_key(url)) or service_name(url)
