@@ -16,6 +16,7 @@ pool. Names are the servers' own spellings (:mod:`wmsync.membership`).
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import tempfile
 import threading
