@@ -155,6 +155,11 @@ def test_conflicting_edits_pick_one_winner_everywhere_and_log_the_loser(three):
     entry = result.conflicts[0]
     assert (entry["repository"], entry["kind"]) == ("Parent", "Job")
     assert (entry["winner"], entry["loser_origin"]) == ("AZ", "Ohio")
+    # The report names the job as users know it, and what differs (not just a GUID).
+    assert (entry["id"], entry["name"], entry["fields"]) == (job_id, "contested", ["description"])
+    [line] = [text for text in result.summary_lines() if text.startswith("conflict")]
+    assert f"Job {job_id} 'contested'" in line and "fields that differ: description" in line
+    assert "kept the version from AZ" in line and "from Ohio is in the conflict log" in line
     assert sum(c.conflicts for c in result.children) == 1
     view = assert_converged(three)
     winner = next(job for job in view["jobs"].values() if job[1] == "contested")[2]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from . import valuetable
 from .errors import redact_url
@@ -117,11 +117,30 @@ class SyncResult:
     def summary_lines(self) -> List[str]:
         """One line per child and a closing status line, for people."""
         lines = [child_line(child) for child in self.children]
+        lines.extend(conflict_line(conflict) for conflict in self.conflicts)
         if self.error:
             lines.append(f"error: {self.error}")
         connected = sum(1 for child in self.children if child.state != SKIPPED)
         lines.append(f"status {self.status}: {status_meaning(self.status, connected)}")
         return lines
+
+
+def conflict_line(conflict: Mapping[str, Any]) -> str:
+    """One conflict for people: where it was decided, which element (job id and name
+    rather than a GUID where known), who won, whose version lost, the fields that differ."""
+    kind = conflict.get("kind") or "element"
+    what = f"{kind} {conflict['id']}" if conflict.get("id") is not None else str(kind)
+    if conflict.get("name"):
+        what += f" {conflict['name']!r}"
+    if conflict.get("id") is None and conflict.get("guid"):
+        what += f" ({conflict['guid']})"
+    fields = conflict.get("fields") or []
+    differ = f"; fields that differ: {', '.join(map(str, fields))}" if fields else ""
+    return (
+        f"conflict on {conflict.get('repository')}: {what}: kept the version from "
+        f"{conflict.get('winner')}, the one from {conflict.get('loser_origin')} is in the "
+        f"conflict log{differ}"
+    )
 
 
 @dataclass
