@@ -686,7 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="what a sync would move (changes nothing)",
                                description="Same as 'sync --dry-run'.")
     _add_sync_arguments(plan)
-    plan.set_defaults(func=cmd_sync, dry_run_forced=True)
+    plan.set_defaults(func=cmd_sync, dry_run=True)  # parser defaults win over --dry-run's
 
     serve = commands.add_parser("serve", help="run one emulated WMServer repository",
                                 description="Start a local Workflow Manager REST emulator; "
@@ -721,8 +721,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``wmsync`` console script and ``python -m wmsync``."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "dry_run_forced", False):
-        args.dry_run = True
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -88,7 +88,7 @@ class Node:
 
 
 @dataclass(frozen=True)
-class ExportInfo:
+class ExportFile:
     """A finished export file and the window it covers."""
 
     export_id: str

@@ -57,7 +57,7 @@ from wmsync.model import KINDS, Element, vv_to_text
 from . import bulk, catalog
 from .importing import IMPORT_BATCH, Importer, import_document
 from .records import (
-    ExportInfo,
+    ExportFile,
     ImportRefused,
     ImportResult,
     Node,
@@ -81,7 +81,7 @@ __all__ = [
     "IMPORT_BATCH",
     "IMPORT_CACHE_KIB",
     "SCHEMA_VERSION",
-    "ExportInfo",
+    "ExportFile",
     "ImportRefused",
     "ImportResult",
     "Node",
@@ -435,7 +435,7 @@ class Store:
         until_gen: Optional[int] = None,
         max_count: Optional[int] = None,
         after: Optional[str] = None,
-    ) -> ExportInfo:
+    ) -> ExportFile:
         """Write the versions after *since_gen* to a new exchange document.
 
         Rows and the generation they cover are read in one snapshot. A split export
@@ -481,7 +481,7 @@ class Store:
             if partial.exists():
                 partial.unlink()
         cursor = chunk_key_text(last[0]) if more and last else None
-        return ExportInfo(export_id, path, generation, since_gen, export_time, count,
+        return ExportFile(export_id, path, generation, since_gen, export_time, count,
                           more=more, after=cursor)
 
 
