@@ -1,7 +1,7 @@
 """The lxml trap, on whatever lxml is installed (the floor run uses lxml 4.9).
 
 lxml 4.x resolves external entities unless told not to, and ``iterparse`` does until 6.1
-(DESIGN.md section 9). An exchange document with an external entity or an entity bomb
+(docs/design.md §9). An exchange document with an external entity or an entity bomb
 must be refused on every version, and every parser the code creates must have entity
 resolution, DTD loading and network access off: checked here by recording the keywords
 the code passes and by feeding parsers built with exactly those keywords a hostile

@@ -1,4 +1,4 @@
-"""Static checks that the code ArcGIS Pro runs honours the floors (DESIGN.md section 9).
+"""Static checks that the code ArcGIS Pro runs honours the floors (docs/design.md §9).
 
 Cheap guards for what ruff and mypy do not see: Python 3.9 grammar, names added after
 3.9, urllib3 2-only options, lxml parsers made without the safety keywords, and no

@@ -35,7 +35,7 @@ METADATA_FILES = sorted([
     "WorkflowSync.CreateJobDataReplica.pyt.xml", "WorkflowSync.ClearJobReplicationInfo.pyt.xml",
     "WorkflowSync.ClusterStatus.pyt.xml",
 ])
-#: What the drop-in folder may rely on: what ArcGIS Pro ships (DESIGN.md section 9).
+#: What the drop-in folder may rely on: what ArcGIS Pro ships (docs/design.md §9).
 PRO_DISTRIBUTIONS = ["requests", "urllib3", "lxml", "idna", "certifi", "charset-normalizer"]
 
 

@@ -1,6 +1,6 @@
 """Concurrent runs and users editing during a run; clocks skewed by an hour.
 
-There is no lock (DESIGN.md section 4): every import is one transaction and idempotent,
+There is no lock (docs/design.md §4): every import is one transaction and idempotent,
 and watermarks only move forward, so two runs at once, or edits made while a run is
 in progress, can at worst make a later run redo a window. After a quiet run the cluster
 must converge with every edit kept; a further run moves nothing.

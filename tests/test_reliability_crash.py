@@ -69,8 +69,8 @@ BOUNDARIES = {
     # Ohio's import is being uploaded when the process dies
     "during the push import": ("Ohio", [("replication/import", None)], []),
     # Ohio's watermark and new syncId are written, the parent's copy of the syncId is not:
-    # the pair's rows disagree, so the next run makes a full exchange with Ohio (DESIGN
-    # section 4: watermarks are trusted only when both syncIds match) -- costlier, safe.
+    # the pair's rows disagree, so the next run makes a full exchange with Ohio
+    # (docs/design.md §4: watermarks are trusted only when both syncIds match) -- costlier, safe.
     "between the two node rows of a pull's commit": (
         "Parent", [("replication/nodes/update", None)], ONE),
 }

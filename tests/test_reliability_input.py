@@ -307,7 +307,7 @@ def test_a_document_whose_last_element_clashes_is_refused_whole(three, documents
 
 
 def test_a_job_referencing_an_unknown_guid_is_kept_with_a_warning(fresh, tmp_path):
-    """DESIGN §4: a reference to a GUID the repository does not hold is kept and reported
+    """docs/design.md §4: a reference to a GUID the repository does not hold is kept and reported
     as a warning; it resolves when the element arrives. Only malformed documents are
     refused."""
     missing_type = new_guid()

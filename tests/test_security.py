@@ -1,4 +1,4 @@
-"""Security (DESIGN.md section 7): TLS verified by default, no secret ever shown, an
+"""Security (docs/design.md §7): TLS verified by default, no secret ever shown, an
 emulator with a token refuses everyone else, loopback by default.
 """
 

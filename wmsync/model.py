@@ -1,7 +1,7 @@
 """What travels between repositories: elements, their version vectors and content.
 
 An *element* is one synchronized thing with a GUID: a job type, a user, a group, a job
-(with its notes), a hold or an activity record (DESIGN.md section 4). Holds and activity
+(with its notes), a hold or an activity record (docs/design.md §4). Holds and activity
 records are elements of their own that reference their job by GUID, so a hold placed on
 one node and an edit made on another never conflict.
 

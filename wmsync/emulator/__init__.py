@@ -2,7 +2,7 @@
 
 One emulated repository is one SQLite file (:mod:`wmsync.repository.store`) served by a
 werkzeug WSGI application (:mod:`wmsync.emulator.app`). It speaks the Esri parts of
-``wmserver-protocol.md`` that Esri's JavaScript client uses, plus the WorkflowSync
+``docs/protocol.md`` that Esri's JavaScript client uses, plus the WorkflowSync
 replication extensions (export, import, nodes, conflicts); with ``stock=True``
 (``wmsync serve --stock``) only Esri's documented operations, as a stock server does.
 

@@ -1,6 +1,6 @@
 """Elements as Esri's JSON shapes, and request values as element fields.
 
-The shapes follow ``reference/esri-js-client-shapes.md``: epoch ms or ``null`` for times,
+The shapes follow ``docs/protocol.md §5``: epoch ms or ``null`` for times,
 ids with the same JSON type as the root's lists, ``""`` (never missing) for
 ``dataWorkspaceId`` and ``parentVersion``, domain users with a backslash.
 """
