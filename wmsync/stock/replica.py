@@ -238,7 +238,10 @@ class StockReplica:
             source = os.fspath(path)
             plain = source
             if gzip:
-                plain = source + ".plain"
+                # A name of its own: children sharing one export import the same file
+                # at the same time (wmsync/feed.py), so "<file>.plain" would collide.
+                fd, plain = tempfile.mkstemp(suffix=".jxl", dir=os.path.dirname(source))
+                os.close(fd)
                 _gunzip(source, plain)
             try:
                 result = repo.store.import_file(plain)
