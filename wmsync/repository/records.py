@@ -66,6 +66,10 @@ class Node:
     sync_id: Optional[str]
     job_id_start: Optional[int]
     job_id_block: Optional[int]
+    sync_seq: Optional[int] = None
+    prev_sync_id: Optional[str] = None
+    peer_instance: Optional[str] = None
+    peer_gen: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The node as ``replication/info`` lists it."""
@@ -81,6 +85,10 @@ class Node:
             "syncId": self.sync_id,
             "jobIdStart": self.job_id_start,
             "jobIdBlock": self.job_id_block,
+            "syncSeq": self.sync_seq,
+            "prevSyncId": self.prev_sync_id,
+            "peerInstance": self.peer_instance,
+            "peerGen": self.peer_gen,
         }
 
 

@@ -55,7 +55,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     lastSyncGen INTEGER,
     syncId TEXT,
     jobIdStart INTEGER,
-    jobIdBlock INTEGER
+    jobIdBlock INTEGER,
+    syncSeq INTEGER,
+    prevSyncId TEXT,
+    peerInstance TEXT,
+    peerGen INTEGER
 );
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY,
@@ -85,6 +89,13 @@ CREATE INDEX IF NOT EXISTS conflicts_guid ON conflicts (guid);
 #: file): the job's id, the element's name and the fields that differ.
 CONFLICT_COLUMNS_ADDED = (("job_id", "INTEGER"), ("name", "TEXT"),
                           ("fields", "TEXT NOT NULL DEFAULT '[]'"))
+
+#: Columns added to the node table for restore detection (docs/design.md §4, "Restores
+#: and rebuilds"; added on opening an older file): the pair's syncId sequence number,
+#: the syncId it replaced, and the high-water marks of the peer (its instance id and
+#: the highest generation of it this side recorded).
+NODE_COLUMNS_ADDED = (("syncSeq", "INTEGER"), ("prevSyncId", "TEXT"),
+                      ("peerInstance", "TEXT"), ("peerGen", "INTEGER"))
 
 #: SQL ordering rows by kind in document order (model.KINDS).
 KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(KINDS))
