@@ -411,6 +411,7 @@ class WMServerClient:
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
         sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen: Optional[int] = None,
     ) -> Optional[int]:
@@ -432,6 +433,7 @@ class WMServerClient:
             "jobIdStart": job_id_start,
             "jobIdBlock": job_id_block,
             "syncSeq": sync_seq,
+            "peerSeq": peer_seq,
             "peerInstance": peer_instance,
             "peerGen": peer_gen,
         }

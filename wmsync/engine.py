@@ -22,7 +22,7 @@ import tempfile
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
@@ -181,11 +181,12 @@ def gone_back(
     :param row_of_it: the other side's node row of it (what the other side recorded).
     :param its_row: its own node row of the other side.
 
-    The signals (docs/design.md §4, "Restores and rebuilds"): the instance id the other
-    side recorded; the pair's syncId sequence (renewed at every watermark move, the
-    restored side holds an older one; a renewal interrupted between the two writes is
-    told apart by the ``prevSyncId`` the written side kept); and, as a backstop, its
-    generation below the one the other side recorded.
+    The signals (docs/design.md §4, "Restores and rebuilds"), each a value the other
+    side recorded only once this one had confirmed it: its instance id; the sequence
+    number of the pair's syncId it holds (renewed at every watermark move, written to
+    one side and then, with that confirmation, to the other: a restored side holds an
+    older one, while a renewal interrupted between its writes leaves nothing confirmed
+    that is not true); and, as a backstop, its generation.
     """
     if row_of_it is None or not info.get("instanceId"):
         return []
@@ -193,25 +194,15 @@ def gone_back(
     recorded = row_of_it.get("peerInstance")
     if recorded and recorded != info.get("instanceId"):
         reasons.append("its instance id changed (a rebuilt or replaced database)")
-    seq_other = _int_or_none(row_of_it.get("syncSeq")) or 0
-    seq_own = (_int_or_none(its_row.get("syncSeq")) or 0) if its_row is not None else 0
-    if seq_other > seq_own and not _interrupted(row_of_it, its_row):
-        reasons.append("it holds an older syncId of the pair")
+    confirmed = _int_or_none(row_of_it.get("peerSeq")) or 0
+    held = (_int_or_none(its_row.get("syncSeq")) or 0) if its_row is not None else 0
+    if held < confirmed:
+        reasons.append(f"it holds syncId number {held} of the pair, {confirmed} was confirmed")
     generation = _int_or_none(info.get("generation"))
     peer_gen = _int_or_none(row_of_it.get("peerGen"))
     if generation is not None and peer_gen is not None and generation < peer_gen:
         reasons.append(f"its generation {generation} is below the {peer_gen} recorded")
     return reasons
-
-
-def _interrupted(ahead: Mapping[str, Any], behind: Optional[Mapping[str, Any]]) -> bool:
-    """The renewal wrote *ahead* and stopped before *behind* (no restore)."""
-    if behind is None:
-        return False
-    seq_ahead = _int_or_none(ahead.get("syncSeq")) or 0
-    seq_behind = _int_or_none(behind.get("syncSeq")) or 0
-    prev = ahead.get("prevSyncId")
-    return seq_ahead == seq_behind + 1 and bool(prev) and prev == behind.get("syncId")
 
 
 def read_parent(factory: ReplicaFactory, url: str, typed: str) -> Tuple[str, Dict[str, Any]]:
@@ -269,7 +260,6 @@ class _Pair:
     child_mark: int = 0  # child's generation up to which its changes are in the parent
     parent_mark: int = 0  # parent's generation up to which its changes are in the child
     server_last_sync: Optional[int] = None
-    sync_id: str = field(default_factory=lambda: secrets.token_hex(8))
     doing: str = "being checked"  # what the run is doing with it, for a failure message
     ready: bool = False  # prepared: registered and reachable
     pulled: bool = False
@@ -391,8 +381,8 @@ class _Run:
         if pair.extended:
             pair.child_instance = str(info["instanceId"])
             pair.parent_instance = str(parent_info["instanceId"])
-            pair.seq = max(_int_or_none((p_row or {}).get("syncSeq")) or 0,
-                           _int_or_none((c_row or {}).get("syncSeq")) or 0)
+            pair.seq = max(_int_or_none((row or {}).get(key)) or 0
+                           for row in (p_row, c_row) for key in ("syncSeq", "peerSeq"))
             child_back = gone_back(info, p_row, c_row)
             parent_back = gone_back(parent_info, c_row, p_row)
         if child_back or parent_back:
@@ -583,7 +573,7 @@ class _Run:
                     **extra(pair.parent_instance, _int_or_none(answer.get("generation"))),
                 )
                 parent.update_node(pair.name, sync_id=sync_id,
-                                   **extra(pair.child_instance, generation))
+                                   **extra(pair.child_instance, generation, confirmed=True))
             else:
                 # A full exchange gets its syncId only once both directions committed.
                 child.update_node(self.parent_name, last_sync_gen=generation)
@@ -614,7 +604,7 @@ class _Run:
                     **extra(pair.child_instance, _int_or_none(answer.get("generation"))),
                 )
                 child.update_node(self.parent_name, sync_id=sync_id,
-                                  **extra(pair.parent_instance, generation))
+                                  **extra(pair.parent_instance, generation, confirmed=True))
             else:
                 # A full exchange whose pull failed: no syncId, so the next run is a full
                 # exchange again, without echo suppression.
@@ -629,17 +619,21 @@ class _Run:
 
         self.guarded(pair, work, f"{name}: receiving changes from the parent")
 
-    def renewal(self, pair: _Pair) -> Tuple[str, Callable[[Optional[str], Optional[int]],
-                                                         Dict[str, Any]]]:
-        """A new syncId for the pair, and the extra node-row fields that go with it (the
-        sequence number and the peer's identity; only to extension servers)."""
+    def renewal(self, pair: _Pair) -> Tuple[str, Callable[..., Dict[str, Any]]]:
+        """A new syncId for the pair, and the extra node-row fields that go with it (only
+        to extension servers): its sequence number, the peer's instance id and a
+        generation the peer confirmed, and on the side written second (*confirmed*) the
+        sequence number the first side now holds."""
         pair.seq += 1
         seq = pair.seq
 
-        def extra(instance: Optional[str], generation: Optional[int]) -> Dict[str, Any]:
+        def extra(
+            instance: Optional[str], generation: Optional[int], confirmed: bool = False
+        ) -> Dict[str, Any]:
             if not pair.extended:
                 return {}
-            return {"sync_seq": seq, "peer_instance": instance, "peer_gen": generation}
+            return {"sync_seq": seq, "peer_seq": seq if confirmed else None,
+                    "peer_instance": instance, "peer_gen": generation}
 
         return secrets.token_hex(8), extra
 

@@ -53,10 +53,11 @@ class Replica(Protocol):
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
         sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen: Optional[int] = None,
     ) -> Optional[int]:
-        """``sync_seq``, ``peer_instance`` and ``peer_gen`` serve restore detection
+        """``sync_seq``, ``peer_seq``, ``peer_instance`` and ``peer_gen`` serve restore detection
         (docs/design.md §4); the engine passes them only to a replica whose
         ``replication_info`` reports an ``instanceId`` (others may ignore them)."""
         ...

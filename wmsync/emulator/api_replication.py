@@ -91,6 +91,7 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         job_id_start=call.integer("jobIdStart"),
         job_id_block=call.integer("jobIdBlock"),
         sync_seq=call.integer("syncSeq"),
+        peer_seq=call.integer("peerSeq"),
         peer_instance=call.text("peerInstance") or None,
         peer_gen=call.integer("peerGen"),
     )

@@ -67,7 +67,7 @@ class Node:
     job_id_start: Optional[int]
     job_id_block: Optional[int]
     sync_seq: Optional[int] = None
-    prev_sync_id: Optional[str] = None
+    peer_seq: Optional[int] = None
     peer_instance: Optional[str] = None
     peer_gen: Optional[int] = None
 
@@ -86,7 +86,7 @@ class Node:
             "jobIdStart": self.job_id_start,
             "jobIdBlock": self.job_id_block,
             "syncSeq": self.sync_seq,
-            "prevSyncId": self.prev_sync_id,
+            "peerSeq": self.peer_seq,
             "peerInstance": self.peer_instance,
             "peerGen": self.peer_gen,
         }

@@ -292,7 +292,7 @@ class Session:
 
     _NODECOLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
-        "syncId, jobIdStart, jobIdBlock, syncSeq, prevSyncId, peerInstance, peerGen"
+        "syncId, jobIdStart, jobIdBlock, syncSeq, peerSeq, peerInstance, peerGen"
     )
 
     @staticmethod
@@ -310,7 +310,7 @@ class Session:
             job_id_start=row[9],
             job_id_block=row[10],
             sync_seq=row[11],
-            prev_sync_id=row[12],
+            peer_seq=row[12],
             peer_instance=row[13],
             peer_gen=row[14],
         )

@@ -309,12 +309,12 @@ class Store:
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
         sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen: Optional[int] = None,
     ) -> Node:
-        """Register or update a node row (upsert); ``lastSyncGen`` and ``syncSeq`` only
-        move forward. A new ``syncId`` keeps the one it replaces as ``prevSyncId`` (an
-        interrupted renewal is then told from a restore).
+        """Register or update a node row (upsert); ``lastSyncGen``, ``syncSeq`` and
+        ``peerSeq`` only move forward.
 
         Consumes no generation: node rows are bookkeeping, not elements.
         """
@@ -329,7 +329,6 @@ class Store:
                 current = session.node(name)
                 assert current is not None
             gen = _forward(current.last_sync_gen, last_sync_gen)
-            renewed = sync_id is not None and sync_id != current.sync_id
             values = {
                 "description": current.description if description is None else description,
                 "serverURL": current.server_url if server_url is None else server_url,
@@ -343,7 +342,7 @@ class Store:
                 "jobIdStart": current.job_id_start if job_id_start is None else job_id_start,
                 "jobIdBlock": current.job_id_block if job_id_block is None else job_id_block,
                 "syncSeq": _forward(current.sync_seq, sync_seq),
-                "prevSyncId": current.sync_id if renewed else current.prev_sync_id,
+                "peerSeq": _forward(current.peer_seq, peer_seq),
                 "peerInstance": current.peer_instance if peer_instance is None
                 else peer_instance,
                 # Set, not forward only: a run that handled a restore records the

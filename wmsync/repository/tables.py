@@ -57,7 +57,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     jobIdStart INTEGER,
     jobIdBlock INTEGER,
     syncSeq INTEGER,
-    prevSyncId TEXT,
+    peerSeq INTEGER,
     peerInstance TEXT,
     peerGen INTEGER
 );
@@ -91,10 +91,10 @@ CONFLICT_COLUMNS_ADDED = (("job_id", "INTEGER"), ("name", "TEXT"),
                           ("fields", "TEXT NOT NULL DEFAULT '[]'"))
 
 #: Columns added to the node table for restore detection (docs/design.md §4, "Restores
-#: and rebuilds"; added on opening an older file): the pair's syncId sequence number,
-#: the syncId it replaced, and the high-water marks of the peer (its instance id and
-#: the highest generation of it this side recorded).
-NODE_COLUMNS_ADDED = (("syncSeq", "INTEGER"), ("prevSyncId", "TEXT"),
+#: and rebuilds"; added on opening an older file): the sequence number of the pair's
+#: syncId this side holds, and what it confirmed of the peer: the sequence number the
+#: peer holds, its instance id and its generation.
+NODE_COLUMNS_ADDED = (("syncSeq", "INTEGER"), ("peerSeq", "INTEGER"),
                       ("peerInstance", "TEXT"), ("peerGen", "INTEGER"))
 
 #: SQL ordering rows by kind in document order (model.KINDS).

@@ -153,6 +153,7 @@ class StockReplica:
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
         sync_seq: Optional[int] = None,  # restore detection: extension servers only
+        peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen: Optional[int] = None,
     ) -> Optional[int]:
