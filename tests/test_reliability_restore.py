@@ -277,3 +277,23 @@ def test_the_identity_is_in_replication_info(pair: Any) -> None:
     servers.rebuild("Ohio")
     assert cluster.client("Ohio").replication_info()["instanceId"] != info["instanceId"]
     assert os.path.exists(servers._running("Ohio").db_path)
+
+
+def test_a_rebuilt_child_does_not_revert_edits_of_default_items(pair: Any) -> None:
+    """A rebuilt repository starts with the default items again; its edits are re-stamped,
+    its untouched defaults are not, so an edit made elsewhere still supersedes them."""
+    cluster, servers = pair
+    parent = cluster.client("Parent")
+    parent.post("jobTypes/1/update", description="edited on the parent")
+    _ok(sync(cluster))
+    servers.rebuild("Ohio")
+    listener = Recorder()
+    _ok(sync(cluster, listener))
+    assert any("Ohio went back in time" in w for w in listener.warnings), listener.warnings
+    for name in cluster.names:
+        detail = cluster.client(name).get("jobTypes/1")
+        assert detail["description"] == "edited on the parent", name
+        # Superseded, not a conflict: the rebuilt default was never edited.
+        logged = cluster.client(name).get("replication/conflicts")["conflicts"]
+        assert not [c for c in logged if c["kind"] == "JobType"], name
+    assert_converged(cluster)

@@ -391,7 +391,8 @@ class Store:
         """Take a new incarnation of this repository's name after it went back in time.
 
         Every element changed here (empty ``via``) after *since_gen*, its last confirmed
-        synchronization, is re-stamped: the counter of the old incarnation, which the
+        synchronization, whose vector holds a counter of the old incarnation is
+        re-stamped: the counter of the old incarnation, which the
         lost versions may have used too, is taken out of its vector and the new
         incarnation's is set, so the version meets any lost one as a concurrent change
         (a logged conflict), never as an older or newer one. Content, ``modified`` and
@@ -414,12 +415,19 @@ class Store:
             rows = session.conn.execute(
                 f"SELECT {COLUMNS} FROM elements WHERE gen > ? AND via = ''", (since_gen,)
             ).fetchall()
+            restamped = 0
             for row in rows:
                 element = row_element(row).element
+                if old not in element.vv:
+                    # No counter of the old incarnation, none reused: left alone (a
+                    # rebuilt repository's default items keep their empty vector, so
+                    # any edit made elsewhere still supersedes them).
+                    continue
                 vv = {k: v for k, v in element.vv.items() if k != old}
                 vv[new] = 1
                 session.write(replace(element, vv=vv), "")
-            return {"incarnation": new, "restamped": len(rows)}
+                restamped += 1
+            return {"incarnation": new, "restamped": restamped}
 
     # -- conflicts --------------------------------------------------------------------
 
