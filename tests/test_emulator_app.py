@@ -304,7 +304,7 @@ def test_replication_info_and_nodes(parent):
     assert set(nodes["Ohio"]) == {"id", "name", "description", "serverURL", "isParent",
                                   "isConnected", "lastSync", "lastSyncGen", "syncId",
                                   "jobIdStart", "jobIdBlock", "syncSeq", "peerSeq",
-                                  "peerInstance", "peerGen"}
+                                  "peerInstance", "peerGenSeen"}
     assert nodes["Parent"]["jobIdHigh"] is None  # no job in its block yet
     assert post(url, "/replication/nodes/reset", user="sync", name="Ohio") == {"success": True}
     ohio = get(url, "/replication/info", user="sync")["nodes"][0]

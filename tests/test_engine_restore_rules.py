@@ -9,7 +9,7 @@ INFO = {"repository": "Ohio", "generation": 40, "instanceId": "a" * 32}
 
 def test_a_new_pair_or_a_server_without_instance_ids_never_went_back() -> None:
     assert gone_back(INFO, None, None) == []
-    assert gone_back({"generation": 1}, {"peerSeq": 9, "peerGen": 99}, None) == []
+    assert gone_back({"generation": 1}, {"peerSeq": 9, "peerGenSeen": 99}, None) == []
 
 
 def test_a_rebuilt_database_is_found_by_its_instance_id() -> None:
@@ -33,6 +33,6 @@ def test_an_interrupted_renewal_is_not_a_restore() -> None:
 
 
 def test_the_generation_is_a_backstop() -> None:
-    assert gone_back(INFO, {"peerGen": 40}, {"syncSeq": 0}) == []
-    reasons = gone_back(INFO, {"peerGen": 41}, {"syncSeq": 0})
+    assert gone_back(INFO, {"peerGenSeen": 40}, {"syncSeq": 0}) == []
+    reasons = gone_back(INFO, {"peerGenSeen": 41}, {"syncSeq": 0})
     assert reasons == ["its generation 40 is below the 41 recorded"]

@@ -273,7 +273,7 @@ def test_the_identity_is_in_replication_info(pair: Any) -> None:
     row = next(n for n in info["nodes"] if n["name"] == "Parent")
     parent_info = cluster.client("Parent").replication_info()
     assert row["peerInstance"] == parent_info["instanceId"]
-    assert row["syncSeq"] >= 1 and row["peerGen"] is not None
+    assert row["syncSeq"] >= 1 and row["peerGenSeen"] is not None
     servers.rebuild("Ohio")
     assert cluster.client("Ohio").replication_info()["instanceId"] != info["instanceId"]
     assert os.path.exists(servers._running("Ohio").db_path)

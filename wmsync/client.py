@@ -413,7 +413,7 @@ class WMServerClient:
         sync_seq: Optional[int] = None,
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
-        peer_gen: Optional[int] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Optional[int]:
         """``POST replication/nodes/update``: register or update the node row *name*.
 
@@ -435,7 +435,7 @@ class WMServerClient:
             "syncSeq": sync_seq,
             "peerSeq": peer_seq,
             "peerInstance": peer_instance,
-            "peerGen": peer_gen,
+            "peerGenSeen": peer_gen_seen,
         }
         op = "replication/nodes/update"
         answer = self._json("POST", op, form=fields)

@@ -199,9 +199,9 @@ def gone_back(
     if held < confirmed:
         reasons.append(f"it holds syncId number {held} of the pair, {confirmed} was confirmed")
     generation = _int_or_none(info.get("generation"))
-    peer_gen = _int_or_none(row_of_it.get("peerGen"))
-    if generation is not None and peer_gen is not None and generation < peer_gen:
-        reasons.append(f"its generation {generation} is below the {peer_gen} recorded")
+    peer_gen_seen = _int_or_none(row_of_it.get("peerGenSeen"))
+    if generation is not None and peer_gen_seen is not None and generation < peer_gen_seen:
+        reasons.append(f"its generation {generation} is below the {peer_gen_seen} recorded")
     return reasons
 
 
@@ -421,11 +421,11 @@ class _Run:
             pair.seq += 1
             child.update_node(
                 self.parent_name, sync_seq=pair.seq, peer_instance=pair.parent_instance,
-                peer_gen=_int_or_none(parent_info.get("generation")),
+                peer_gen_seen=_int_or_none(parent_info.get("generation")),
             )
             parent.update_node(
                 name, sync_seq=pair.seq, peer_instance=pair.child_instance,
-                peer_gen=_int_or_none(info.get("generation")),
+                peer_gen_seen=_int_or_none(info.get("generation")),
             )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
@@ -633,7 +633,7 @@ class _Run:
             if not pair.extended:
                 return {}
             return {"sync_seq": seq, "peer_seq": seq if confirmed else None,
-                    "peer_instance": instance, "peer_gen": generation}
+                    "peer_instance": instance, "peer_gen_seen": generation}
 
         return secrets.token_hex(8), extra
 

@@ -55,10 +55,10 @@ class Replica(Protocol):
         sync_seq: Optional[int] = None,
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
-        peer_gen: Optional[int] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Optional[int]:
-        """``sync_seq``, ``peer_seq``, ``peer_instance`` and ``peer_gen`` serve restore detection
-        (docs/design.md §4); the engine passes them only to a replica whose
+        """``sync_seq``, ``peer_seq``, ``peer_instance`` and ``peer_gen_seen`` serve restore
+        detection (docs/design.md §4); the engine passes them only to a replica whose
         ``replication_info`` reports an ``instanceId`` (others may ignore them)."""
         ...
 

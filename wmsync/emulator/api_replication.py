@@ -93,7 +93,7 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         sync_seq=call.integer("syncSeq"),
         peer_seq=call.integer("peerSeq"),
         peer_instance=call.text("peerInstance") or None,
-        peer_gen=call.integer("peerGen"),
+        peer_gen_seen=call.integer("peerGenSeen"),
     )
     return {"success": True, "lastSync": node.last_sync}
 

@@ -69,7 +69,7 @@ class Node:
     sync_seq: Optional[int] = None
     peer_seq: Optional[int] = None
     peer_instance: Optional[str] = None
-    peer_gen: Optional[int] = None
+    peer_gen_seen: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The node as ``replication/info`` lists it."""
@@ -88,7 +88,7 @@ class Node:
             "syncSeq": self.sync_seq,
             "peerSeq": self.peer_seq,
             "peerInstance": self.peer_instance,
-            "peerGen": self.peer_gen,
+            "peerGenSeen": self.peer_gen_seen,
         }
 
 

@@ -292,7 +292,7 @@ class Session:
 
     _NODECOLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
-        "syncId, jobIdStart, jobIdBlock, syncSeq, peerSeq, peerInstance, peerGen"
+        "syncId, jobIdStart, jobIdBlock, syncSeq, peerSeq, peerInstance, peerGenSeen"
     )
 
     @staticmethod
@@ -312,7 +312,7 @@ class Session:
             sync_seq=row[11],
             peer_seq=row[12],
             peer_instance=row[13],
-            peer_gen=row[14],
+            peer_gen_seen=row[14],
         )
 
     def node(self, name: str) -> Optional[Node]:

@@ -311,7 +311,7 @@ class Store:
         sync_seq: Optional[int] = None,
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
-        peer_gen: Optional[int] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Node:
         """Register or update a node row (upsert); ``lastSyncGen``, ``syncSeq`` and
         ``peerSeq`` only move forward.
@@ -347,7 +347,7 @@ class Store:
                 else peer_instance,
                 # Set, not forward only: a run that handled a restore records the
                 # peer's generation anew.
-                "peerGen": current.peer_gen if peer_gen is None else peer_gen,
+                "peerGenSeen": current.peer_gen_seen if peer_gen_seen is None else peer_gen_seen,
             }
             assignments = ", ".join(f"{k} = ?" for k in values)
             conn.execute(

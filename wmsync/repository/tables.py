@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS nodes (
     syncSeq INTEGER,
     peerSeq INTEGER,
     peerInstance TEXT,
-    peerGen INTEGER
+    peerGenSeen INTEGER
 );
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY,
@@ -95,7 +95,7 @@ CONFLICT_COLUMNS_ADDED = (("job_id", "INTEGER"), ("name", "TEXT"),
 #: syncId this side holds, and what it confirmed of the peer: the sequence number the
 #: peer holds, its instance id and its generation.
 NODE_COLUMNS_ADDED = (("syncSeq", "INTEGER"), ("peerSeq", "INTEGER"),
-                      ("peerInstance", "TEXT"), ("peerGen", "INTEGER"))
+                      ("peerInstance", "TEXT"), ("peerGenSeen", "INTEGER"))
 
 #: SQL ordering rows by kind in document order (model.KINDS).
 KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(KINDS))

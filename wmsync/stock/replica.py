@@ -155,7 +155,7 @@ class StockReplica:
         sync_seq: Optional[int] = None,  # restore detection: extension servers only
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
-        peer_gen: Optional[int] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Optional[int]:
         node = self._repo.store.update_node(
             name, server_url=server_url, is_parent=is_parent, is_connected=is_connected,
