@@ -288,7 +288,9 @@ def test_token_required(emulator):
 def test_replication_info_and_nodes(parent):
     url = parent.url
     info = get(url, "/replication/info", user="sync")
-    assert info == {"repository": "Parent", "generation": 1,
+    instance = info.pop("instanceId")
+    assert isinstance(instance, str) and len(instance) == 32
+    assert info == {"repository": "Parent", "generation": 1, "incarnation": "Parent",
                     "extensions": ["wmsync-replication/1"], "nodes": []}
     answer = post(url, "/replication/nodes/update", user="sync", name="Ohio",
                   serverURL="http://o/WMServer", isParent="false", isConnected="true",
@@ -301,7 +303,9 @@ def test_replication_info_and_nodes(parent):
     assert nodes["Parent"]["isParent"] is True and nodes["Parent"]["jobIdBlock"] == 1000
     assert set(nodes["Ohio"]) == {"id", "name", "description", "serverURL", "isParent",
                                   "isConnected", "lastSync", "lastSyncGen", "syncId",
-                                  "jobIdStart", "jobIdBlock", "peerGen"}
+                                  "jobIdStart", "jobIdBlock", "peerGen", "syncSeq", "peerSeq",
+                                  "peerInstance", "peerGenSeen"}
+    assert nodes["Parent"]["jobIdHigh"] is None  # no job in its block yet
     assert post(url, "/replication/nodes/reset", user="sync", name="Ohio") == {"success": True}
     ohio = get(url, "/replication/info", user="sync")["nodes"][0]
     assert ohio["lastSyncGen"] is None and ohio["syncId"] is None

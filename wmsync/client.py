@@ -413,6 +413,10 @@ class WMServerClient:
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
         peer_gen: Optional[int] = None,
+        sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
+        peer_instance: Optional[str] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Optional[int]:
         """``POST replication/nodes/update``: register or update the node row *name*.
 
@@ -434,6 +438,10 @@ class WMServerClient:
             "jobIdStart": job_id_start,
             "jobIdBlock": job_id_block,
             "peerGen": peer_gen,
+            "syncSeq": sync_seq,
+            "peerSeq": peer_seq,
+            "peerInstance": peer_instance,
+            "peerGenSeen": peer_gen_seen,
         }
         op = "replication/nodes/update"
         answer = self._json("POST", op, form=fields)
@@ -441,6 +449,16 @@ class WMServerClient:
         if last_sync is not None and not _is_int(last_sync):
             raise ProtocolError(f"{op} answered a lastSync that is not an integer", self._where(op))
         return last_sync
+
+    def new_incarnation(
+        self, since_gen: int, job_id_floor: Optional[int] = None
+    ) -> Dict[str, Any]:
+        """``POST replication/incarnation``: the repository went back in time; it takes
+        a new incarnation and re-stamps what it changed after *since_gen*."""
+        return self._json(
+            "POST", "replication/incarnation",
+            form={"sinceGen": since_gen, "jobIdFloor": job_id_floor},
+        )
 
     def reset_node(self, name: str) -> None:
         """``POST replication/nodes/reset``: forget the watermarks and syncId of *name*."""

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -177,6 +177,41 @@ def watermarks(
     )
 
 
+def gone_back(
+    info: Mapping[str, Any],
+    row_of_it: Optional[Mapping[str, Any]],
+    its_row: Optional[Mapping[str, Any]],
+) -> List[str]:
+    """Why a repository went back in time (restored from a backup or rebuilt), or [].
+
+    :param info: its replication/info (extension servers report ``instanceId``).
+    :param row_of_it: the other side's node row of it (what the other side recorded).
+    :param its_row: its own node row of the other side.
+
+    The signals (docs/design.md §4, "Restores and rebuilds"), each a value the other
+    side recorded only once this one had confirmed it: its instance id; the sequence
+    number of the pair's syncId it holds (renewed at every watermark move, written to
+    one side and then, with that confirmation, to the other: a restored side holds an
+    older one, while a renewal interrupted between its writes leaves nothing confirmed
+    that is not true); and, as a backstop, its generation.
+    """
+    if row_of_it is None or not info.get("instanceId"):
+        return []
+    reasons = []
+    recorded = row_of_it.get("peerInstance")
+    if recorded and recorded != info.get("instanceId"):
+        reasons.append("its instance id changed (a rebuilt or replaced database)")
+    confirmed = _int_or_none(row_of_it.get("peerSeq")) or 0
+    held = (_int_or_none(its_row.get("syncSeq")) or 0) if its_row is not None else 0
+    if held < confirmed:
+        reasons.append(f"it holds syncId number {held} of the pair, {confirmed} was confirmed")
+    generation = _int_or_none(info.get("generation"))
+    peer_gen_seen = _int_or_none(row_of_it.get("peerGenSeen"))
+    if generation is not None and peer_gen_seen is not None and generation < peer_gen_seen:
+        reasons.append(f"its generation {generation} is below the {peer_gen_seen} recorded")
+    return reasons
+
+
 def read_parent(factory: ReplicaFactory, url: str, typed: str) -> Tuple[str, Dict[str, Any]]:
     """The parent's own name and replication info, once it is the repository *typed*
     names and a parent nowhere else.
@@ -238,10 +273,13 @@ class _Pair:
     child_mark: int = 0  # child's generation up to which its changes are in the parent
     parent_mark: int = 0  # parent's generation up to which its changes are in the child
     server_last_sync: Optional[int] = None
-    sync_id: str = field(default_factory=lambda: secrets.token_hex(8))
     doing: str = "being checked"  # what the run is doing with it, for a failure message
     ready: bool = False  # prepared: registered and reachable
     pulled: bool = False
+    extended: bool = False  # both sides report instance ids: restore detection applies
+    seq: int = 0  # the pair's syncId sequence number, as last written
+    child_instance: Optional[str] = None
+    parent_instance: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -296,6 +334,8 @@ class _Run:
         self.relayed: set[str] = set()  # import answers' warnings already reported
         self._conflict_lock = threading.Lock()
         self.pairs = [_Pair(spec, ChildResult(spec)) for spec in specs]
+        self._parent_back_lock = threading.Lock()
+        self.parent_back: Optional[str] = None  # the parent's new incarnation, once taken
 
     # -- parent ----------------------------------------------------------------
 
@@ -351,6 +391,21 @@ class _Run:
         c_row = node_row(info, self.parent_name)
         pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
         pair.trusted, pair.parent_mark, pair.child_mark = watermarks(p_row, c_row, self.full)
+        pair.extended = bool(info.get("instanceId")) and bool(parent_info.get("instanceId"))
+        child_back = parent_back = []
+        if pair.extended:
+            pair.child_instance = str(info["instanceId"])
+            pair.parent_instance = str(parent_info["instanceId"])
+            pair.seq = max(_int_or_none((row or {}).get(key)) or 0
+                           for row in (p_row, c_row) for key in ("syncSeq", "peerSeq"))
+            child_back = gone_back(info, p_row, c_row)
+            parent_back = gone_back(parent_info, c_row, p_row)
+        if child_back or parent_back:
+            pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
+        if child_back:
+            self.child_went_back(pair, child, info, p_row, c_row, child_back)
+        if parent_back:
+            self.parent_went_back(parent, parent_info, parent_back)
         own = node_row(info, name)
         handed = own is not None and _int_or_none(own.get("jobIdStart")) == block
         registered = p_row is not None and _int_or_none(p_row.get("jobIdStart")) is not None
@@ -375,8 +430,51 @@ class _Run:
                 name, server_url=url, is_parent=False, is_connected=True,
                 job_id_start=block, job_id_block=JOB_ID_BLOCK,
             )
+        if pair.extended and not pair.trusted:
+            # Both sides record each other's identity now, and the sequence moves past
+            # both rows: a restore handled here is not found again by the next run.
+            pair.seq += 1
+            child.update_node(
+                self.parent_name, sync_seq=pair.seq, peer_instance=pair.parent_instance,
+                peer_gen_seen=_int_or_none(parent_info.get("generation")),
+            )
+            parent.update_node(
+                name, sync_seq=pair.seq, peer_instance=pair.child_instance,
+                peer_gen_seen=_int_or_none(info.get("generation")),
+            )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
+
+    def child_went_back(
+        self,
+        pair: _Pair,
+        child: Replica,
+        info: Mapping[str, Any],
+        p_row: Optional[Mapping[str, Any]],
+        c_row: Optional[Mapping[str, Any]],
+        reasons: List[str],
+    ) -> None:
+        """The child was restored or rebuilt: a new incarnation, re-stamped changes since
+        its last confirmed synchronization, job ids past what the parent saw in its block."""
+        since = _int_or_none((c_row or {}).get("lastSyncGen")) or 0
+        high = _int_or_none((p_row or {}).get("jobIdHigh"))
+        answer = _new_incarnation(child, since, None if high is None else high + 1)
+        self.events.warning(_went_back_text(pair.name, reasons, answer))
+
+    def parent_went_back(
+        self, parent: Replica, parent_info: Mapping[str, Any], reasons: List[str]
+    ) -> None:
+        """The parent was restored or rebuilt (found by any child's pair; handled once a
+        run): its changes since its oldest confirmed synchronization with any child are
+        re-stamped. The full pulls then bring back the job ids it lost."""
+        with self._parent_back_lock:
+            if self.parent_back is not None:
+                return
+            marks = [_int_or_none(n.get("lastSyncGen")) or 0 for n in _rows(parent_info)
+                     if not same_name(str(n.get("name", "")), self.parent_name)]
+            answer = _new_incarnation(parent, min(marks, default=0), None)
+            self.parent_back = str(answer.get("incarnation") or "")
+            self.events.warning(_went_back_text(self.parent_name, reasons, answer))
 
     # -- the two directions ----------------------------------------------------------
 
@@ -486,8 +584,18 @@ class _Run:
                 self.record(pair, answer, self.parent_name)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
-            child.update_node(self.parent_name, last_sync_gen=generation, sync_id=pair.sync_id)
-            parent.update_node(pair.name, sync_id=pair.sync_id)
+            if pair.trusted:
+                # A new syncId at every watermark move, the moved side first.
+                sync_id, extra = self.renewal(pair)
+                child.update_node(
+                    self.parent_name, last_sync_gen=generation, sync_id=sync_id,
+                    **extra(pair.parent_instance, _int_or_none(answer.get("generation"))),
+                )
+                parent.update_node(pair.name, sync_id=sync_id,
+                                   **extra(pair.child_instance, generation, confirmed=True))
+            else:
+                # A full exchange gets its syncId only once both directions committed.
+                child.update_node(self.parent_name, last_sync_gen=generation)
             pair.result.sent = sent
             pair.pulled = True
 
@@ -579,14 +687,21 @@ class _Run:
             for answer in answers:
                 self.record(pair, answer, name)
             both = pair.pulled
-            # Keep the old syncId when the pull failed: the pair stays trusted on the
-            # child's old watermark instead of forcing a full exchange next time.
-            stamped = parent.update_node(
-                name,
-                last_sync_gen=generation,
-                sync_id=pair.sync_id if both else None,
-                stamp_last_sync=both,
-            )
+            if pair.trusted or both:
+                # A new syncId on both sides, the moved side first, also when the pull
+                # failed (the pair stays trusted on the child's old watermark): a child
+                # restored to before this push then holds an older one.
+                sync_id, extra = self.renewal(pair)
+                stamped = parent.update_node(
+                    name, last_sync_gen=generation, sync_id=sync_id, stamp_last_sync=both,
+                    **extra(pair.child_instance, _int_or_none(answer.get("generation"))),
+                )
+                child.update_node(self.parent_name, sync_id=sync_id,
+                                  **extra(pair.parent_instance, generation, confirmed=True))
+            else:
+                # A full exchange whose pull failed: no syncId, so the next run is a full
+                # exchange again, without echo suppression.
+                stamped = parent.update_node(name, last_sync_gen=generation)
             pair.result.received = received
             if both:
                 moment = stamped if stamped is not None else _now_ms()
@@ -597,12 +712,48 @@ class _Run:
 
         self.guarded(pair, work, f"{name}: receiving changes from the parent")
 
+    def renewal(self, pair: _Pair) -> Tuple[str, Callable[..., Dict[str, Any]]]:
+        """A new syncId for the pair, and the extra node-row fields that go with it (only
+        to extension servers): its sequence number, the peer's instance id and a
+        generation the peer confirmed, and on the side written second (*confirmed*) the
+        sequence number the first side now holds."""
+        pair.seq += 1
+        seq = pair.seq
+
+        def extra(
+            instance: Optional[str], generation: Optional[int], confirmed: bool = False
+        ) -> Dict[str, Any]:
+            if not pair.extended:
+                return {}
+            return {"sync_seq": seq, "peer_seq": seq if confirmed else None,
+                    "peer_instance": instance, "peer_gen_seen": generation}
+
+        return secrets.token_hex(8), extra
+
     def fail(self, pair: _Pair, exc: BaseException) -> None:
         text = str(exc) if isinstance(exc, WMSyncError) else f"unexpected {type(exc).__name__}"
         pair.result.state = FAILED
         if pair.result.error is None:  # the first failure says why; a push may follow
             pair.result.error = f"while {pair.doing}: {text}"
             self.events.warning(child_line(pair.result))
+
+
+def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> Dict[str, Any]:
+    take = getattr(replica, "new_incarnation", None)
+    if take is None:
+        raise RepositoryError("it went back in time but cannot take a new incarnation")
+    answer = take(since_gen, floor)
+    return dict(answer) if isinstance(answer, Mapping) else {}
+
+
+def _went_back_text(name: str, reasons: List[str], answer: Mapping[str, Any]) -> str:
+    return (
+        f"{name} went back in time (restored from a backup or rebuilt: "
+        f"{'; '.join(reasons)}); its edits now count as {answer.get('incarnation')}, "
+        f"{answer.get('restamped', 0)} element(s) it changed since its last confirmed "
+        "synchronization were re-stamped (versions the restore lost meet them as "
+        "conflicts, logged); full exchange both ways"
+    )
 
 
 def _conflict_entry(conflict: Any, repository: str) -> Dict[str, Any]:
@@ -996,6 +1147,8 @@ def _plan_child(
         entry.kind = repository_kind(info)
         p_row, c_row = node_row(parent_info, name), node_row(info, parent_name)
         trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
+        if gone_back(info, p_row, c_row) or gone_back(parent_info, c_row, p_row):
+            trusted, p_mark, c_mark = False, 0, 0
         entry.full_exchange = not trusted
         entry.pull = child.count_changes(c_mark, parent_name if trusted else None)
         own = parent.count_changes(p_mark, name if trusted else None)

@@ -81,6 +81,10 @@ class FileReplica(Replica, Protocol):
         stamp_last_sync: bool = False,
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
+        sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
+        peer_instance: Optional[str] = None,
+        peer_gen_seen: Optional[int] = None,
         peer_gen: Optional[int] = None,
     ) -> Optional[int]: ...
 

@@ -52,7 +52,15 @@ class Replica(Protocol):
         stamp_last_sync: bool = False,
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
-    ) -> Optional[int]: ...
+        sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
+        peer_instance: Optional[str] = None,
+        peer_gen_seen: Optional[int] = None,
+    ) -> Optional[int]:
+        """``sync_seq``, ``peer_seq``, ``peer_instance`` and ``peer_gen_seen`` serve restore
+        detection (docs/design.md §4); the engine passes them only to a replica whose
+        ``replication_info`` reports an ``instanceId`` (others may ignore them)."""
+        ...
 
     def reset_node(self, name: str) -> None: ...
 

@@ -51,14 +51,27 @@ def replication_info(ctx: Context, call: Call) -> Dict[str, Any]:
 
 
 def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
-    """``replication/info`` with the extension marker, generation and watermarks."""
+    """``replication/info`` with the extension marker, generation and watermarks, the
+    repository's ``instanceId`` and ``incarnation``, and per node row with a job id
+    block the highest job id held in it (``jobIdHigh``)."""
     call.user()
     with ctx.store.reading() as s:
+        nodes = [n.to_dict() for n in s.nodes()]
+        for node in nodes:
+            if node.get("jobIdStart") is not None:
+                row = s.conn.execute(
+                    "SELECT MAX(local_id) FROM elements WHERE kind = 'Job' "
+                    "AND local_id >= ? AND local_id < ?",
+                    (node["jobIdStart"], node["jobIdStart"] + (node["jobIdBlock"] or 1)),
+                ).fetchone()
+                node["jobIdHigh"] = row[0]
         return {
             "repository": ctx.repository,
             "generation": s.generation(),
+            "instanceId": s.meta("instance") or "",
+            "incarnation": s.incarnation(),
             "extensions": EXTENSIONS,
-            "nodes": [n.to_dict() for n in s.nodes()],
+            "nodes": nodes,
         }
 
 
@@ -78,8 +91,23 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         job_id_start=call.integer("jobIdStart"),
         job_id_block=call.integer("jobIdBlock"),
         peer_gen=call.integer("peerGen"),
+        sync_seq=call.integer("syncSeq"),
+        peer_seq=call.integer("peerSeq"),
+        peer_instance=call.text("peerInstance") or None,
+        peer_gen_seen=call.integer("peerGenSeen"),
     )
     return {"success": True, "lastSync": node.last_sync}
+
+
+def new_incarnation(ctx: Context, call: Call) -> Dict[str, Any]:
+    """``replication/incarnation``: this repository went back in time (restored or
+    rebuilt); take a new incarnation and re-stamp what it changed after ``sinceGen``."""
+    call.user()
+    since_gen = call.integer("sinceGen") or 0
+    if since_gen < 0:
+        raise BadRequest("Invalid value for parameter sinceGen", ["sinceGen"])
+    answer = ctx.store.new_incarnation(since_gen, call.integer("jobIdFloor"))
+    return {"success": True, **answer}
 
 
 def node_reset(ctx: Context, call: Call) -> Dict[str, Any]:

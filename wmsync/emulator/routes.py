@@ -89,6 +89,7 @@ _EXTENSIONS: List[Tuple[str, str, Handler]] = [
     ("/replication/nodes/update", "node_update", replication.node_update),
     ("/replication/nodes/reset", "node_reset", replication.node_reset),
     ("/replication/nodes/delete", "node_delete", replication.node_delete),
+    ("/replication/incarnation", "incarnation", replication.new_incarnation),
     ("/replication/conflicts", "conflicts", replication.conflicts),
     ("/replication/export", "export", replication.export),
     ("/replication/import", "import", replication.import_document),

@@ -68,6 +68,10 @@ class Node:
     job_id_block: Optional[int]
     #: The peer's generation up to which the peer's changes are here (file exchange).
     peer_gen: Optional[int] = None
+    sync_seq: Optional[int] = None
+    peer_seq: Optional[int] = None
+    peer_instance: Optional[str] = None
+    peer_gen_seen: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The node as ``replication/info`` lists it."""
@@ -84,6 +88,10 @@ class Node:
             "jobIdStart": self.job_id_start,
             "jobIdBlock": self.job_id_block,
             "peerGen": self.peer_gen,
+            "syncSeq": self.sync_seq,
+            "peerSeq": self.peer_seq,
+            "peerInstance": self.peer_instance,
+            "peerGenSeen": self.peer_gen_seen,
         }
 
 

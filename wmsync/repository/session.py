@@ -67,6 +67,17 @@ class Session:
     def repository(self) -> str:
         return self.store.repository
 
+    def meta(self, key: str) -> Optional[str]:
+        """A value of the ``meta`` table (read in this transaction: a database put
+        back in place from a backup is seen at once)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def incarnation(self) -> str:
+        """The name local edits count under in version vectors: the repository's name,
+        or ``Name~token`` once it was found restored or rebuilt (docs/design.md §4)."""
+        return self.meta("incarnation") or self.repository
+
     # -- generations ------------------------------------------------------------------
 
     def generation(self) -> int:
@@ -226,6 +237,10 @@ class Session:
                 start, end = own.job_id_start, own.job_id_start + own.job_id_block
                 highest = self._max_id(kind, start, end)
                 candidate = highest + 1 if highest else start
+                # Past every id the cluster saw in the block (set after a restore).
+                floor = int(self.meta("jobIdFloor") or 0)
+                if start <= floor < end:
+                    candidate = max(candidate, floor)
                 if candidate < end:
                     return candidate
         return self._max_id(kind) + 1
@@ -262,7 +277,7 @@ class Session:
             local_id = current.local_id
         elif local_id is None and kind in ID_KINDS:
             local_id = self.next_id(kind)
-        vv = bump_vv(current.element.vv if current else {}, self.repository)
+        vv = bump_vv(current.element.vv if current else {}, self.incarnation())
         clean = {} if deleted else {k: v for k, v in fields.items() if v is not None}
         element = Element(
             kind=kind,
@@ -307,7 +322,7 @@ class Session:
 
     _NODECOLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
-        "syncId, jobIdStart, jobIdBlock, peerGen"
+        "syncId, jobIdStart, jobIdBlock, peerGen, syncSeq, peerSeq, peerInstance, peerGenSeen"
     )
 
     @staticmethod
@@ -325,6 +340,10 @@ class Session:
             job_id_start=row[9],
             job_id_block=row[10],
             peer_gen=row[11],
+            sync_seq=row[12],
+            peer_seq=row[13],
+            peer_instance=row[14],
+            peer_gen_seen=row[15],
         )
 
     def node(self, name: str) -> Optional[Node]:

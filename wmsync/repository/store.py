@@ -35,6 +35,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import (
     Any,
@@ -71,6 +72,7 @@ from .tables import (
     CONFLICT_COLUMNS_ADDED,
     ID_KINDS,
     KIND_ORDER,
+    NODE_COLUMNS_ADDED,
     SCHEMA,
     SCHEMA_VERSION,
     row_element,
@@ -95,6 +97,13 @@ __all__ = [
 #: Page cache of an import's connection (KiB; SQLite's default is 2,000): the random
 #: GUIDs of a large import touch the whole primary-key index.
 IMPORT_CACHE_KIB = 65536
+
+
+def _forward(current: Optional[int], new: Optional[int]) -> Optional[int]:
+    """A mark that only moves forward."""
+    if new is None:
+        return current
+    return new if current is None else max(current, new)
 
 
 def _as_path(path: Union[str, os.PathLike[str]]) -> Path:
@@ -203,15 +212,23 @@ class Store:
                 for column, declaration in CONFLICT_COLUMNS_ADDED:
                     if column not in conflict_columns:  # a file made before they existed
                         conn.execute(f"ALTER TABLE conflicts ADD COLUMN {column} {declaration}")
+                node_columns = {r[1] for r in conn.execute("PRAGMA table_info(nodes)")}
+                for column, declaration in NODE_COLUMNS_ADDED:
+                    if column not in node_columns:  # a file made before files or restores
+                        conn.execute(f"ALTER TABLE nodes ADD COLUMN {column} {declaration}")
                 # Files made before elements_job_of indexed every row's JSON (jobs too).
                 conn.execute("DROP INDEX IF EXISTS elements_job")
-                _add_missing_node_columns(conn)
                 row = conn.execute("SELECT value FROM meta WHERE key = 'repository'").fetchone()
                 if row is None:
                     self._create_defaults(conn)
                 elif row[0] != self.repository:
                     raise WrongRepository(
                         f"{self.path} holds repository {row[0]!r}, not {self.repository!r}"
+                    )
+                else:  # a file made before instance ids gets one now
+                    conn.execute(
+                        "INSERT OR IGNORE INTO meta (key, value) VALUES ('instance', ?)",
+                        (secrets.token_hex(16),),
                     )
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -226,6 +243,8 @@ class Store:
                 ("generation", "0"),
                 ("schema", SCHEMA_VERSION),
                 ("created", str(self.now_ms())),
+                # Created with the database: a rebuilt repository has a new one.
+                ("instance", secrets.token_hex(16)),
             ],
         )
         session = Session(self, conn, writable=True)
@@ -291,9 +310,13 @@ class Store:
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
         peer_gen: Optional[int] = None,
+        sync_seq: Optional[int] = None,
+        peer_seq: Optional[int] = None,
+        peer_instance: Optional[str] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Node:
-        """Register or update a node row (upsert); ``lastSyncGen`` and ``peerGen`` only
-        move forward.
+        """Register or update a node row (upsert); ``lastSyncGen``, ``peerGen``, ``syncSeq``
+        and ``peerSeq`` only move forward.
 
         Consumes no generation: node rows are bookkeeping, not elements.
         """
@@ -307,12 +330,8 @@ class Store:
                 conn.execute("INSERT INTO nodes (name, id) VALUES (?, ?)", (name, row[0]))
                 current = session.node(name)
                 assert current is not None
-            gen = current.last_sync_gen
-            if last_sync_gen is not None:
-                gen = last_sync_gen if gen is None else max(gen, last_sync_gen)
-            peer = current.peer_gen
-            if peer_gen is not None:
-                peer = peer_gen if peer is None else max(peer, peer_gen)
+            gen = _forward(current.last_sync_gen, last_sync_gen)
+            peer = _forward(current.peer_gen, peer_gen)
             values = {
                 "description": current.description if description is None else description,
                 "serverURL": current.server_url if server_url is None else server_url,
@@ -326,6 +345,13 @@ class Store:
                 "jobIdStart": current.job_id_start if job_id_start is None else job_id_start,
                 "jobIdBlock": current.job_id_block if job_id_block is None else job_id_block,
                 "peerGen": peer,
+                "syncSeq": _forward(current.sync_seq, sync_seq),
+                "peerSeq": _forward(current.peer_seq, peer_seq),
+                "peerInstance": current.peer_instance if peer_instance is None
+                else peer_instance,
+                # Set, not forward only: a run that handled a restore records the
+                # peer's generation anew.
+                "peerGenSeen": current.peer_gen_seen if peer_gen_seen is None else peer_gen_seen,
             }
             assignments = ", ".join(f"{k} = ?" for k in values)
             conn.execute(
@@ -353,6 +379,70 @@ class Store:
         with self.atomic() as session:
             cursor = session.conn.execute("DELETE FROM nodes WHERE name = ?", (name,))
             return cursor.rowcount > 0
+
+    # -- identity and incarnations (docs/design.md §4, "Restores and rebuilds") ---------
+
+    def identity(self) -> Dict[str, Any]:
+        """``instanceId`` (made with the database), ``incarnation`` (the name local
+        edits count under) and ``generation``, read in one snapshot."""
+        with self.reading() as session:
+            return {
+                "instanceId": session.meta("instance") or "",
+                "incarnation": session.incarnation(),
+                "generation": session.generation(),
+            }
+
+    def highest_job_id(self, start: int, size: int) -> Optional[int]:
+        """The highest job id held in ``[start, start + size)``, tombstones too."""
+        with self.reading() as session:
+            row = session.conn.execute(
+                "SELECT MAX(local_id) FROM elements WHERE kind = 'Job' "
+                "AND local_id >= ? AND local_id < ?",
+                (start, start + size),
+            ).fetchone()
+        return int(row[0]) if row and row[0] is not None else None
+
+    def new_incarnation(self, since_gen: int, job_id_floor: Optional[int] = None) -> Dict[str, Any]:
+        """Take a new incarnation of this repository's name after it went back in time.
+
+        Every element changed here (empty ``via``) after *since_gen*, its last confirmed
+        synchronization, whose vector holds a counter of the old incarnation is
+        re-stamped: the counter of the old incarnation, which the
+        lost versions may have used too, is taken out of its vector and the new
+        incarnation's is set, so the version meets any lost one as a concurrent change
+        (a logged conflict), never as an older or newer one. Content, ``modified`` and
+        ``origin`` are kept. New jobs are numbered from *job_id_floor* on, at least.
+
+        :returns: ``{"incarnation": new name, "restamped": count}``.
+        """
+        with self.atomic() as session:
+            old = session.incarnation()
+            new = f"{self.repository}~{secrets.token_hex(4)}"
+            session.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('incarnation', ?)", (new,)
+            )
+            if job_id_floor is not None:
+                floor = max(int(session.meta("jobIdFloor") or 0), job_id_floor)
+                session.conn.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('jobIdFloor', ?)",
+                    (str(floor),),
+                )
+            rows = session.conn.execute(
+                f"SELECT {COLUMNS} FROM elements WHERE gen > ? AND via = ''", (since_gen,)
+            ).fetchall()
+            restamped = 0
+            for row in rows:
+                element = row_element(row).element
+                if old not in element.vv:
+                    # No counter of the old incarnation, none reused: left alone (a
+                    # rebuilt repository's default items keep their empty vector, so
+                    # any edit made elsewhere still supersedes them).
+                    continue
+                vv = {k: v for k, v in element.vv.items() if k != old}
+                vv[new] = 1
+                session.write(replace(element, vv=vv), "")
+                restamped += 1
+            return {"incarnation": new, "restamped": restamped}
 
     # -- conflicts --------------------------------------------------------------------
 
@@ -506,13 +596,6 @@ class Store:
         """:func:`wmsync.repository.bulk.update_jobs` on this store."""
         return bulk.update_jobs(self, ids, changes)
 
-
-def _add_missing_node_columns(conn: sqlite3.Connection) -> None:
-    """Schema migration: node columns added after a database was made (``peerGen``, the
-    file exchange's mark, docs/design.md §11) are added to it, empty."""
-    have = {row[1] for row in conn.execute("PRAGMA table_info(nodes)")}
-    if "peerGen" not in have:
-        conn.execute("ALTER TABLE nodes ADD COLUMN peerGen INTEGER")
 
 def _first(
     rows: Iterator[Element], count: Optional[int], last: List[Element]

@@ -56,7 +56,11 @@ CREATE TABLE IF NOT EXISTS nodes (
     syncId TEXT,
     jobIdStart INTEGER,
     jobIdBlock INTEGER,
-    peerGen INTEGER
+    peerGen INTEGER,
+    syncSeq INTEGER,
+    peerSeq INTEGER,
+    peerInstance TEXT,
+    peerGenSeen INTEGER
 );
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY,
@@ -86,6 +90,13 @@ CREATE INDEX IF NOT EXISTS conflicts_guid ON conflicts (guid);
 #: file): the job's id, the element's name and the fields that differ.
 CONFLICT_COLUMNS_ADDED = (("job_id", "INTEGER"), ("name", "TEXT"),
                           ("fields", "TEXT NOT NULL DEFAULT '[]'"))
+
+#: Columns added to the node table for restore detection (docs/design.md §4, "Restores
+#: and rebuilds"; added on opening an older file): the sequence number of the pair's
+#: syncId this side holds, and what it confirmed of the peer: the sequence number the
+#: peer holds, its instance id and its generation.
+NODE_COLUMNS_ADDED = (("peerGen", "INTEGER"), ("syncSeq", "INTEGER"), ("peerSeq", "INTEGER"),
+                      ("peerInstance", "TEXT"), ("peerGenSeen", "INTEGER"))
 
 #: SQL ordering rows by kind in document order (model.KINDS).
 KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(KINDS))

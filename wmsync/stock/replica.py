@@ -152,6 +152,10 @@ class StockReplica:
         stamp_last_sync: bool = False,
         job_id_start: Optional[int] = None,
         job_id_block: Optional[int] = None,
+        sync_seq: Optional[int] = None,  # restore detection: extension servers only
+        peer_seq: Optional[int] = None,
+        peer_instance: Optional[str] = None,
+        peer_gen_seen: Optional[int] = None,
     ) -> Optional[int]:
         node = self._repo.store.update_node(
             name, server_url=server_url, is_parent=is_parent, is_connected=is_connected,
