@@ -589,7 +589,7 @@ class _Run:
                 sync_id, extra = self.renewal(pair)
                 child.update_node(
                     self.parent_name, last_sync_gen=generation, sync_id=sync_id,
-                    **extra(pair.parent_instance, _int_or_none(answer.get("generation"))),
+                    **extra(pair.parent_instance, _last_generation(answers)),
                 )
                 parent.update_node(pair.name, sync_id=sync_id,
                                    **extra(pair.child_instance, generation, confirmed=True))
@@ -694,7 +694,7 @@ class _Run:
                 sync_id, extra = self.renewal(pair)
                 stamped = parent.update_node(
                     name, last_sync_gen=generation, sync_id=sync_id, stamp_last_sync=both,
-                    **extra(pair.child_instance, _int_or_none(answer.get("generation"))),
+                    **extra(pair.child_instance, _last_generation(answers)),
                 )
                 child.update_node(self.parent_name, sync_id=sync_id,
                                   **extra(pair.parent_instance, generation, confirmed=True))
@@ -744,6 +744,12 @@ def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> 
         raise RepositoryError("it went back in time but cannot take a new incarnation")
     answer = take(since_gen, floor)
     return dict(answer) if isinstance(answer, Mapping) else {}
+
+
+def _last_generation(answers: List[Dict[str, Any]]) -> Optional[int]:
+    """The importing side's generation after the last import of a transfer (``None``
+    when nothing was imported: the side then reported no new generation)."""
+    return _int_or_none(answers[-1].get("generation")) if answers else None
 
 
 def _went_back_text(name: str, reasons: List[str], answer: Mapping[str, Any]) -> str:
