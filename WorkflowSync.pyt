@@ -47,13 +47,20 @@ class Toolbox:
             "Synchronizes Workflow Manager job data between a parent repository and its "
             "child repositories (an open re-creation of Synchronize Job Data)."
         )
-        self.tools = [SynchronizeJobData, ExportJobData, ImportJobData,
-                      CreateJobDataReplica, ClearJobReplicationInfo, ClusterStatus]
+        self.tools = [
+            SynchronizeJobData,
+            ExportJobData,
+            ImportJobData,
+            CreateJobDataReplica,
+            ClearJobReplicationInfo,
+            ClusterStatus,
+        ]
 
 
 def _param(name, label, datatype, kind="Required", direction="Input"):
-    return arcpy.Parameter(name=name, displayName=label, datatype=datatype,
-                           parameterType=kind, direction=direction)
+    return arcpy.Parameter(
+        name=name, displayName=label, datatype=datatype, parameterType=kind, direction=direction
+    )
 
 
 class SynchronizeJobData:
@@ -67,8 +74,13 @@ class SynchronizeJobData:
 
     def getParameterInfo(self):
         def param(name, label, datatype, kind="Required", direction="Input"):
-            return arcpy.Parameter(name=name, displayName=label, datatype=datatype,
-                                   parameterType=kind, direction=direction)
+            return arcpy.Parameter(
+                name=name,
+                displayName=label,
+                datatype=datatype,
+                parameterType=kind,
+                direction=direction,
+            )
 
         children = param(CHILDREN, "Input Multi Name", "GPValueTable")
         children.columns = [list(c) for c in COLUMNS]  # columns before filters
@@ -93,11 +105,15 @@ class SynchronizeJobData:
 
     def execute(self, parameters, messages):
         p = {param.name: param for param in parameters}
-        result = core.run(arcpy, messages, p[PARENT_URL].valueAsText,
-                          p[PARENT_NAME].valueAsText, core.table_value(p[CHILDREN]))
+        result = core.run(
+            arcpy,
+            messages,
+            p[PARENT_URL].valueAsText,
+            p[PARENT_NAME].valueAsText,
+            core.table_value(p[CHILDREN]),
+        )
         p[STATUS].value = result.status
         p[LAST_SYNC].value = core.last_sync_table(arcpy, COLUMNS, result)
-
 
 
 class ExportJobData:
@@ -144,8 +160,9 @@ class CreateJobDataReplica:
             _param(PARENT_URL, "Input Parent Repository URL", "GPString"),
             _param(PARENT_NAME, "Input Parent Repository Name", "GPString"),
             children,
-            _param("Output_CreateReplicaStatus", "Create Replica Status", "GPLong",
-                   "Derived", "Output"),
+            _param(
+                "Output_CreateReplicaStatus", "Create Replica Status", "GPLong", "Derived", "Output"
+            ),
             last_sync,
         ]
 
@@ -158,9 +175,13 @@ class CreateJobDataReplica:
 
     def execute(self, parameters, messages):
         p = {param.name: param for param in parameters}
-        status, rows = toolset.run_replicate(arcpy, messages, p[PARENT_URL].valueAsText,
-                                             p[PARENT_NAME].valueAsText,
-                                             core.table_value(p[CHILDREN]))
+        status, rows = toolset.run_replicate(
+            arcpy,
+            messages,
+            p[PARENT_URL].valueAsText,
+            p[PARENT_NAME].valueAsText,
+            core.table_value(p[CHILDREN]),
+        )
         p["Output_CreateReplicaStatus"].value = status
         p[LAST_SYNC].value = toolset.last_sync_table(arcpy, rows)
 
@@ -206,8 +227,9 @@ class ClusterStatus:
         )
 
     def getParameterInfo(self):
-        table = _param("Output_ClusterStatus", "Cluster Status", "GPValueTable", "Derived",
-                       "Output")
+        table = _param(
+            "Output_ClusterStatus", "Cluster Status", "GPValueTable", "Derived", "Output"
+        )
         table.columns = [list(c) for c in toolset.STATUS_COLUMNS]
         return [
             _param(PARENT_URL, "Input Parent Repository URL", "GPString"),
@@ -227,7 +249,12 @@ class ClusterStatus:
             age.setErrorMessage("the maximum age must be more than 0 hours")
 
     def execute(self, parameters, messages):
-        code, table = toolset.run_status(arcpy, messages, parameters[0].valueAsText,
-                                         parameters[1].valueAsText, parameters[2].value)
+        code, table = toolset.run_status(
+            arcpy,
+            messages,
+            parameters[0].valueAsText,
+            parameters[1].valueAsText,
+            parameters[2].value,
+        )
         parameters[3].value = code
         parameters[4].value = table

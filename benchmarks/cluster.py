@@ -31,8 +31,19 @@ class Emulator:
         self.db_path = db_path
         self._log = open(log_path, "ab")  # request logs: never a pipe that could fill up
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wmsync.emulator", "--repository", name,
-             "--db", str(db_path), "--host", "127.0.0.1", "--port", "0"],
+            [
+                sys.executable,
+                "-m",
+                "wmsync.emulator",
+                "--repository",
+                name,
+                "--db",
+                str(db_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
             stdout=subprocess.PIPE,
             stderr=self._log,
             cwd=str(ROOT),
@@ -106,15 +117,17 @@ class Cluster:
 
     def table(self, names: Optional[Sequence[str]] = None) -> List[List[str]]:
         """The child value table, as rows."""
-        return [[name, "true", self.emulators[name].url, ""]
-                for name in (names or self.child_names)]
+        return [
+            [name, "true", self.emulators[name].url, ""] for name in (names or self.child_names)
+        ]
 
     def job_ids(self, name: str, count: int, skip: int = 0) -> List[int]:
         """The ids of *count* live jobs of repository *name*, after the first *skip*."""
         with self.stores[name].reading() as session:
             rows = session.conn.execute(
                 "SELECT local_id FROM elements WHERE kind = 'Job' AND deleted = 0 "
-                "ORDER BY local_id LIMIT ? OFFSET ?", (count, skip)
+                "ORDER BY local_id LIMIT ? OFFSET ?",
+                (count, skip),
             ).fetchall()
         return [int(r[0]) for r in rows]
 

@@ -26,8 +26,10 @@ from pathlib import Path
 from typing import Any, Dict, List, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-TEST = ("tests/test_reliability_convergence.py"
-        "::test_random_clusters_converge_under_faults_with_nothing_lost")
+TEST = (
+    "tests/test_reliability_convergence.py"
+    "::test_random_clusters_converge_under_faults_with_nothing_lost"
+)
 RESULTS = ROOT / "benchmarks" / "results"
 # Tallies that are counts and add up across workers; "seconds" is each worker's own.
 NOT_SUMMED = {"test", "command", "passed", "long_mode", "examples_asked", "seconds"}
@@ -51,8 +53,9 @@ def merge(reports: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
     }
 
 
-def run_workers(workers: int, examples: int, seconds: float,
-                folder: Path = RESULTS) -> List[Dict[str, Any]]:
+def run_workers(
+    workers: int, examples: int, seconds: float, folder: Path = RESULTS
+) -> List[Dict[str, Any]]:
     """Start the workers, wait for all of them, and read back their reports.
 
     Each worker writes its report and its pytest output to ``folder``.
@@ -62,14 +65,23 @@ def run_workers(workers: int, examples: int, seconds: float,
     for index in range(workers):
         path = folder / f"reliability-worker-{index + 1}.json"
         path.unlink(missing_ok=True)
-        env = dict(os.environ, WMSYNC_LONG="1", WMSYNC_EXAMPLES=str(share),
-                   WMSYNC_RELIABILITY_JSON=str(path))
+        env = dict(
+            os.environ,
+            WMSYNC_LONG="1",
+            WMSYNC_EXAMPLES=str(share),
+            WMSYNC_RELIABILITY_JSON=str(path),
+        )
         if seconds != math.inf:
             env["WMSYNC_LONG_SECONDS"] = str(seconds)
         log = open(folder / f"reliability-worker-{index + 1}.log", "w")
         command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", TEST]
-        procs.append((subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                       stderr=subprocess.STDOUT), path, log))
+        procs.append(
+            (
+                subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT),
+                path,
+                log,
+            )
+        )
     reports = []
     for proc, path, log in procs:
         code = proc.wait()
@@ -87,8 +99,13 @@ def main(argv: Sequence[str] = ()) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--examples", type=int, default=10_000, help="in all workers together")
     parser.add_argument("--seconds", type=float, default=math.inf, help="time budget per worker")
-    parser.add_argument("--merge", nargs="+", type=Path, metavar="FILE",
-                        help="add up existing worker reports instead of running")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="FILE",
+        help="add up existing worker reports instead of running",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "reliability.json")
     args = parser.parse_args(list(argv) or None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -100,9 +117,11 @@ def main(argv: Sequence[str] = ()) -> int:
         print(f"{args.workers} workers done in {time.monotonic() - started:.0f} s")
     report = merge(reports)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"{report.get('examples', 0)} examples, "
-          f"passed: {report['passed']}, lost: {report.get('changes_lost')}, "
-          f"duplicates: {report.get('duplicates')} -> {args.out}")
+    print(
+        f"{report.get('examples', 0)} examples, "
+        f"passed: {report['passed']}, lost: {report.get('changes_lost')}, "
+        f"duplicates: {report.get('duplicates')} -> {args.out}"
+    )
     return 0 if report["passed"] else 1
 
 

@@ -50,9 +50,17 @@ SCENARIOS = ("incremental", "no_change", "parallel", "emulator_import")
 class Mode:
     """Sizes of one benchmark run."""
 
-    def __init__(self, name: str, sizes: List[int], changes: int, parallel_jobs: int,
-                 import_jobs: int, repeats: int, parallel_children: int = 8,
-                 first_sync_only_from: int = 10**9) -> None:
+    def __init__(
+        self,
+        name: str,
+        sizes: List[int],
+        changes: int,
+        parallel_jobs: int,
+        import_jobs: int,
+        repeats: int,
+        parallel_children: int = 8,
+        first_sync_only_from: int = 10**9,
+    ) -> None:
         self.name = name
         self.sizes = sizes
         self.changes = changes
@@ -65,14 +73,22 @@ class Mode:
 
 MODES = {
     "default": Mode("default", [10_000, 100_000], CHANGES, 1_000, 100_000, REPEATS),
-    "long": Mode("long", [10_000, 100_000, 1_000_000], CHANGES, 1_000, 100_000, REPEATS,
-                 first_sync_only_from=1_000_000),
+    "long": Mode(
+        "long",
+        [10_000, 100_000, 1_000_000],
+        CHANGES,
+        1_000,
+        100_000,
+        REPEATS,
+        first_sync_only_from=1_000_000,
+    ),
     "smoke": Mode("smoke", [100, 200], 10, 50, 200, 1, parallel_children=2),
 }
 
 
-def sync(cluster: Cluster, *, names: Optional[List[str]] = None, full: bool = False,
-         max_workers: int = 4) -> Dict[str, Any]:
+def sync(
+    cluster: Cluster, *, names: Optional[List[str]] = None, full: bool = False, max_workers: int = 4
+) -> Dict[str, Any]:
     """One synchronization in a fresh client process; its figures."""
     spec = {
         "parent_url": cluster.parent_url,
@@ -87,7 +103,11 @@ def sync(cluster: Cluster, *, names: Optional[List[str]] = None, full: bool = Fa
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.client_run", json.dumps(spec)],
-        capture_output=True, timeout=SYNC_TIMEOUT, cwd=str(ROOT), env=env, check=False,
+        capture_output=True,
+        timeout=SYNC_TIMEOUT,
+        cwd=str(ROOT),
+        env=env,
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"client run failed: {done.stderr.decode()[-2000:]}")
@@ -98,8 +118,9 @@ def sync(cluster: Cluster, *, names: Optional[List[str]] = None, full: bool = Fa
     return figures
 
 
-def entry(name: str, jobs: int, changes: int, children: int, figures: Dict[str, Any],
-          **extra: Any) -> Dict[str, Any]:
+def entry(
+    name: str, jobs: int, changes: int, children: int, figures: Dict[str, Any], **extra: Any
+) -> Dict[str, Any]:
     """One scenario's record with every field the results promise."""
     record = {
         "scenario": name,
@@ -139,8 +160,16 @@ def run_incremental(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> Non
             first = sync(cluster)
             log(f"incremental {jobs}: first full synchronization {first['wall_s']} s")
             out.append(entry("first_full_sync", jobs, jobs, CHILDREN, first))
-            out.append(entry("memory", jobs, jobs, CHILDREN, first,
-                             note="client peak RSS of the first full synchronization"))
+            out.append(
+                entry(
+                    "memory",
+                    jobs,
+                    jobs,
+                    CHILDREN,
+                    first,
+                    note="client peak RSS of the first full synchronization",
+                )
+            )
             if jobs >= mode.first_sync_only_from:
                 continue  # issue 16: at 10^6 the first synchronization is what is measured
             runs = []
@@ -153,16 +182,23 @@ def run_incremental(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> Non
             if jobs == mode.sizes[0]:
                 quiet = fastest([sync(cluster) for _ in range(mode.repeats)])
                 log(f"no change: {quiet['all_wall_s']}")
-                out.append(entry("no_change", jobs, 0, CHILDREN, quiet,
-                                 all_wall_s=quiet["all_wall_s"]))
+                out.append(
+                    entry("no_change", jobs, 0, CHILDREN, quiet, all_wall_s=quiet["all_wall_s"])
+                )
             log(f"incremental {jobs}: naive full replicate (full=True)")
             naive = sync(cluster, full=True)
             out.append(entry("naive_full_replicate", jobs, jobs, CHILDREN, naive))
-            out.append(entry(
-                "incremental", jobs, mode.changes * CHILDREN, CHILDREN, best,
-                all_wall_s=best["all_wall_s"],
-                fraction_of_naive=round(best["wall_s"] / naive["wall_s"], 4),
-            ))
+            out.append(
+                entry(
+                    "incremental",
+                    jobs,
+                    mode.changes * CHILDREN,
+                    CHILDREN,
+                    best,
+                    all_wall_s=best["all_wall_s"],
+                    fraction_of_naive=round(best["wall_s"] / naive["wall_s"], 4),
+                )
+            )
 
 
 def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
@@ -190,22 +226,56 @@ def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
             one.append(sync(cluster, names=["Child1"], max_workers=many))
         best_one, best_many = fastest(one), fastest(all_of_them)
         best_push_one, best_push_all = fastest(push_one), fastest(push_all)
-        log(f"parallel: 1 child {best_one['all_wall_s']}, {many} children "
+        log(
+            f"parallel: 1 child {best_one['all_wall_s']}, {many} children "
             f"{best_many['all_wall_s']}; parent changes to 1 child "
-            f"{best_push_one['all_wall_s']}, to {many} {best_push_all['all_wall_s']}")
+            f"{best_push_one['all_wall_s']}, to {many} {best_push_all['all_wall_s']}"
+        )
         jobs = mode.parallel_jobs
-        out.append(entry("parallel_1_child", jobs, mode.changes, 1, best_one,
-                         all_wall_s=best_one["all_wall_s"],
-                         note="the child's own changes"))
-        out.append(entry("parallel_many_children", jobs, mode.changes * many, many, best_many,
-                         all_wall_s=best_many["all_wall_s"],
-                         note="each child's own changes: each also receives the others'"))
-        out.append(entry("parallel_push_1_child", jobs, mode.changes, 1, best_push_one,
-                         all_wall_s=best_push_one["all_wall_s"],
-                         note="the parent's changes to one child"))
-        out.append(entry("parallel_push_many_children", jobs, mode.changes, many,
-                         best_push_all, all_wall_s=best_push_all["all_wall_s"],
-                         note="the same parent changes to every child"))
+        out.append(
+            entry(
+                "parallel_1_child",
+                jobs,
+                mode.changes,
+                1,
+                best_one,
+                all_wall_s=best_one["all_wall_s"],
+                note="the child's own changes",
+            )
+        )
+        out.append(
+            entry(
+                "parallel_many_children",
+                jobs,
+                mode.changes * many,
+                many,
+                best_many,
+                all_wall_s=best_many["all_wall_s"],
+                note="each child's own changes: each also receives the others'",
+            )
+        )
+        out.append(
+            entry(
+                "parallel_push_1_child",
+                jobs,
+                mode.changes,
+                1,
+                best_push_one,
+                all_wall_s=best_push_one["all_wall_s"],
+                note="the parent's changes to one child",
+            )
+        )
+        out.append(
+            entry(
+                "parallel_push_many_children",
+                jobs,
+                mode.changes,
+                many,
+                best_push_all,
+                all_wall_s=best_push_all["all_wall_s"],
+                note="the same parent changes to every child",
+            )
+        )
 
 
 def run_emulator_import(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
@@ -222,22 +292,26 @@ def run_emulator_import(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) ->
     again = target.import_file(info.path)
     unchanged = time.perf_counter() - started
     assert result.added == mode.import_jobs and again.unchanged == info.count
-    log(f"emulator import: {mode.import_jobs / added:.0f} jobs/s new, "
-        f"{mode.import_jobs / unchanged:.0f} jobs/s unchanged")
-    out.append({
-        "scenario": "emulator_import",
-        "jobs_per_repository": mode.import_jobs,
-        "changes": mode.import_jobs,
-        "children": 0,
-        "wall_s": round(added, 4),
-        "bytes_moved": os.path.getsize(info.path),
-        "requests": 0,
-        "client_peak_rss_mb": None,
-        "jobs_per_s": round(mode.import_jobs / added),
-        "reimport_wall_s": round(unchanged, 4),
-        "reimport_jobs_per_s": round(mode.import_jobs / unchanged),
-        "note": "in process: Store.import_file, the code replication/import runs",
-    })
+    log(
+        f"emulator import: {mode.import_jobs / added:.0f} jobs/s new, "
+        f"{mode.import_jobs / unchanged:.0f} jobs/s unchanged"
+    )
+    out.append(
+        {
+            "scenario": "emulator_import",
+            "jobs_per_repository": mode.import_jobs,
+            "changes": mode.import_jobs,
+            "children": 0,
+            "wall_s": round(added, 4),
+            "bytes_moved": os.path.getsize(info.path),
+            "requests": 0,
+            "client_peak_rss_mb": None,
+            "jobs_per_s": round(mode.import_jobs / added),
+            "reimport_wall_s": round(unchanged, 4),
+            "reimport_jobs_per_s": round(mode.import_jobs / unchanged),
+            "note": "in process: Store.import_file, the code replication/import runs",
+        }
+    )
 
 
 RUNNERS: Dict[str, Callable[[Mode, Path, List[Dict[str, Any]]], None]] = {
@@ -251,11 +325,13 @@ RUNNERS: Dict[str, Callable[[Mode, Path, List[Dict[str, Any]]], None]] = {
 # --------------------------------------------------------------------------- summary
 
 
-def _find(records: List[Dict[str, Any]], scenario: str, jobs: Optional[int] = None
-          ) -> Optional[Dict[str, Any]]:
+def _find(
+    records: List[Dict[str, Any]], scenario: str, jobs: Optional[int] = None
+) -> Optional[Dict[str, Any]]:
     for record in records:
-        if record["scenario"] == scenario and (jobs is None
-                                               or record["jobs_per_repository"] == jobs):
+        if record["scenario"] == scenario and (
+            jobs is None or record["jobs_per_repository"] == jobs
+        ):
             return record
     return None
 
@@ -263,8 +339,10 @@ def _find(records: List[Dict[str, Any]], scenario: str, jobs: Optional[int] = No
 def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
     """Ratios and targets (issue 6) from the records of this run."""
     small = mode.sizes[0]
-    large = max([r["jobs_per_repository"] for r in records if r["scenario"] == "incremental"]
-                or [mode.sizes[-1]])
+    large = max(
+        [r["jobs_per_repository"] for r in records if r["scenario"] == "incremental"]
+        or [mode.sizes[-1]]
+    )
     ratios: Dict[str, Any] = {}
     targets: List[Dict[str, Any]] = []
 
@@ -281,12 +359,18 @@ def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
         ratios["incremental_fraction_of_naive"] = inc_l["fraction_of_naive"]
         target(f"(a) time ratio {large}/{small}", ratios["incremental_time_ratio"], 1.5)
         target(f"(a) bytes ratio {large}/{small}", ratios["incremental_bytes_ratio"], 1.1)
-        target(f"(a) incremental at {large} as a fraction of naive",
-               ratios["incremental_fraction_of_naive"], 0.05)
+        target(
+            f"(a) incremental at {large} as a fraction of naive",
+            ratios["incremental_fraction_of_naive"],
+            0.05,
+        )
     first = _find(records, "first_full_sync", 100_000 if 100_000 in mode.sizes else large)
     if first:
-        target(f"(b) first full sync of {first['jobs_per_repository']} jobs to 3 children, s",
-               first["wall_s"], 60.0)
+        target(
+            f"(b) first full sync of {first['jobs_per_repository']} jobs to 3 children, s",
+            first["wall_s"],
+            60.0,
+        )
     imported = _find(records, "emulator_import")
     if imported:
         target("(b) emulator import, jobs/s", imported["jobs_per_s"], 20_000, below=False)
@@ -297,34 +381,39 @@ def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
     if one and many:
         count = many["children"]
         ratios[f"parallel_wall_ratio_{count}_to_1"] = round(many["wall_s"] / one["wall_s"], 3)
-        ratios["parallel_wall_per_child_ratio"] = round(
-            many["wall_s"] / count / one["wall_s"], 3)
-    one, many = (_find(records, "parallel_push_1_child"),
-                 _find(records, "parallel_push_many_children"))
+        ratios["parallel_wall_per_child_ratio"] = round(many["wall_s"] / count / one["wall_s"], 3)
+    one, many = (
+        _find(records, "parallel_push_1_child"),
+        _find(records, "parallel_push_many_children"),
+    )
     if one and many:
         ratios[f"parallel_push_wall_ratio_{many['children']}_to_1"] = round(
-            many["wall_s"] / one["wall_s"], 3)
+            many["wall_s"] / one["wall_s"], 3
+        )
     mem_s, mem_l = _find(records, "memory", small), _find(records, "memory", large)
     if mem_s and mem_l:
         ratios["memory_rss_ratio"] = round(
-            mem_l["client_peak_rss_mb"] / mem_s["client_peak_rss_mb"], 3)
+            mem_l["client_peak_rss_mb"] / mem_s["client_peak_rss_mb"], 3
+        )
         target(f"(e) client peak RSS ratio {large}/{small}", ratios["memory_rss_ratio"], 1.3)
         target("(e) client peak RSS, MB", mem_l["client_peak_rss_mb"], 150.0)
     # Issue 16 (second round): shared exports, split documents.
     if first and first["jobs_per_repository"] == 100_000:
         target("16.1 first full sync of 100000 jobs to 3 children, s", first["wall_s"], 10.0)
-    push_ratio = next((v for k, v in ratios.items()
-                       if k.startswith("parallel_push_wall_ratio_")), None)
+    push_ratio = next(
+        (v for k, v in ratios.items() if k.startswith("parallel_push_wall_ratio_")), None
+    )
     target("16.2 parent changes to 8 children / to 1 child, wall", push_ratio, 3.0)
     huge = _find(records, "first_full_sync", 1_000_000)
     if huge and mem_s:
         ratios["memory_rss_ratio_long"] = round(
-            huge["client_peak_rss_mb"] / mem_s["client_peak_rss_mb"], 3)
-        target(f"16.3 client peak RSS ratio 1000000/{small}", ratios["memory_rss_ratio_long"],
-               1.3)
+            huge["client_peak_rss_mb"] / mem_s["client_peak_rss_mb"], 3
+        )
+        target(f"16.3 client peak RSS ratio 1000000/{small}", ratios["memory_rss_ratio_long"], 1.3)
     if inc_s and inc_l:
-        target(f"16.4 incremental time ratio {large}/{small}",
-               ratios["incremental_time_ratio"], 1.2)
+        target(
+            f"16.4 incremental time ratio {large}/{small}", ratios["incremental_time_ratio"], 1.2
+        )
     if quiet:
         target("16.4 no-change run of 3 children, s", quiet["wall_s"], 0.1)
     if imported:
@@ -333,22 +422,31 @@ def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split(
-        "\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--long", action="store_true", help="add 10^6 jobs (slow)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): a check")
-    parser.add_argument("--only", choices=SCENARIOS, action="append",
-                        help="run only this scenario (repeatable)")
-    parser.add_argument("--sizes", default=None,
-                        help="repository sizes instead of the mode's, e.g. 10000,1000000")
-    parser.add_argument("--output", default=None, help="JSON file (default: "
-                        "benchmarks/results/latest.json; smoke: results/smoke.json)")
+    parser.add_argument(
+        "--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)"
+    )
+    parser.add_argument(
+        "--sizes", default=None, help="repository sizes instead of the mode's, e.g. 10000,1000000"
+    )
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON file (default: benchmarks/results/latest.json; smoke: results/smoke.json)",
+    )
     args = parser.parse_args(argv)
     mode = MODES["smoke" if args.smoke else "long" if args.long else "default"]
     if args.sizes:
         mode.sizes = [int(size) for size in args.sizes.split(",")]
-    output = Path(args.output) if args.output else RESULTS / (
-        "smoke.json" if args.smoke else "latest.json")
+    output = (
+        Path(args.output)
+        if args.output
+        else RESULTS / ("smoke.json" if args.smoke else "latest.json")
+    )
     wanted = args.only or list(SCENARIOS)
     started = time.perf_counter()
     records: List[Dict[str, Any]] = []
@@ -379,7 +477,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     for item in document["targets"]:
-        log(f"{'MET ' if item['met'] else 'MISS'} {item['target']}: {item['value']} "
-            f"(limit {item['limit']})")
+        log(
+            f"{'MET ' if item['met'] else 'MISS'} {item['target']}: {item['value']} "
+            f"(limit {item['limit']})"
+        )
     log(f"wrote {output} in {document['meta']['runtime_s']} s")
     return 0

@@ -64,9 +64,23 @@ class StockEmulator(Emulator):
         self.db_path = db_path
         self._log = open(log_path, "ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "wmsync.emulator", "--repository", name, "--stock",
-             "--db", str(db_path), "--host", "127.0.0.1", "--port", "0"],
-            stdout=subprocess.PIPE, stderr=self._log, cwd=str(ROOT),
+            [
+                sys.executable,
+                "-m",
+                "wmsync.emulator",
+                "--repository",
+                name,
+                "--stock",
+                "--db",
+                str(db_path),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            cwd=str(ROOT),
         )
         try:
             self.url = self._read_url()
@@ -99,9 +113,17 @@ def load(store: Store, jobs: int) -> None:
                 job = session.by_id("Job", job_id)
                 assert job is not None
                 if job_id % 50 == 0:
-                    session.edit("Hold", None, {"job": job.guid, "type": "1",
-                                                "heldBy": "bench", "holdDate": "0",
-                                                "holdComments": f"hold on {job_id}"})
+                    session.edit(
+                        "Hold",
+                        None,
+                        {
+                            "job": job.guid,
+                            "type": "1",
+                            "heldBy": "bench",
+                            "holdDate": "0",
+                            "holdComments": f"hold on {job_id}",
+                        },
+                    )
                 if job_id % 20 == 0:
                     session.add_activity(job.guid, 7, "bench", f"comment on {job_id}")
 
@@ -116,8 +138,12 @@ def _env() -> Dict[str, str]:
 
 def _subprocess(module: str, spec: Dict[str, Any]) -> Dict[str, Any]:
     done = subprocess.run(
-        [sys.executable, "-m", module, json.dumps(spec)], capture_output=True,
-        timeout=RUN_TIMEOUT, cwd=str(ROOT), env=_env(), check=False,
+        [sys.executable, "-m", module, json.dumps(spec)],
+        capture_output=True,
+        timeout=RUN_TIMEOUT,
+        cwd=str(ROOT),
+        env=_env(),
+        check=False,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{module} failed: {done.stderr.decode()[-2000:]}")
@@ -127,13 +153,16 @@ def _subprocess(module: str, spec: Dict[str, Any]) -> Dict[str, Any]:
 
 def sync(cluster: StockCluster, state_path: Path) -> Dict[str, Any]:
     """One synchronization in a fresh client process; its figures."""
-    figures = _subprocess("benchmarks.stock_run", {
-        "parent_url": cluster.parent_url,
-        "parent_name": cluster.parent_name,
-        "children": cluster.table(),
-        "stock_urls": cluster.stock_urls,
-        "state_path": str(state_path),
-    })
+    figures = _subprocess(
+        "benchmarks.stock_run",
+        {
+            "parent_url": cluster.parent_url,
+            "parent_name": cluster.parent_name,
+            "children": cluster.table(),
+            "stock_urls": cluster.stock_urls,
+            "state_path": str(state_path),
+        },
+    )
     if figures["status"] != 0:
         raise RuntimeError(f"stock synchronization failed: {figures}")
     figures["bytes_moved"] = figures["bytes_sent"] + figures["bytes_received"]
@@ -145,8 +174,9 @@ def scan_alone(url: str) -> Dict[str, Any]:
     return _subprocess("benchmarks.stock_scan", {"url": url})
 
 
-def record(name: str, jobs: int, changes: int, figures: Dict[str, Any],
-           **extra: Any) -> Dict[str, Any]:
+def record(
+    name: str, jobs: int, changes: int, figures: Dict[str, Any], **extra: Any
+) -> Dict[str, Any]:
     out: Dict[str, Any] = {
         "scenario": name,
         "jobs_per_repository": jobs,
@@ -156,7 +186,8 @@ def record(name: str, jobs: int, changes: int, figures: Dict[str, Any],
         "wall_s": figures["wall_s"],
         "requests": figures["requests"],
         "requests_per_job_per_scan": round(
-            figures["requests"] / (jobs * figures.get("scans", CHILDREN)), 3),
+            figures["requests"] / (jobs * figures.get("scans", CHILDREN)), 3
+        ),
         "bytes_moved": figures.get("bytes_moved", figures.get("bytes_received", 0)),
         "client_peak_rss_mb": figures["client_peak_rss_mb"],
         "elements_moved": figures.get("sent", 0) + figures.get("received", 0),
@@ -171,8 +202,7 @@ def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] stock: {text}", file=sys.stderr, flush=True)
 
 
-def run_scans(sizes: List[int], repeats: int, workdir: Path,
-              out: List[Dict[str, Any]]) -> None:
+def run_scans(sizes: List[int], repeats: int, workdir: Path, out: List[Dict[str, Any]]) -> None:
     """``stock_scan``: one bulk-loaded true stock server per size, scanned alone in a
     fresh process (requests per job, wall time, the scanning process's peak RSS)."""
     for jobs in sizes:
@@ -187,15 +217,25 @@ def run_scans(sizes: List[int], repeats: int, workdir: Path,
         finally:
             server.stop()
         best = min(scans, key=lambda s: s["wall_s"])
-        log(f"scan {jobs}: {[s['wall_s'] for s in scans]} s, {best['requests']} requests, "
-            f"{best['client_peak_rss_mb']} MB")
-        out.append(record("stock_scan", jobs, 0, dict(best, scans=1), children=1,
-                          stock_children=1, all_wall_s=[s["wall_s"] for s in scans],
-                          note="one scan of one stock repository, alone"))
+        log(
+            f"scan {jobs}: {[s['wall_s'] for s in scans]} s, {best['requests']} requests, "
+            f"{best['client_peak_rss_mb']} MB"
+        )
+        out.append(
+            record(
+                "stock_scan",
+                jobs,
+                0,
+                dict(best, scans=1),
+                children=1,
+                stock_children=1,
+                all_wall_s=[s["wall_s"] for s in scans],
+                note="one scan of one stock repository, alone",
+            )
+        )
 
 
-def run_clusters(sizes: List[int], repeats: int, workdir: Path,
-                 out: List[Dict[str, Any]]) -> None:
+def run_clusters(sizes: List[int], repeats: int, workdir: Path, out: List[Dict[str, Any]]) -> None:
     """Whole runs of an extension parent and three stock children, per size."""
     for jobs in sizes:
         cluster = StockCluster(workdir, f"stock-{jobs}", CHILDREN)
@@ -206,8 +246,15 @@ def run_clusters(sizes: List[int], repeats: int, workdir: Path,
             state_path = cluster.workdir / "state" / "state.sqlite"
             log(f"{jobs} jobs: first run, every job written to {CHILDREN} stock children")
             first = sync(cluster, state_path)
-            out.append(record("stock_first_sync", jobs, jobs, first,
-                              note="writes every job to the stock children over REST"))
+            out.append(
+                record(
+                    "stock_first_sync",
+                    jobs,
+                    jobs,
+                    first,
+                    note="writes every job to the stock children over REST",
+                )
+            )
             log(f"{jobs} jobs: first run {first['wall_s']} s, {first['requests']} requests")
             quiet = [sync(cluster, state_path) for _ in range(repeats)]
             for figures in quiet:
@@ -215,18 +262,34 @@ def run_clusters(sizes: List[int], repeats: int, workdir: Path,
                     raise RuntimeError(f"a no-change run moved something: {figures}")
             best = min(quiet, key=lambda f: f["wall_s"])
             log(f"{jobs} jobs: no-change runs {[f['wall_s'] for f in quiet]} s")
-            out.append(record("stock_no_change", jobs, 0, best,
-                              all_wall_s=[f["wall_s"] for f in quiet],
-                              note="nothing to move: one scan of each stock child"))
+            out.append(
+                record(
+                    "stock_no_change",
+                    jobs,
+                    0,
+                    best,
+                    all_wall_s=[f["wall_s"] for f in quiet],
+                    note="nothing to move: one scan of each stock child",
+                )
+            )
             child = cluster.child_names[0]
             changes = min(CHANGES, jobs // 2)
             ids = cluster.job_ids(child, changes)
             cluster.stores[child].bulk_update_jobs(ids, {"description": f"changed {jobs}"})
             incremental = sync(cluster, state_path)
-            log(f"{jobs} jobs: {changes} changes {incremental['wall_s']} s, moved "
-                f"{incremental['sent'] + incremental['received']}")
-            out.append(record("stock_incremental", jobs, changes, incremental,
-                              note=f"{changes} jobs changed on one stock child"))
+            log(
+                f"{jobs} jobs: {changes} changes {incremental['wall_s']} s, moved "
+                f"{incremental['sent'] + incremental['received']}"
+            )
+            out.append(
+                record(
+                    "stock_incremental",
+                    jobs,
+                    changes,
+                    incremental,
+                    note=f"{changes} jobs changed on one stock child",
+                )
+            )
         finally:
             cluster.close()
 
@@ -251,24 +314,36 @@ def targets(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     def target(name: str, value: float, limit: float) -> None:
         found.append({"target": name, "value": value, "limit": limit, "met": value <= limit})
 
-    scans = sorted((r for r in records if r["scenario"] == "stock_scan"),
-                   key=lambda r: r["jobs_per_repository"])
-    quiet = sorted((r for r in records if r["scenario"] == "stock_no_change"),
-                   key=lambda r: r["jobs_per_repository"])
+    scans = sorted(
+        (r for r in records if r["scenario"] == "stock_scan"),
+        key=lambda r: r["jobs_per_repository"],
+    )
+    quiet = sorted(
+        (r for r in records if r["scenario"] == "stock_no_change"),
+        key=lambda r: r["jobs_per_repository"],
+    )
     if quiet:
         large = quiet[-1]
-        target(f"stock: no-change run of 3 stock children of "
-               f"{large['jobs_per_repository']} jobs, s", large["wall_s"], NO_CHANGE_LIMIT_S)
+        target(
+            f"stock: no-change run of 3 stock children of {large['jobs_per_repository']} jobs, s",
+            large["wall_s"],
+            NO_CHANGE_LIMIT_S,
+        )
     if scans:
         large = scans[-1]
-        target(f"stock: requests per job per scan at {large['jobs_per_repository']} jobs",
-               large["requests_per_job_per_scan"], REQUESTS_PER_JOB_LIMIT)
+        target(
+            f"stock: requests per job per scan at {large['jobs_per_repository']} jobs",
+            large["requests_per_job_per_scan"],
+            REQUESTS_PER_JOB_LIMIT,
+        )
     if len(scans) > 1:
         small, large = scans[0], scans[-1]
-        target(f"stock: scanning process peak RSS ratio {large['jobs_per_repository']}/"
-               f"{small['jobs_per_repository']}",
-               round(large["client_peak_rss_mb"] / small["client_peak_rss_mb"], 3),
-               RSS_RATIO_LIMIT)
+        target(
+            f"stock: scanning process peak RSS ratio {large['jobs_per_repository']}/"
+            f"{small['jobs_per_repository']}",
+            round(large["client_peak_rss_mb"] / small["client_peak_rss_mb"], 3),
+            RSS_RATIO_LIMIT,
+        )
     return found
 
 
@@ -321,29 +396,47 @@ def after_others(argv: List[str]) -> int:
     wanted = "stock" in args.only if args.only is not None else not args.smoke
     if not wanted:
         return 0
-    return main((["--smoke"] if args.smoke else [])
-                + (["--output", args.output] if args.output else []))
+    return main(
+        (["--smoke"] if args.smoke else []) + (["--output", args.output] if args.output else [])
+    )
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.stock",
-                                     description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.stock", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): a check")
-    parser.add_argument("--output", default=None, help="JSON file to merge into (default: "
-                        "benchmarks/results/latest.json; smoke: results/smoke.json)")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help="JSON file to merge into (default: "
+        "benchmarks/results/latest.json; smoke: results/smoke.json)",
+    )
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "default"
-    output = Path(args.output) if args.output else RESULTS / (
-        "smoke.json" if args.smoke else "latest.json")
+    output = (
+        Path(args.output)
+        if args.output
+        else RESULTS / ("smoke.json" if args.smoke else "latest.json")
+    )
     started = time.perf_counter()
     records: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wmsync-bench-stock-") as tmp:
         run_stock(mode, Path(tmp), records)
-    merge(output, records, {"mode": mode, "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                            "runtime_s": round(time.perf_counter() - started, 1)})
+    merge(
+        output,
+        records,
+        {
+            "mode": mode,
+            "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "runtime_s": round(time.perf_counter() - started, 1),
+        },
+    )
     for item in targets(records):
-        log(f"{'MET ' if item['met'] else 'MISS'} {item['target']}: {item['value']} "
-            f"(limit {item['limit']})")
+        log(
+            f"{'MET ' if item['met'] else 'MISS'} {item['target']}: {item['value']} "
+            f"(limit {item['limit']})"
+        )
     log(f"merged into {output}")
     return 0
 

@@ -49,8 +49,11 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
     started = time.perf_counter()
     try:
         result = synchronize(
-            spec["parent_url"], spec["parent_name"], spec["children"],
-            client_factory=factory, max_workers=int(spec.get("max_workers", 4)),
+            spec["parent_url"],
+            spec["parent_name"],
+            spec["children"],
+            client_factory=factory,
+            max_workers=int(spec.get("max_workers", 4)),
         )
     finally:
         builder.close()

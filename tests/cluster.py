@@ -89,18 +89,30 @@ def holdings(client: WMServerClient) -> Dict[str, Any]:
         )
         type_name = job_types.get(job["jobTypeId"], {}).get("name")
         jobs[job["guid"]] = (
-            job["id"], job["name"], job["description"], job["priority"], job["assignedTo"],
-            job["status"], type_name, notes, tuple(holds),
+            job["id"],
+            job["name"],
+            job["description"],
+            job["priority"],
+            job["assignedTo"],
+            job["status"],
+            type_name,
+            notes,
+            tuple(holds),
         )
     types = {}
     for type_id in job_types:
         detail = client.get(f"jobTypes/{type_id}")
         types[detail["guid"]] = (detail["name"], detail["description"])
-    users = sorted((u["userName"], u.get("fullName", "")) for u in
-                   client.get("community/users")["users"])
-    groups = sorted((g["name"], tuple(sorted(g.get("users", [])))) for g in
-                    (client.get(f"community/groups/{g['id']}") for g in
-                     client.get("community/groups")["groups"]))
+    users = sorted(
+        (u["userName"], u.get("fullName", "")) for u in client.get("community/users")["users"]
+    )
+    groups = sorted(
+        (g["name"], tuple(sorted(g.get("users", []))))
+        for g in (
+            client.get(f"community/groups/{g['id']}")
+            for g in client.get("community/groups")["groups"]
+        )
+    )
     return {"jobs": jobs, "jobTypes": types, "users": users, "groups": groups}
 
 

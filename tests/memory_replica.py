@@ -73,14 +73,22 @@ class MemoryRepository:
             old = self.elements.get(guid)
             self.generation += 1
             self.elements[guid] = Stored(
-                Element("User", guid, bump_vv(old.element.vv if old else {}, self.name),
-                        self.now(), self.name, {"userName": user, "fullName": full_name}),
+                Element(
+                    "User",
+                    guid,
+                    bump_vv(old.element.vv if old else {}, self.name),
+                    self.now(),
+                    self.name,
+                    {"userName": user, "fullName": full_name},
+                ),
                 self.generation,
             )
 
     def users(self) -> Dict[str, str]:
-        return {s.element.fields["userName"]: s.element.fields.get("fullName", "")
-                for s in self.elements.values()}
+        return {
+            s.element.fields["userName"]: s.element.fields.get("fullName", "")
+            for s in self.elements.values()
+        }
 
     def versions(self) -> Dict[str, Any]:
         return {guid: (s.element.fields, dict(s.element.vv)) for guid, s in self.elements.items()}
@@ -107,18 +115,35 @@ class MemoryRepository:
         return answer
 
     def selected(self, since_gen: int, exclude_via: Optional[str]) -> List[Stored]:
-        return [s for s in self.elements.values()
-                if s.gen > since_gen and not (exclude_via and s.via == exclude_via)]
+        return [
+            s
+            for s in self.elements.values()
+            if s.gen > since_gen and not (exclude_via and s.via == exclude_via)
+        ]
 
     def update_node(self, name: str, **fields: Any) -> Optional[int]:
-        row = self.nodes.setdefault(name, {
-            "name": name, "serverURL": "", "isParent": False, "isConnected": True,
-            "lastSync": None, "lastSyncGen": None, "syncId": None, "jobIdStart": None,
-            "jobIdBlock": None,
-        })
-        keys = {"server_url": "serverURL", "is_parent": "isParent",
-                "is_connected": "isConnected", "sync_id": "syncId",
-                "job_id_start": "jobIdStart", "job_id_block": "jobIdBlock"}
+        row = self.nodes.setdefault(
+            name,
+            {
+                "name": name,
+                "serverURL": "",
+                "isParent": False,
+                "isConnected": True,
+                "lastSync": None,
+                "lastSyncGen": None,
+                "syncId": None,
+                "jobIdStart": None,
+                "jobIdBlock": None,
+            },
+        )
+        keys = {
+            "server_url": "serverURL",
+            "is_parent": "isParent",
+            "is_connected": "isConnected",
+            "sync_id": "syncId",
+            "job_id_start": "jobIdStart",
+            "job_id_block": "jobIdBlock",
+        }
         for key, column in keys.items():
             if fields.get(key) is not None:
                 row[column] = fields[key]
@@ -136,8 +161,9 @@ class MemoryRepository:
         count = exchange.write_document(buffer, header, [s.element for s in chosen])
         key = f"{self.url}/replication/exports/{len(self._exports)}.jxl"
         self._exports[key] = buffer.getvalue()
-        return SimpleNamespace(jxl_url=key, generation=self.generation, count=count,
-                               export_time=header.export_time)
+        return SimpleNamespace(
+            jxl_url=key, generation=self.generation, count=count, export_time=header.export_time
+        )
 
     def take_export(self, key: str) -> bytes:
         return self._exports.pop(key)
@@ -163,16 +189,31 @@ class MemoryRepository:
                 answer["updated"] += 1
             elif order == CONCURRENT:
                 mine = local.element
-                winner, loser = (element, mine) if (element.modified, element.origin) > (
-                    mine.modified, mine.origin) else (mine, element)
-                resolved = Element(winner.kind, winner.guid, merge_vv(mine.vv, element.vv),
-                                   winner.modified, winner.origin, dict(winner.fields))
+                winner, loser = (
+                    (element, mine)
+                    if (element.modified, element.origin) > (mine.modified, mine.origin)
+                    else (mine, element)
+                )
+                resolved = Element(
+                    winner.kind,
+                    winner.guid,
+                    merge_vv(mine.vv, element.vv),
+                    winner.modified,
+                    winner.origin,
+                    dict(winner.fields),
+                )
                 self.generation += 1
                 self.elements[element.guid] = Stored(resolved, self.generation, "")
-                entry = {"guid": element.guid, "kind": "User",
-                         "winner": {"origin": winner.origin, "modified": winner.modified},
-                         "loser": {"origin": loser.origin, "modified": loser.modified,
-                                   "content": dict(loser.fields)}}
+                entry = {
+                    "guid": element.guid,
+                    "kind": "User",
+                    "winner": {"origin": winner.origin, "modified": winner.modified},
+                    "loser": {
+                        "origin": loser.origin,
+                        "modified": loser.modified,
+                        "content": dict(loser.fields),
+                    },
+                }
                 self.conflict_log.append(entry)
                 answer["conflicts"].append(entry)
             else:

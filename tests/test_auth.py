@@ -165,15 +165,19 @@ def test_the_token_service_gives_a_token(rsps):
     assert "pw" not in rsps.calls[0].request.url
 
 
-@pytest.mark.parametrize("status, body, content_type, said", [
-    (200, b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html", "an HTML page"),
-    (404, b"<html>not found</html>", "text/html", "HTTP 404 with an HTML page"),
-    (200, b"", "application/json", "an empty body"),
-    (200, b"<x/>", "application/xml", "markup (application/xml)"),
-    (200, b"token=abc", "text/plain", "text/plain that is not JSON"),
-])
+@pytest.mark.parametrize(
+    "status, body, content_type, said",
+    [
+        (200, b"<!DOCTYPE html><html><body>Sign in</body></html>", "text/html", "an HTML page"),
+        (404, b"<html>not found</html>", "text/html", "HTTP 404 with an HTML page"),
+        (200, b"", "application/json", "an empty body"),
+        (200, b"<x/>", "application/xml", "markup (application/xml)"),
+        (200, b"token=abc", "text/plain", "text/plain that is not JSON"),
+    ],
+)
 def test_a_token_service_answer_that_is_not_json_says_what_it_was(
-        rsps, status, body, content_type, said):
+    rsps, status, body, content_type, said
+):
     rsps.post(TOKEN_URL, body=body, status=status, content_type=content_type)
     with pytest.raises(errors.ProtocolError) as caught:
         generate_token(TOKEN_URL, "admin", "pw")

@@ -9,24 +9,43 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = {"scenario", "jobs_per_repository", "changes", "children", "wall_s", "bytes_moved",
-          "requests", "client_peak_rss_mb"}
+FIELDS = {
+    "scenario",
+    "jobs_per_repository",
+    "changes",
+    "children",
+    "wall_s",
+    "bytes_moved",
+    "requests",
+    "client_peak_rss_mb",
+}
 
 
 def test_smoke_run_writes_every_field(tmp_path):
     output = tmp_path / "smoke.json"
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--smoke", "--output", str(output)],
-        cwd=str(ROOT), capture_output=True, timeout=300, check=False,
+        cwd=str(ROOT),
+        capture_output=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     document = json.loads(output.read_text(encoding="utf-8"))
     assert document["meta"]["mode"] == "smoke"
     scenarios = {record["scenario"] for record in document["scenarios"]}
-    assert scenarios == {"first_full_sync", "memory", "incremental", "no_change",
-                         "naive_full_replicate", "parallel_1_child",
-                         "parallel_many_children", "parallel_push_1_child",
-                         "parallel_push_many_children", "emulator_import"}
+    assert scenarios == {
+        "first_full_sync",
+        "memory",
+        "incremental",
+        "no_change",
+        "naive_full_replicate",
+        "parallel_1_child",
+        "parallel_many_children",
+        "parallel_push_1_child",
+        "parallel_push_many_children",
+        "emulator_import",
+    }
     for record in document["scenarios"]:
         assert FIELDS <= set(record), record
         assert record["wall_s"] > 0
@@ -36,6 +55,10 @@ def test_smoke_run_writes_every_field(tmp_path):
             assert record["client_peak_rss_mb"] > 0
     incremental = [r for r in document["scenarios"] if r["scenario"] == "incremental"]
     assert all(r["elements_moved"] == r["children"] * r["changes"] for r in incremental)
-    assert {"incremental_time_ratio", "incremental_bytes_ratio",
-            "incremental_fraction_of_naive", "memory_rss_ratio"} <= set(document["ratios"])
+    assert {
+        "incremental_time_ratio",
+        "incremental_bytes_ratio",
+        "incremental_fraction_of_naive",
+        "memory_rss_ratio",
+    } <= set(document["ratios"])
     assert all({"target", "value", "limit", "met"} <= set(t) for t in document["targets"])

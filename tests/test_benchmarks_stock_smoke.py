@@ -11,8 +11,17 @@ import pytest
 
 from benchmarks import stock
 
-FIELDS = {"scenario", "jobs_per_repository", "changes", "children", "wall_s", "requests",
-          "requests_per_job_per_scan", "client_peak_rss_mb", "elements_moved"}
+FIELDS = {
+    "scenario",
+    "jobs_per_repository",
+    "changes",
+    "children",
+    "wall_s",
+    "requests",
+    "requests_per_job_per_scan",
+    "client_peak_rss_mb",
+    "elements_moved",
+}
 
 
 def test_tiny_stock_runs_are_measured_and_merged_keeping_other_scenarios(tmp_path: Path):
@@ -20,8 +29,12 @@ def test_tiny_stock_runs_are_measured_and_merged_keeping_other_scenarios(tmp_pat
     stock.run_clusters([4], 1, tmp_path, records)
     stock.run_scans([6], 1, tmp_path, records)
     by_name = {r["scenario"]: r for r in records}
-    assert set(by_name) == {"stock_first_sync", "stock_no_change", "stock_incremental",
-                            "stock_scan"}
+    assert set(by_name) == {
+        "stock_first_sync",
+        "stock_no_change",
+        "stock_incremental",
+        "stock_scan",
+    }
     for record in records:
         assert FIELDS <= set(record), record
         assert record["wall_s"] > 0 and record["requests"] > 0
@@ -37,8 +50,9 @@ def test_tiny_stock_runs_are_measured_and_merged_keeping_other_scenarios(tmp_pat
     assert 4 * 6 < scan["requests"] <= 4 * 6 + 10
 
     output = tmp_path / "latest.json"
-    output.write_text(json.dumps({"scenarios": [{"scenario": "no_change"}],
-                                  "targets": [{"target": "(c) other"}]}))
+    output.write_text(
+        json.dumps({"scenarios": [{"scenario": "no_change"}], "targets": [{"target": "(c) other"}]})
+    )
     stock.merge(output, records, {"mode": "test"})
     stock.merge(output, records, {"mode": "test"})  # again: replaced, not doubled
     document = json.loads(output.read_text())
@@ -50,15 +64,18 @@ def test_tiny_stock_runs_are_measured_and_merged_keeping_other_scenarios(tmp_pat
     assert all({"target", "value", "limit", "met"} <= set(t) for t in document["targets"][1:])
 
 
-@pytest.mark.parametrize("argv, others, runs_stock", [
-    ([], [], True),
-    (["--long"], ["--long"], True),
-    (["--smoke"], ["--smoke"], False),
-    (["--only", "stock"], None, True),
-    (["--smoke", "--only=stock"], None, True),
-    (["--only", "parallel", "--only", "stock"], ["--only", "parallel"], True),
-    (["--only", "parallel"], ["--only", "parallel"], False),
-])
+@pytest.mark.parametrize(
+    "argv, others, runs_stock",
+    [
+        ([], [], True),
+        (["--long"], ["--long"], True),
+        (["--smoke"], ["--smoke"], False),
+        (["--only", "stock"], None, True),
+        (["--smoke", "--only=stock"], None, True),
+        (["--only", "parallel", "--only", "stock"], ["--only", "parallel"], True),
+        (["--only", "parallel"], ["--only", "parallel"], False),
+    ],
+)
 def test_python_dash_m_benchmarks_runs_stock_when_asked(argv, others, runs_stock, monkeypatch):
     ran = []
     monkeypatch.setattr(stock, "main", lambda a=None: ran.append(a) or 0)

@@ -26,8 +26,12 @@ def three(emulator):
 
 def run_cli(*args: str, env=None, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "wmsync", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "wmsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -49,8 +53,18 @@ def test_every_subcommand_has_help(name, capsys):
 
 
 def sync_args(cluster, *extra):
-    return ["sync", "--parent-url", cluster.parent.url, "--parent-name", cluster.parent_name,
-            "--children", cluster.table(), "--user", "tester", *extra]
+    return [
+        "sync",
+        "--parent-url",
+        cluster.parent.url,
+        "--parent-name",
+        cluster.parent_name,
+        "--children",
+        cluster.table(),
+        "--user",
+        "tester",
+        *extra,
+    ]
 
 
 def test_sync_as_a_process_writes_the_report_and_exits_0(three, tmp_path):
@@ -63,18 +77,42 @@ def test_sync_as_a_process_writes_the_report_and_exits_0(three, tmp_path):
     data = json.loads(report.read_text())
     assert data["status"] == 0
     assert {c["name"]: c["state"] for c in data["children"]} == {
-        "Ohio": "synchronized", "AZ": "synchronized"}
+        "Ohio": "synchronized",
+        "AZ": "synchronized",
+    }
     assert data["started"].endswith("Z") and data["finished"].endswith("Z")
     ohio = data["children"][0]
-    assert set(ohio) >= {"name", "url", "state", "sent", "received", "conflicts",
-                         "renumbered", "error", "last_sync_time"}
+    assert set(ohio) >= {
+        "name",
+        "url",
+        "state",
+        "sent",
+        "received",
+        "conflicts",
+        "renumbered",
+        "error",
+        "last_sync_time",
+    }
     assert ohio["sent"] > 0
 
 
 def test_some_children_failed_exits_1(three, capsys):
     table = three.table() + ";Gone true http://127.0.0.1:9/arcgis/rest/services/Gone/WMServer"
-    code = cli.main(["sync", "--parent-url", three.parent.url, "--parent-name", "Parent",
-                     "--children", table, "--user", "tester", "--timeout", "2"])
+    code = cli.main(
+        [
+            "sync",
+            "--parent-url",
+            three.parent.url,
+            "--parent-name",
+            "Parent",
+            "--children",
+            table,
+            "--user",
+            "tester",
+            "--timeout",
+            "2",
+        ]
+    )
     assert code == 1
     out = capsys.readouterr().out
     assert "Gone: FAILED" in out and "status 1" in out
@@ -88,8 +126,19 @@ def test_refused_runs_exit_2_and_change_nothing(three, problem, capsys):
         name = "Nope"
     else:
         table = "Ohio maybe notaurl 99/99/2020"
-    code = cli.main(["sync", "--parent-url", three.parent.url, "--parent-name", name,
-                     "--children", table, "--user", "tester"])
+    code = cli.main(
+        [
+            "sync",
+            "--parent-url",
+            three.parent.url,
+            "--parent-name",
+            name,
+            "--children",
+            table,
+            "--user",
+            "tester",
+        ]
+    )
     assert code == 2
     assert "status -1" in capsys.readouterr().out
     assert generation(three.client("Ohio")) == before
@@ -98,8 +147,19 @@ def test_refused_runs_exit_2_and_change_nothing(three, problem, capsys):
 def test_children_file_one_row_per_line(three, tmp_path, capsys):
     rows = tmp_path / "children.txt"
     rows.write_text(three.table().replace(";", "\n") + "\n", encoding="utf-8")
-    code = cli.main(["sync", "--parent-url", three.parent.url, "--parent-name", "Parent",
-                     "--children-file", str(rows), "--user", "tester"])
+    code = cli.main(
+        [
+            "sync",
+            "--parent-url",
+            three.parent.url,
+            "--parent-name",
+            "Parent",
+            "--children-file",
+            str(rows),
+            "--user",
+            "tester",
+        ]
+    )
     assert code == 0
     assert capsys.readouterr().out.count(": synchronized") == 2
 
@@ -117,10 +177,23 @@ def test_dry_run_changes_nothing(three, capsys):
 def test_a_token_never_appears_in_output_report_or_log(three, tmp_path):
     report, log_file = tmp_path / "r.json", tmp_path / "sync.log"
     table = three.table() + ";Gone true http://127.0.0.1:9/arcgis/rest/services/Gone/WMServer"
-    done = run_cli("sync", "--parent-url", three.parent.url + f"?token={PLANTED}",
-                   "--parent-name", "Parent", "--children", table, "--user", "tester",
-                   "--report", str(report), "--log-file", str(log_file), "-vv",
-                   env={"WMSYNC_TOKEN": PLANTED})
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        three.parent.url + f"?token={PLANTED}",
+        "--parent-name",
+        "Parent",
+        "--children",
+        table,
+        "--user",
+        "tester",
+        "--report",
+        str(report),
+        "--log-file",
+        str(log_file),
+        "-vv",
+        env={"WMSYNC_TOKEN": PLANTED},
+    )
     assert done.returncode == 1
     for text in (done.stdout, done.stderr, report.read_text(), log_file.read_text()):
         assert PLANTED not in text
@@ -129,9 +202,21 @@ def test_a_token_never_appears_in_output_report_or_log(three, tmp_path):
 
 def test_serve_prints_its_url_first_and_stops_on_sigterm(tmp_path):
     process = subprocess.Popen(
-        [sys.executable, "-m", "wmsync", "serve", "--repository", "Solo", "--db",
-         str(tmp_path / "solo.sqlite"), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "wmsync",
+            "serve",
+            "--repository",
+            "Solo",
+            "--db",
+            str(tmp_path / "solo.sqlite"),
+            "--port",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = process.stdout.readline().strip()
@@ -153,13 +238,21 @@ def test_demo_converges():
     assert "OK: all three repositories hold the same" in done.stdout
 
 
-def test_a_failing_token_service_is_logged_to_the_log_file(three, tmp_path, capsys,
-                                                           monkeypatch):
+def test_a_failing_token_service_is_logged_to_the_log_file(three, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WMSYNC_PASSWORD", PLANTED)
     log_file = tmp_path / "sync.log"
-    code = cli.main(sync_args(three, "--token-url",
-                              "http://127.0.0.1:9/sharing/rest/generateToken",
-                              "--username", "admin", "--log-file", str(log_file), "-vv"))
+    code = cli.main(
+        sync_args(
+            three,
+            "--token-url",
+            "http://127.0.0.1:9/sharing/rest/generateToken",
+            "--username",
+            "admin",
+            "--log-file",
+            str(log_file),
+            "-vv",
+        )
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "token service" in err

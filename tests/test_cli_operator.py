@@ -36,15 +36,28 @@ def command(*args: str) -> List[str]:
 
 def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 90):
     return subprocess.run(
-        command(*args), capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        command(*args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
 
 
 def sync_args(cluster, *extra: str, table: Optional[str] = None) -> List[str]:
-    return ["sync", "--parent-url", cluster.parent.url, "--parent-name", cluster.parent_name,
-            "--children", table if table is not None else cluster.table(), "--user", "tester",
-            *extra]
+    return [
+        "sync",
+        "--parent-url",
+        cluster.parent.url,
+        "--parent-name",
+        cluster.parent_name,
+        "--children",
+        table if table is not None else cluster.table(),
+        "--user",
+        "tester",
+        *extra,
+    ]
 
 
 def generations(cluster) -> List[int]:
@@ -68,8 +81,11 @@ def stalled_run(cluster, faults: List[Fault], *extra: str) -> subprocess.Popen:
     for child, fault in zip(cluster.children, faults):
         child.app.faults.append(fault)
     process = subprocess.Popen(
-        command(*sync_args(cluster, *extra)), stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+        command(*sync_args(cluster, *extra)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
     )
     try:
         wait_for(lambda: all(f.hits >= 1 for f in faults) or process.poll() is not None)
@@ -101,7 +117,9 @@ def test_ctrl_c_stops_at_the_next_safe_point_reports_and_exits_2(three, tmp_path
     data = json.loads(report.read_text())
     assert data["cancelled"] is True
     assert {c["name"]: c["state"] for c in data["children"]} == {
-        "Ohio": "synchronized", "AZ": "failed"}
+        "Ohio": "synchronized",
+        "AZ": "failed",
+    }
     # The next run finishes the work.
     again = run_cli(*sync_args(three))
     assert again.returncode == 0, again.stdout + again.stderr
@@ -154,15 +172,18 @@ def test_a_second_ctrl_c_aborts_at_once(three):
 # --------------------------------------------------------------------------- 2. arguments
 
 
-@pytest.mark.parametrize(("extra", "fragment"), [
-    (["--timeout", "0"], "--timeout"),
-    (["--timeout", "nan"], "--timeout"),
-    (["--max-workers", "-3"], "--max-workers"),
-    (["--report", "{tmp}/no/such/folder/r.json"], "does not exist"),
-    (["--report", "{tmp}/a-file/r.json"], "does not exist"),
-    (["--report", "{tmp}"], "is a folder"),
-    (["--token-url", "http://127.0.0.1:9/sharing/rest/generateToken"], "WMSYNC_PASSWORD"),
-])
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--timeout", "0"], "--timeout"),
+        (["--timeout", "nan"], "--timeout"),
+        (["--max-workers", "-3"], "--max-workers"),
+        (["--report", "{tmp}/no/such/folder/r.json"], "does not exist"),
+        (["--report", "{tmp}/a-file/r.json"], "does not exist"),
+        (["--report", "{tmp}"], "is a folder"),
+        (["--token-url", "http://127.0.0.1:9/sharing/rest/generateToken"], "WMSYNC_PASSWORD"),
+    ],
+)
 def test_bad_arguments_are_refused_before_anything_runs(three, tmp_path, extra, fragment):
     (tmp_path / "a-file").write_text("not a folder")
     create_job(three.client("Ohio"), "pending")
@@ -184,8 +205,12 @@ def test_a_row_naming_the_parent_refuses_the_table(three):
     assert "Row 3:" in done.stdout and "parent repository's URL" in done.stdout
     assert "status -1" in done.stdout
     assert generations(three) == before
-    by_name = run_cli(*sync_args(three, table=three.table() + ";parent true "
-                                 "http://127.0.0.1:9/arcgis/rest/services/X/WMServer"))
+    by_name = run_cli(
+        *sync_args(
+            three,
+            table=three.table() + ";parent true http://127.0.0.1:9/arcgis/rest/services/X/WMServer",
+        )
+    )
     assert by_name.returncode == 2 and "parent repository itself" in by_name.stdout
     assert generations(three) == before
 
@@ -208,7 +233,8 @@ def test_a_normal_run_prints_each_summary_line_once(three):
     both = done.stdout + done.stderr
     summary = [line for line in done.stdout.splitlines() if line]
     assert summary[0].startswith("Ohio: synchronized") and summary[-1].startswith(
-        "Last Synchronized: ")
+        "Last Synchronized: "
+    )
     for line in summary:
         assert both.count(line) == 1, line
     assert done.stderr == ""
@@ -221,8 +247,6 @@ def test_verbosity_v_is_info_and_vv_debug(three):
     twice = run_cli(*sync_args(three, "-vv"))
     assert twice.returncode == 0
     assert " DEBUG " in twice.stderr
-
-
 
 
 # --------------------------------------------------------------------------- 5. write back
@@ -244,8 +268,18 @@ def test_write_back_rewrites_the_children_file_atomically_for_the_next_run(three
     inode = os.stat(rows).st_ino
     refused = run_cli(*sync_args(three, "--write-back"))
     assert refused.returncode == 2 and "--children-file" in refused.stderr
-    args = ["sync", "--parent-url", three.parent.url, "--parent-name", "Parent",
-            "--children-file", str(rows), "--user", "tester", "--write-back"]
+    args = [
+        "sync",
+        "--parent-url",
+        three.parent.url,
+        "--parent-name",
+        "Parent",
+        "--children-file",
+        str(rows),
+        "--user",
+        "tester",
+        "--write-back",
+    ]
     first = run_cli(*args)
     assert first.returncode == 0, first.stdout + first.stderr
     lines = rows.read_text(encoding="utf-8").splitlines()
@@ -261,7 +295,8 @@ def test_write_back_rewrites_the_children_file_atomically_for_the_next_run(three
     assert second.returncode == 0, second.stdout + second.stderr
     assert "row time" not in second.stderr and "WARNING" not in second.stderr
     assert "AZ: synchronized; sent" in second.stdout and "AZ: synchronized; sent 0" not in (
-        second.stdout)
+        second.stdout
+    )
 
 
 # --------------------------------------------------------------------------- 6. row time
@@ -307,12 +342,12 @@ def token_service():
             payload: Dict[str, Any] = {"token": "AZ" + SECRET, "expires": 9999999999999}
         else:
             payload = {"error": {"code": 400, "message": "Invalid username or password"}}
-        return Response(json.dumps(payload), mimetype="application/json")(
-            environ, start_response)
+        return Response(json.dumps(payload), mimetype="application/json")(environ, start_response)
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/portal/sharing/rest/generateToken"
@@ -323,9 +358,10 @@ def token_service():
 
 
 def test_the_insecure_warning_is_printed_once(three, token_service):
-    done = run_cli(*sync_args(three, "--insecure", "--token-url", token_service,
-                              "--username", "azsync"),
-                   env={"WMSYNC_PASSWORD": "az-" + SECRET})
+    done = run_cli(
+        *sync_args(three, "--insecure", "--token-url", token_service, "--username", "azsync"),
+        env={"WMSYNC_PASSWORD": "az-" + SECRET},
+    )
     assert done.returncode == 0, done.stderr
     assert done.stderr.count("TLS certificate checks are OFF") == 1
 
@@ -339,19 +375,45 @@ def test_credentials_give_each_office_its_own_token(emulator, tmp_path, token_se
     (tmp_path / "ohio.token").write_text("OH" + SECRET + "\n")
     creds = tmp_path / "credentials.json"
     ohio_root = ohio.url.split("/arcgis/")[0]
-    creds.write_text(json.dumps({"servers": [
-        {"url": ohio_root + "/arcgis", "token_file": "ohio.token"},
-        {"url": ohio_root + "/arcgis/rest/services/Elsewhere", "token_env": "NOPE_TOKEN"},
-        {"url": az.url.split("/rest/")[0], "token_url": token_service,
-         "username": "azsync", "password_env": "AZ_PASSWORD"},
-    ]}, indent=2))
+    creds.write_text(
+        json.dumps(
+            {
+                "servers": [
+                    {"url": ohio_root + "/arcgis", "token_file": "ohio.token"},
+                    {
+                        "url": ohio_root + "/arcgis/rest/services/Elsewhere",
+                        "token_env": "NOPE_TOKEN",
+                    },
+                    {
+                        "url": az.url.split("/rest/")[0],
+                        "token_url": token_service,
+                        "username": "azsync",
+                        "password_env": "AZ_PASSWORD",
+                    },
+                ]
+            },
+            indent=2,
+        )
+    )
     table = f"Ohio true {ohio.url};AZ true {az.url}"
     report = tmp_path / "r.json"
-    done = run_cli("sync", "--parent-url", parent.url, "--parent-name", "Parent",
-                   "--children", table, "--user", "tester", "--credentials", str(creds),
-                   "--report", str(report), "-vv",
-                   env={"WMSYNC_TOKEN": "HQ" + SECRET, "AZ_PASSWORD": "az-" + SECRET,
-                        "NOPE_TOKEN": "unused"})
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        parent.url,
+        "--parent-name",
+        "Parent",
+        "--children",
+        table,
+        "--user",
+        "tester",
+        "--credentials",
+        str(creds),
+        "--report",
+        str(report),
+        "-vv",
+        env={"WMSYNC_TOKEN": "HQ" + SECRET, "AZ_PASSWORD": "az-" + SECRET, "NOPE_TOKEN": "unused"},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(": synchronized") == 2
     for text in (done.stdout, done.stderr, report.read_text()):
@@ -360,15 +422,18 @@ def test_credentials_give_each_office_its_own_token(emulator, tmp_path, token_se
 
 def test_a_credentials_file_holding_a_secret_inline_is_refused(three, tmp_path):
     creds = tmp_path / "credentials.json"
-    creds.write_text('{\n  "servers": [\n    {"url": "http://127.0.0.1/arcgis",\n'
-                     '     "token_url": "http://127.0.0.1/generateToken",\n'
-                     '     "username": "u",\n'
-                     f'     "password": "{SECRET}"}}\n  ]\n}}\n')
+    creds.write_text(
+        '{\n  "servers": [\n    {"url": "http://127.0.0.1/arcgis",\n'
+        '     "token_url": "http://127.0.0.1/generateToken",\n'
+        '     "username": "u",\n'
+        f'     "password": "{SECRET}"}}\n  ]\n}}\n'
+    )
     before = generations(three)
     done = run_cli(*sync_args(three, "--credentials", str(creds)))
     assert done.returncode == 2
-    assert "line 6" in done.stderr and "'password'" in done.stderr and "password_env" in (
-        done.stderr)
+    assert (
+        "line 6" in done.stderr and "'password'" in done.stderr and "password_env" in (done.stderr)
+    )
     assert SECRET not in done.stdout + done.stderr
     assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
     assert generations(three) == before
@@ -376,8 +441,9 @@ def test_a_credentials_file_holding_a_secret_inline_is_refused(three, tmp_path):
 
 def test_a_secret_the_credentials_file_refers_to_must_exist_before_the_run(three, tmp_path):
     creds = tmp_path / "credentials.json"
-    creds.write_text(json.dumps({"servers": [
-        {"url": "http://127.0.0.1/arcgis", "token_env": "OHIO_TOKEN"}]}))
+    creds.write_text(
+        json.dumps({"servers": [{"url": "http://127.0.0.1/arcgis", "token_env": "OHIO_TOKEN"}]})
+    )
     before = generations(three)
     done = run_cli(*sync_args(three, "--credentials", str(creds)))
     assert done.returncode == 2
@@ -393,10 +459,19 @@ def test_the_longest_prefix_wins_on_whole_path_segments(tmp_path, monkeypatch):
     monkeypatch.setenv("A_TOKEN", "a")
     monkeypatch.setenv("B_TOKEN", "b")
     path = tmp_path / "c.json"
-    path.write_text(json.dumps({"servers": [
-        {"url": "https://HQ.example.com/arcgis", "token_env": "A_TOKEN"},
-        {"url": "https://hq.example.com/arcgis/rest/services/Ohio/", "token_env": "B_TOKEN"},
-    ]}))
+    path.write_text(
+        json.dumps(
+            {
+                "servers": [
+                    {"url": "https://HQ.example.com/arcgis", "token_env": "A_TOKEN"},
+                    {
+                        "url": "https://hq.example.com/arcgis/rest/services/Ohio/",
+                        "token_env": "B_TOKEN",
+                    },
+                ]
+            }
+        )
+    )
     creds = load_credentials(str(path))
 
     def token(url: str) -> Optional[str]:
@@ -417,10 +492,23 @@ def test_the_longest_prefix_wins_on_whole_path_segments(tmp_path, monkeypatch):
 
 def test_a_hash_line_in_a_children_file_is_a_comment(three, tmp_path):
     rows = tmp_path / "children.txt"
-    rows.write_text("# nightly\n#Gone true http://127.0.0.1:9/x/WMServer\n"
-                    + three.table().replace(";", "\n") + "\n", encoding="utf-8")
-    done = run_cli("sync", "--parent-url", three.parent.url, "--parent-name", "Parent",
-                   "--children-file", str(rows), "--user", "tester")
+    rows.write_text(
+        "# nightly\n#Gone true http://127.0.0.1:9/x/WMServer\n"
+        + three.table().replace(";", "\n")
+        + "\n",
+        encoding="utf-8",
+    )
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        three.parent.url,
+        "--parent-name",
+        "Parent",
+        "--children-file",
+        str(rows),
+        "--user",
+        "tester",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count(": synchronized") == 2
 

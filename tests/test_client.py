@@ -115,8 +115,12 @@ def test_service_info_sends_user_f_and_token_header(rsps, client):
 
 
 def test_replication_info_and_require_extensions(rsps, client):
-    info = {"nodes": [], "repository": "Parent", "generation": 7,
-            "extensions": ["wmsync-replication/1"]}
+    info = {
+        "nodes": [],
+        "repository": "Parent",
+        "generation": 7,
+        "extensions": ["wmsync-replication/1"],
+    }
     rsps.get(ROOT + "/replication/info", json=info)
     got = client.replication_info()
     assert got == info
@@ -124,9 +128,15 @@ def test_replication_info_and_require_extensions(rsps, client):
     client.require_extensions(got)
 
 
-@pytest.mark.parametrize("info", [{"nodes": []}, {"extensions": []},
-                                  {"extensions": "wmsync-replication/1"},
-                                  {"extensions": ["wmsync-replication/2"]}])
+@pytest.mark.parametrize(
+    "info",
+    [
+        {"nodes": []},
+        {"extensions": []},
+        {"extensions": "wmsync-replication/1"},
+        {"extensions": ["wmsync-replication/2"]},
+    ],
+)
 def test_require_extensions_refuses(client, info):
     with pytest.raises(errors.MissingExtensions) as caught:
         client.require_extensions(info)
@@ -137,15 +147,31 @@ def test_require_extensions_refuses(client, info):
 
 def test_update_node_sends_only_given_fields(rsps, client):
     rsps.post(ROOT + "/replication/nodes/update", json={"success": True, "lastSync": 1234})
-    got = client.update_node("Ohio", server_url="http://o/WMServer", is_parent=False,
-                             is_connected=True, last_sync_gen=812, sync_id="abc",
-                             stamp_last_sync=True, job_id_start=1000001, job_id_block=1000000)
+    got = client.update_node(
+        "Ohio",
+        server_url="http://o/WMServer",
+        is_parent=False,
+        is_connected=True,
+        last_sync_gen=812,
+        sync_id="abc",
+        stamp_last_sync=True,
+        job_id_start=1000001,
+        job_id_block=1000000,
+    )
     assert got == 1234
     call = rsps.calls[0]
     assert form(call) == {
-        "user": "DOM|bob", "f": "json", "name": "Ohio", "serverURL": "http://o/WMServer",
-        "isParent": "false", "isConnected": "true", "lastSyncGen": "812", "syncId": "abc",
-        "stampLastSync": "true", "jobIdStart": "1000001", "jobIdBlock": "1000000",
+        "user": "DOM|bob",
+        "f": "json",
+        "name": "Ohio",
+        "serverURL": "http://o/WMServer",
+        "isParent": "false",
+        "isConnected": "true",
+        "lastSyncGen": "812",
+        "syncId": "abc",
+        "stampLastSync": "true",
+        "jobIdStart": "1000001",
+        "jobIdBlock": "1000000",
     }
     assert query(call) == {}
     assert_token_only_in_header(call)
@@ -170,9 +196,15 @@ def test_reset_node(rsps, client):
 
 
 def test_export(rsps, client):
-    rsps.get(ROOT + "/replication/export",
-             json={"jxlURL": ROOT + "/replication/exports/1.jxl", "generation": 9,
-                   "exportTime": 1754041845000, "count": 3})
+    rsps.get(
+        ROOT + "/replication/export",
+        json={
+            "jxlURL": ROOT + "/replication/exports/1.jxl",
+            "generation": 9,
+            "exportTime": 1754041845000,
+            "count": 3,
+        },
+    )
     got = client.export(5, exclude_via="Ohio")
     assert got == ExportInfo(ROOT + "/replication/exports/1.jxl", 9, 1754041845000, 3)
     call = rsps.calls[0]
@@ -182,19 +214,23 @@ def test_export(rsps, client):
 
 
 def test_export_relative_url_and_no_exclude(rsps, client):
-    rsps.get(ROOT + "/replication/export",
-             json={"jxlURL": "replication/exports/2.jxl", "generation": 0,
-                   "exportTime": 1, "count": 0})
+    rsps.get(
+        ROOT + "/replication/export",
+        json={"jxlURL": "replication/exports/2.jxl", "generation": 0, "exportTime": 1, "count": 0},
+    )
     assert client.export(0).jxl_url == ROOT + "/replication/exports/2.jxl"
     assert "excludeVia" not in query(rsps.calls[0])
 
 
-@pytest.mark.parametrize("answer", [
-    {"generation": 1, "exportTime": 1, "count": 1},
-    {"jxlURL": "x.jxl", "generation": "1", "exportTime": 1, "count": 1},
-    {"jxlURL": "x.jxl", "generation": 1, "exportTime": None, "count": 1},
-    {"jxlURL": "x.jxl", "generation": 1, "exportTime": 1, "count": True},
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"generation": 1, "exportTime": 1, "count": 1},
+        {"jxlURL": "x.jxl", "generation": "1", "exportTime": 1, "count": 1},
+        {"jxlURL": "x.jxl", "generation": 1, "exportTime": None, "count": 1},
+        {"jxlURL": "x.jxl", "generation": 1, "exportTime": 1, "count": True},
+    ],
+)
 def test_export_validates_answer(rsps, client, answer):
     rsps.get(ROOT + "/replication/export", json=answer)
     with pytest.raises(errors.ProtocolError):
@@ -222,8 +258,12 @@ def test_get_and_post_encode_values(rsps, client):
     assert query(rsps.calls[0]) == {"user": "DOM|bob", "f": "json", "flag": "true"}
     client.post("jobs/5/update", properties={"priority": 3}, ids=[1, 2], user="OTHER\\amy")
     call = rsps.calls[1]
-    assert form(call) == {"user": "OTHER|amy", "f": "json",
-                          "properties": '{"priority":3}', "ids": "[1,2]"}
+    assert form(call) == {
+        "user": "OTHER|amy",
+        "f": "json",
+        "properties": '{"priority":3}',
+        "ids": "[1,2]",
+    }
     assert call.request.headers["Content-Type"] == "application/x-www-form-urlencoded"
     assert_token_only_in_header(call)
 
@@ -235,7 +275,6 @@ def test_no_token_no_header(rsps):
 
 
 # -- import and download ---------------------------------------------------------------------
-
 
 
 def capture_bodies(rsps, url, answers):
@@ -258,8 +297,9 @@ def capture_bodies(rsps, url, answers):
 def test_import_document_streams_file(rsps, client, tmp_path):
     doc = tmp_path / "d.jxl"
     doc.write_bytes(b"<JobExchange version='1'/>")
-    bodies = capture_bodies(rsps, ROOT + "/replication/import",
-                            [(200, '{"importTime": 1, "added": 2}')])
+    bodies = capture_bodies(
+        rsps, ROOT + "/replication/import", [(200, '{"importTime": 1, "added": 2}')]
+    )
     assert client.import_document(str(doc)) == {"importTime": 1, "added": 2}
     call = rsps.calls[0]
     assert query(call) == {"user": "DOM|bob", "merge": "true", "f": "json"}
@@ -310,8 +350,12 @@ def test_download_streams_to_file(rsps, client, tmp_path):
 def test_download_decodes_gzip(rsps, client):
     payload = b"<JobExchange>" + b"x" * 100000 + b"</JobExchange>"
     packed = gzip.compress(payload)
-    rsps.get(JXL, body=packed, content_type="application/xml",
-             headers={"Content-Encoding": "gzip", "Content-Length": str(len(packed))})
+    rsps.get(
+        JXL,
+        body=packed,
+        content_type="application/xml",
+        headers={"Content-Encoding": "gzip", "Content-Length": str(len(packed))},
+    )
     dest = io.BytesIO()
     assert client.download(JXL, dest) == len(payload)
     assert dest.getvalue() == payload
@@ -319,19 +363,27 @@ def test_download_decodes_gzip(rsps, client):
 
 
 def test_download_truncated_is_error(rsps, client):
-    rsps.get(JXL, body=b"<JobExchange>", content_type="application/xml",
-             headers={"Content-Length": "5000"}, auto_calculate_content_length=False)
+    rsps.get(
+        JXL,
+        body=b"<JobExchange>",
+        content_type="application/xml",
+        headers={"Content-Length": "5000"},
+        auto_calculate_content_length=False,
+    )
     with pytest.raises(errors.ConnectionFailed) as caught:
         client.download(JXL, io.BytesIO())
     assert_clean(caught.value)
 
 
-@pytest.mark.parametrize("url", [
-    "http://evil.example/arcgis/rest/services/Parent/WMServer/replication/exports/1.jxl",
-    "http://wm.example:8080/x.jxl",
-    "https://wm.example:8443/x.jxl",
-    "ftp://wm.example/x.jxl",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://evil.example/arcgis/rest/services/Parent/WMServer/replication/exports/1.jxl",
+        "http://wm.example:8080/x.jxl",
+        "https://wm.example:8443/x.jxl",
+        "ftp://wm.example/x.jxl",
+    ],
+)
 def test_download_from_another_host_is_refused(rsps, client, url):
     with pytest.raises(errors.ProtocolError) as caught:
         client.download(url, io.BytesIO())
@@ -357,8 +409,11 @@ def test_download_html_page(rsps, client):
 
 
 def test_download_text_plain_envelope_is_decoded(rsps, client):
-    rsps.get(JXL, body=b' {"error": {"code": 498, "message": "Invalid token."}}',
-             content_type="text/plain")
+    rsps.get(
+        JXL,
+        body=b' {"error": {"code": 498, "message": "Invalid token."}}',
+        content_type="text/plain",
+    )
     dest = io.BytesIO()
     with pytest.raises(errors.AuthenticationError):
         client.download(JXL, dest)
@@ -386,8 +441,13 @@ def test_download_truncation_counted_when_urllib3_does_not_enforce(rsps, client,
         original(self, *args, **kwargs)
 
     monkeypatch.setattr(urllib3.response.HTTPResponse, "__init__", lenient)
-    rsps.get(JXL, body=b"<JobExchange>", content_type="application/xml",
-             headers={"Content-Length": "5000"}, auto_calculate_content_length=False)
+    rsps.get(
+        JXL,
+        body=b"<JobExchange>",
+        content_type="application/xml",
+        headers={"Content-Length": "5000"},
+        auto_calculate_content_length=False,
+    )
     with pytest.raises(errors.ConnectionFailed, match="cut off after 13 of 5000 bytes"):
         client.download(JXL, io.BytesIO())
 
@@ -395,23 +455,27 @@ def test_download_truncation_counted_when_urllib3_does_not_enforce(rsps, client,
 # -- errors: envelopes, statuses, bodies -----------------------------------------------------
 
 
-@pytest.mark.parametrize("code, cls", [
-    (400, errors.BadRequest),
-    (401, errors.AuthenticationError),
-    (403, errors.PermissionDenied),
-    (404, errors.NotFound),
-    (409, errors.ConflictError),
-    (498, errors.AuthenticationError),
-    (499, errors.AuthenticationError),
-    (500, errors.InternalServerError),
-    (503, errors.InternalServerError),
-    (418, errors.InternalServerError),
-    ("498", errors.AuthenticationError),
-    (None, errors.InternalServerError),
-])
+@pytest.mark.parametrize(
+    "code, cls",
+    [
+        (400, errors.BadRequest),
+        (401, errors.AuthenticationError),
+        (403, errors.PermissionDenied),
+        (404, errors.NotFound),
+        (409, errors.ConflictError),
+        (498, errors.AuthenticationError),
+        (499, errors.AuthenticationError),
+        (500, errors.InternalServerError),
+        (503, errors.InternalServerError),
+        (418, errors.InternalServerError),
+        ("498", errors.AuthenticationError),
+        (None, errors.InternalServerError),
+    ],
+)
 def test_error_envelope_with_http_200(rsps, client, code, cls):
-    envelope = {"error": {"code": code, "message": "it went wrong",
-                          "details": [f"token {TOKEN} echoed"]}}
+    envelope = {
+        "error": {"code": code, "message": "it went wrong", "details": [f"token {TOKEN} echoed"]}
+    }
     rsps.get(ROOT + "/replication/info", json=envelope)
     with pytest.raises(errors.ServerError) as caught:
         client.replication_info()
@@ -426,8 +490,9 @@ def test_error_envelope_with_http_200(rsps, client, code, cls):
 
 
 def test_http_500_html(rsps, client):
-    rsps.get(ROOT, body="<html><body>Internal error</body></html>", status=500,
-             content_type="text/html")
+    rsps.get(
+        ROOT, body="<html><body>Internal error</body></html>", status=500, content_type="text/html"
+    )
     with pytest.raises(errors.InternalServerError) as caught:
         client.service_info()
     assert caught.value.code == 500
@@ -447,17 +512,20 @@ def test_http_status_with_envelope_uses_envelope(rsps, client):
         client.service_info()
 
 
-@pytest.mark.parametrize("body, content_type, hint", [
-    (b"<html><title>IIS</title></html>", "text/html", "is this a WMServer URL"),
-    (b"<?xml version='1.0'?><a/>", "text/plain", "answered markup (text/plain), not JSON"),
-    (b'{"nodes": [', "application/json", "malformed"),
-    (b"nodes", "text/plain", "malformed"),
-    (b"\xff\xfe\x00", "application/json", "malformed"),
-    (b"%PDF-1.4", "application/pdf", "answered application/pdf, not JSON"),
-    (b"", "application/json", "empty"),
-    (b"   ", "application/json", "empty"),
-    (b"[1, 2]", "application/json", "not an object"),
-])
+@pytest.mark.parametrize(
+    "body, content_type, hint",
+    [
+        (b"<html><title>IIS</title></html>", "text/html", "is this a WMServer URL"),
+        (b"<?xml version='1.0'?><a/>", "text/plain", "answered markup (text/plain), not JSON"),
+        (b'{"nodes": [', "application/json", "malformed"),
+        (b"nodes", "text/plain", "malformed"),
+        (b"\xff\xfe\x00", "application/json", "malformed"),
+        (b"%PDF-1.4", "application/pdf", "answered application/pdf, not JSON"),
+        (b"", "application/json", "empty"),
+        (b"   ", "application/json", "empty"),
+        (b"[1, 2]", "application/json", "not an object"),
+    ],
+)
 def test_answers_that_are_not_json_objects(rsps, client, body, content_type, hint):
     rsps.get(ROOT + "/replication/info", body=body, content_type=content_type)
     with pytest.raises(errors.ProtocolError) as caught:
@@ -548,26 +616,37 @@ def expired_unless(good: str):
         if request.headers.get(TOKEN_HEADER) == f"Bearer {good}":
             return 200, {}, json.dumps({"nodes": []})
         return 200, {}, json.dumps({"error": {"code": 498, "message": "Invalid token."}})
+
     return answer
 
 
 def test_498_refreshes_once_and_retries(rsps):
     source = RotatingToken(["old", "new"])
     assert isinstance(source, TokenSource)
-    rsps.add_callback("GET", ROOT + "/replication/info", callback=expired_unless("new"),
-                      content_type="application/json")
+    rsps.add_callback(
+        "GET",
+        ROOT + "/replication/info",
+        callback=expired_unless("new"),
+        content_type="application/json",
+    )
     c = WMServerClient(ROOT, user="bob", token=source, retries=0)
     assert c.replication_info() == {"nodes": []}
     assert source.refreshes == 1
     assert [call.request.headers[TOKEN_HEADER] for call in rsps.calls] == [
-        "Bearer old", "Bearer new"]
+        "Bearer old",
+        "Bearer new",
+    ]
     assert c.requests_made == 2
 
 
 def test_498_twice_is_authentication_error(rsps):
     source = RotatingToken(["old", "newer", "newest"])
-    rsps.add_callback("GET", ROOT + "/replication/info", callback=expired_unless("never"),
-                      content_type="application/json")
+    rsps.add_callback(
+        "GET",
+        ROOT + "/replication/info",
+        callback=expired_unless("never"),
+        content_type="application/json",
+    )
     c = WMServerClient(ROOT, user="bob", token=source, retries=0)
     with pytest.raises(errors.AuthenticationError) as caught:
         c.replication_info()
@@ -578,8 +657,12 @@ def test_498_twice_is_authentication_error(rsps):
 
 def test_498_when_source_cannot_refresh(rsps):
     source = RotatingToken(["old", "new"], can_refresh=False)
-    rsps.add_callback("GET", ROOT + "/replication/info", callback=expired_unless("new"),
-                      content_type="application/json")
+    rsps.add_callback(
+        "GET",
+        ROOT + "/replication/info",
+        callback=expired_unless("new"),
+        content_type="application/json",
+    )
     c = WMServerClient(ROOT, user="bob", token=source, retries=0)
     with pytest.raises(errors.AuthenticationError):
         c.replication_info()
@@ -590,8 +673,9 @@ def test_http_498_status_and_callable_token_refresh(rsps, tmp_path):
     tokens = iter(["one", "two"])
     doc = tmp_path / "d.jxl"
     doc.write_bytes(b"<JobExchange/>")
-    bodies = capture_bodies(rsps, ROOT + "/replication/import",
-                            [(498, "expired"), (200, '{"importTime": 1}')])
+    bodies = capture_bodies(
+        rsps, ROOT + "/replication/import", [(498, "expired"), (200, '{"importTime": 1}')]
+    )
     c = WMServerClient(ROOT, user="bob", token=lambda: next(tokens), retries=0)
     assert c.import_document(doc) == {"importTime": 1}
     assert bodies == [b"<JobExchange/>"] * 2
@@ -615,8 +699,9 @@ def test_token_refresh_failure_keeps_the_498(rsps):
         def refresh(self):
             raise OSError("token URL down")
 
-    rsps.add_callback("GET", ROOT, callback=expired_unless("never"),
-                      content_type="application/json")
+    rsps.add_callback(
+        "GET", ROOT, callback=expired_unless("never"), content_type="application/json"
+    )
     c = WMServerClient(ROOT, user="bob", token=Broken(["old"]), retries=0)
     with pytest.raises(errors.AuthenticationError) as caught:
         c.service_info()
@@ -702,8 +787,9 @@ def test_read_timeout_retry_policy(tmp_path):
     doc = tmp_path / "d.jxl"
     doc.write_bytes(b"<JobExchange/>")
     with silent_server() as (url, held):
-        c = WMServerClient(url, user="bob", timeout=0.15, transfer_timeout=0.15, retries=1,
-                           backoff=0)
+        c = WMServerClient(
+            url, user="bob", timeout=0.15, transfer_timeout=0.15, retries=1, backoff=0
+        )
         with pytest.raises(errors.TimedOut) as caught:
             c.get("jobs")  # a read: retried
         assert len(held) == 2
@@ -724,8 +810,7 @@ def test_connection_refused_is_connection_failed():
     probe.bind(("127.0.0.1", 0))
     port = probe.getsockname()[1]
     probe.close()  # nothing listens there now
-    c = WMServerClient(f"http://127.0.0.1:{port}/WMServer?token={TOKEN}", user="bob",
-                       retries=0)
+    c = WMServerClient(f"http://127.0.0.1:{port}/WMServer?token={TOKEN}", user="bob", retries=0)
     with pytest.raises(errors.ConnectionFailed) as caught:
         c.service_info()
     assert "refused" in str(caught.value).lower()
@@ -778,8 +863,11 @@ def test_import_retry_resends_the_whole_file(tmp_path):
 
 def _requests_exception_classes():
     return sorted(
-        (cls for _, cls in inspect.getmembers(requests.exceptions, inspect.isclass)
-         if issubclass(cls, requests.RequestException)),
+        (
+            cls
+            for _, cls in inspect.getmembers(requests.exceptions, inspect.isclass)
+            if issubclass(cls, requests.RequestException)
+        ),
         key=lambda cls: cls.__name__,
     )
 
@@ -809,8 +897,16 @@ EXPECTED = {
 
 def test_walk_covers_the_requests_tree():
     names = {cls.__name__ for cls in _requests_exception_classes()}
-    assert {"RequestException", "ConnectionError", "Timeout", "SSLError", "RetryError",
-            "ChunkedEncodingError", "InvalidURL", "TooManyRedirects"} <= names
+    assert {
+        "RequestException",
+        "ConnectionError",
+        "Timeout",
+        "SSLError",
+        "RetryError",
+        "ChunkedEncodingError",
+        "InvalidURL",
+        "TooManyRedirects",
+    } <= names
     assert len(names) >= 20
 
 
@@ -833,16 +929,29 @@ def test_every_requests_exception_maps(monkeypatch, cls):
         assert type(exc) is EXPECTED[cls.__name__]
 
 
-@pytest.mark.parametrize("raised, expected", [
-    (requests.ConnectionError(urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")),
-     errors.TimedOut),
-    (requests.ConnectionError(urllib3.exceptions.MaxRetryError(
-        None, "/x?token=" + TOKEN,
-        urllib3.exceptions.NewConnectionError(None, "[Errno 111] Connection refused"))),
-     errors.ConnectionFailed),
-    (urllib3.exceptions.ProtocolError("Connection broken"), errors.ConnectionFailed),
-    (http.client.IncompleteRead(b"abc", 10), errors.ConnectionFailed),
-])
+@pytest.mark.parametrize(
+    "raised, expected",
+    [
+        (
+            requests.ConnectionError(
+                urllib3.exceptions.ReadTimeoutError(None, "/x", "read timed out")
+            ),
+            errors.TimedOut,
+        ),
+        (
+            requests.ConnectionError(
+                urllib3.exceptions.MaxRetryError(
+                    None,
+                    "/x?token=" + TOKEN,
+                    urllib3.exceptions.NewConnectionError(None, "[Errno 111] Connection refused"),
+                )
+            ),
+            errors.ConnectionFailed,
+        ),
+        (urllib3.exceptions.ProtocolError("Connection broken"), errors.ConnectionFailed),
+        (http.client.IncompleteRead(b"abc", 10), errors.ConnectionFailed),
+    ],
+)
 def test_bare_transport_exceptions_map(monkeypatch, raised, expected):
     c = WMServerClient(ROOT, user="bob", token=TOKEN, retries=0)
 
@@ -858,9 +967,11 @@ def test_bare_transport_exceptions_map(monkeypatch, raised, expected):
 def test_error_reason_is_short_and_url_free(monkeypatch):
     c = WMServerClient(ROOT, user="bob", retries=0)
     inner = urllib3.exceptions.NewConnectionError(
-        None, "Failed to establish a new connection: [Errno 111] Connection refused")
+        None, "Failed to establish a new connection: [Errno 111] Connection refused"
+    )
     outer = requests.ConnectionError(
-        urllib3.exceptions.MaxRetryError(None, "/secret/path?token=zzz", inner))
+        urllib3.exceptions.MaxRetryError(None, "/secret/path?token=zzz", inner)
+    )
 
     def fail(request, **kwargs):
         raise outer
@@ -989,11 +1100,18 @@ def test_a_timeout_after_retries_says_how_long_was_waited():
     exhausted = requests.ConnectionError(urllib3.exceptions.MaxRetryError(None, "/x", inner))
     text = str(transport_error(exhausted, ROOT, (10.0, 3.0), retries=3, elapsed=15.2))
     assert "no answer within 3 s, 4 tries over 15 s" in text
-    single = str(transport_error(requests.ReadTimeout("x"), ROOT, (10.0, 3.0), retries=3,
-                                 elapsed=3.1))
+    single = str(
+        transport_error(requests.ReadTimeout("x"), ROOT, (10.0, 3.0), retries=3, elapsed=3.1)
+    )
     assert "no answer within 3 s (read timeout)" in single and "tries" not in single
     connect = urllib3.exceptions.ConnectTimeoutError(None, "timed out")
-    text = str(transport_error(
-        requests.ConnectTimeout(urllib3.exceptions.MaxRetryError(None, "/x", connect)),
-        ROOT, (10.0, 3.0), retries=2, elapsed=31.0))
+    text = str(
+        transport_error(
+            requests.ConnectTimeout(urllib3.exceptions.MaxRetryError(None, "/x", connect)),
+            ROOT,
+            (10.0, 3.0),
+            retries=2,
+            elapsed=31.0,
+        )
+    )
     assert "could not connect within 10 s, 3 tries over 31 s" in text

@@ -73,8 +73,9 @@ def test_pjson_and_html_answer_json(parent):
 
 
 def test_case_insensitive_paths_and_service_name(parent):
-    upper = parent.url.replace("/arcgis/rest/services/Parent/WMServer",
-                               "/ARCGIS/Rest/services/parent/wmserver")
+    upper = parent.url.replace(
+        "/arcgis/rest/services/Parent/WMServer", "/ARCGIS/Rest/services/parent/wmserver"
+    )
     assert get(upper)["name"] == "Parent"
     assert get(upper, "/JOBS") == {"jobIds": []}
     other = parent.url.replace("/Parent/", "/Other/")
@@ -89,9 +90,20 @@ def test_case_insensitive_paths_and_service_name(parent):
 
 def test_job_lifecycle_as_the_js_client(parent):
     url = parent.url
-    created = get(url, "/jobs/create", user="ACME|bob", jobTypeId="1", numJobs="2",
-                  priority="2", ownedBy="ACME|bob", assignedType="1", assignedTo="ACME|ann",
-                  description="survey", startDate="1700000000000", clearDueDate="true")
+    created = get(
+        url,
+        "/jobs/create",
+        user="ACME|bob",
+        jobTypeId="1",
+        numJobs="2",
+        priority="2",
+        ownedBy="ACME|bob",
+        assignedType="1",
+        assignedTo="ACME|ann",
+        description="survey",
+        startDate="1700000000000",
+        clearDueDate="true",
+    )
     assert created == {"jobIds": [1, 2]}
     assert get(url, "/jobs") == {"jobIds": [1, 2]}
     job = get(url, "/jobs/1")
@@ -108,18 +120,33 @@ def test_job_lifecycle_as_the_js_client(parent):
     assert job["parentJobId"] is None and job["description"] == "survey"
 
     # update as JobUpdateParameters: properties JSON with nulls, user, jobId, a string number
-    properties = {"jobId": 1, "name": "renamed", "priority": "3", "user": "ACME|bob",
-                  "clearStartDate": True, "percent": None, "parentJobId": None,
-                  "description": None, "status": None}
-    assert get(url, "/jobs/1/update", user="ACME|bob", properties=json.dumps(properties),
-               jobId="1", name="renamed") == {"success": True}
+    properties = {
+        "jobId": 1,
+        "name": "renamed",
+        "priority": "3",
+        "user": "ACME|bob",
+        "clearStartDate": True,
+        "percent": None,
+        "parentJobId": None,
+        "description": None,
+        "status": None,
+    }
+    assert get(
+        url,
+        "/jobs/1/update",
+        user="ACME|bob",
+        properties=json.dumps(properties),
+        jobId="1",
+        name="renamed",
+    ) == {"success": True}
     job = get(url, "/jobs/1")
     assert (job["name"], job["priority"], job["startDate"]) == ("renamed", 3, None)
     assert job["description"] == "survey" and job["percentageComplete"] == 0
 
     # flat params by form POST; a parent job by id
     assert post(url, "/jobs/2/update", user="bob", parentJobId="1", percent="50") == {
-        "success": True}
+        "success": True
+    }
     job2 = get(url, "/jobs/2")
     assert job2["parentJobId"] == 1 and job2["percentageComplete"] == 50
 
@@ -128,8 +155,9 @@ def test_job_lifecycle_as_the_js_client(parent):
     assert error_code(get(url, "/jobs/1/close", user="bob")) == 409
     assert get(url, "/jobs/reopen", user="bob", jobs="1") == {"success": True}
     assert get(url, "/jobs/1")["stage"] == 2
-    assert get(url, "/jobs/assign", user="bob", jobs="1,2", assignedType="2",
-               assignedTo="Administrators") == {"success": True}
+    assert get(
+        url, "/jobs/assign", user="bob", jobs="1,2", assignedType="2", assignedTo="Administrators"
+    ) == {"success": True}
     assert get(url, "/jobs/2")["assignedTo"] == "Administrators"
     assert get(url, "/jobs/1/unassign", user="bob")["success"]
     assert get(url, "/jobs/1")["assignedTo"] == ""
@@ -148,8 +176,9 @@ def test_explicit_id_and_numjobs_rules(parent):
     url = parent.url
     assert get(url, "/jobs/create", user="bob", jobTypeId="1", id="500") == {"jobIds": [500]}
     assert error_code(get(url, "/jobs/create", user="bob", jobTypeId="1", id="500")) == 409
-    assert error_code(get(url, "/jobs/create", user="bob", jobTypeId="1", id="7",
-                          numJobs="2")) == 400
+    assert (
+        error_code(get(url, "/jobs/create", user="bob", jobTypeId="1", id="7", numJobs="2")) == 400
+    )
     assert error_code(get(url, "/jobs/create", user="bob", jobTypeId="9")) == 400
     assert get(url, "/jobs/create", user="bob", jobTypeId="1") == {"jobIds": [501]}
 
@@ -173,8 +202,9 @@ def test_holds_notes_and_activity(parent):
     assert get(url, "/jobs/1/notes") == {"notes": "line 1\nline 2"}
 
     comment = next(a["id"] for a in get(url)["activityTypes"] if a["name"] == "Comment")
-    assert get(url, "/jobs/1/activity/logAction", user="bob", type=str(comment),
-               comments="hello")["success"]
+    assert get(url, "/jobs/1/activity/logAction", user="bob", type=str(comment), comments="hello")[
+        "success"
+    ]
     assert get(url, "/jobs/1/activity/logAction", user="bob", type="-1")["success"]
     activity = get(url, "/jobs/1/activity")["activity"]
     assert {"date", "type", "user", "message"} <= set(activity[0])
@@ -183,8 +213,14 @@ def test_holds_notes_and_activity(parent):
 
 def test_configuration_changes(parent):
     url = parent.url
-    created = get(url, "/jobTypes/create", user="bob", name="Edit Data", defaultPriority="2",
-                  defaultJobName="Edit [JOB:ID]")
+    created = get(
+        url,
+        "/jobTypes/create",
+        user="bob",
+        name="Edit Data",
+        defaultPriority="2",
+        defaultJobName="Edit [JOB:ID]",
+    )
     assert created["id"] == 2
     assert {"id": 2, "name": "Edit Data"} in get(url)["jobTypes"]
     detail = get(url, "/jobTypes/2")
@@ -196,22 +232,29 @@ def test_configuration_changes(parent):
     job = get(url, f"/jobs/{jobs[0]}")
     assert job["name"] == f"Edit {jobs[0]}" and job["priority"] == 2
 
-    assert get(url, "/community/users/create", user="admin", userName="ACME|carl",
-               fullName="Carl")["id"] == "ACME\\carl"
-    assert error_code(get(url, "/community/users/create", user="admin",
-                          userName="ACME|carl")) == 409
+    assert (
+        get(url, "/community/users/create", user="admin", userName="ACME|carl", fullName="Carl")[
+            "id"
+        ]
+        == "ACME\\carl"
+    )
+    assert (
+        error_code(get(url, "/community/users/create", user="admin", userName="ACME|carl")) == 409
+    )
     names = [u["userName"] for u in get(url, "/community/users")["users"]]
     assert names == ["ACME\\carl", "admin"]
-    group = get(url, "/community/groups/create", user="admin", name="Editors",
-                users="ACME|carl,admin")
+    group = get(
+        url, "/community/groups/create", user="admin", name="Editors", users="ACME|carl,admin"
+    )
     carl = get(url, "/community/users/ACME|carl")
     assert carl["fullName"] == "Carl" and carl["userQueries"] == {}
     assert carl["privileges"] and carl["groups"][0]["id"] == group["id"]
     assert get(url, f"/community/groups/{group['id']}")["users"] == ["ACME\\carl", "admin"]
     assert get(url, "/community/users/ACME|carl/update", user="admin", fullName="C.")["success"]
     assert get(url, "/community/users/ACME|carl")["fullName"] == "C."
-    assert get(url, f"/community/groups/{group['id']}/update", user="admin",
-               users="admin")["success"]
+    assert get(url, f"/community/groups/{group['id']}/update", user="admin", users="admin")[
+        "success"
+    ]
     groups = get(url, "/community/groups")["groups"]
     assert [g["name"] for g in groups] == ["Administrators", "Editors"]
     assert groups[1]["users"] == ["admin"]
@@ -249,12 +292,13 @@ def test_unexpected_exception_is_500_without_traceback(parent, monkeypatch):
 
 
 def test_jsonp(parent):
-    answer = requests.get(parent.url + "/jobs", params={"f": "json", "callback": "dojo.cb1"},
-                          timeout=10)
+    answer = requests.get(
+        parent.url + "/jobs", params={"f": "json", "callback": "dojo.cb1"}, timeout=10
+    )
     assert answer.headers["Content-Type"].startswith("application/javascript")
     assert answer.text == 'dojo.cb1({"jobIds": []});'
     error = requests.get(parent.url + "/jobs/9", params={"callback": "cb"}, timeout=10)
-    assert error.text.startswith("cb({\"error\"")
+    assert error.text.startswith('cb({"error"')
     hostile = requests.get(parent.url, params={"callback": "alert(1)//"}, timeout=10)
     assert hostile.json()["error"]["code"] == 400
 
@@ -264,20 +308,27 @@ def test_token_required(emulator):
     url = server.url
     for answer, code, message in (
         (requests.get(url, params={"f": "json"}, timeout=10), 499, "Token Required"),
-        (requests.get(url, params={"f": "json", "token": "wrong"}, timeout=10), 498,
-         "Invalid Token"),
+        (
+            requests.get(url, params={"f": "json", "token": "wrong"}, timeout=10),
+            498,
+            "Invalid Token",
+        ),
     ):
         assert answer.json()["error"]["code"] == code  # as ArcGIS Server answers
         assert answer.json()["error"]["message"] == message
         assert "s3cret" not in answer.text and "wrong" not in answer.text
     header = {"X-Esri-Authorization": "Bearer s3cret-token"}
-    assert requests.get(url, params={"f": "json"}, headers=header,
-                        timeout=10).json()["name"] == "Secure"
+    assert (
+        requests.get(url, params={"f": "json"}, headers=header, timeout=10).json()["name"]
+        == "Secure"
+    )
     assert get(url, token="s3cret-token")["name"] == "Secure"
-    assert post(url, "/jobs/create", user="bob", jobTypeId="1",
-                token="s3cret-token") == {"jobIds": [1]}
-    info = requests.get(url + "/replication/export", params={"user": "u"}, headers=header,
-                        timeout=10).json()
+    assert post(url, "/jobs/create", user="bob", jobTypeId="1", token="s3cret-token") == {
+        "jobIds": [1]
+    }
+    info = requests.get(
+        url + "/replication/export", params={"user": "u"}, headers=header, timeout=10
+    ).json()
     assert requests.get(info["jxlURL"], timeout=10).json()["error"]["code"] == 499
     assert requests.get(info["jxlURL"], headers=header, timeout=10).content.startswith(b"<?xml")
 
@@ -290,21 +341,57 @@ def test_replication_info_and_nodes(parent):
     info = get(url, "/replication/info", user="sync")
     instance = info.pop("instanceId")
     assert isinstance(instance, str) and len(instance) == 32
-    assert info == {"repository": "Parent", "generation": 1, "incarnation": "Parent",
-                    "extensions": ["wmsync-replication/1"], "nodes": []}
-    answer = post(url, "/replication/nodes/update", user="sync", name="Ohio",
-                  serverURL="http://o/WMServer", isParent="false", isConnected="true",
-                  lastSyncGen="5", syncId="abc", stampLastSync="true")
+    assert info == {
+        "repository": "Parent",
+        "generation": 1,
+        "incarnation": "Parent",
+        "extensions": ["wmsync-replication/1"],
+        "nodes": [],
+    }
+    answer = post(
+        url,
+        "/replication/nodes/update",
+        user="sync",
+        name="Ohio",
+        serverURL="http://o/WMServer",
+        isParent="false",
+        isConnected="true",
+        lastSyncGen="5",
+        syncId="abc",
+        stampLastSync="true",
+    )
     assert answer["success"] and isinstance(answer["lastSync"], int)
-    post(url, "/replication/nodes/update", user="sync", name="Parent", isParent="true",
-         isConnected="true", jobIdStart="1", jobIdBlock="1000")
+    post(
+        url,
+        "/replication/nodes/update",
+        user="sync",
+        name="Parent",
+        isParent="true",
+        isConnected="true",
+        jobIdStart="1",
+        jobIdBlock="1000",
+    )
     nodes = {n["name"]: n for n in get(url, "/replication/info", user="sync")["nodes"]}
     assert nodes["Ohio"]["lastSyncGen"] == 5 and nodes["Ohio"]["syncId"] == "abc"
     assert nodes["Parent"]["isParent"] is True and nodes["Parent"]["jobIdBlock"] == 1000
-    assert set(nodes["Ohio"]) == {"id", "name", "description", "serverURL", "isParent",
-                                  "isConnected", "lastSync", "lastSyncGen", "syncId",
-                                  "jobIdStart", "jobIdBlock", "peerGen", "syncSeq", "peerSeq",
-                                  "peerInstance", "peerGenSeen"}
+    assert set(nodes["Ohio"]) == {
+        "id",
+        "name",
+        "description",
+        "serverURL",
+        "isParent",
+        "isConnected",
+        "lastSync",
+        "lastSyncGen",
+        "syncId",
+        "jobIdStart",
+        "jobIdBlock",
+        "peerGen",
+        "syncSeq",
+        "peerSeq",
+        "peerInstance",
+        "peerGenSeen",
+    }
     assert nodes["Parent"]["jobIdHigh"] is None  # no job in its block yet
     assert post(url, "/replication/nodes/reset", user="sync", name="Ohio") == {"success": True}
     ohio = get(url, "/replication/info", user="sync")["nodes"][0]
@@ -332,8 +419,9 @@ def import_raw(server, path, gzipped=False, **params):
         headers["Content-Encoding"] = "gzip"
     params.setdefault("f", "json")
     params.setdefault("user", "sync")
-    answer = requests.post(server.url + "/replication/import", params=params, data=body,
-                           headers=headers, timeout=10)
+    answer = requests.post(
+        server.url + "/replication/import", params=params, data=body, headers=headers, timeout=10
+    )
     return answer.json()
 
 
@@ -364,10 +452,12 @@ def test_import_as_multipart_and_jxl_url(emulator, tmp_path):
     get(child.url, "/jobs/create", user="bob", jobTypeId="1")
     info, path = export_doc(child, tmp_path, sinceGen="1")
     with open(path, "rb") as handle:
-        answer = requests.post(parent.url + "/replication/import",
-                               data={"user": "sync", "f": "json"},
-                               files={"jxl": ("doc.jxl", handle, "application/xml")},
-                               timeout=10).json()
+        answer = requests.post(
+            parent.url + "/replication/import",
+            data={"user": "sync", "f": "json"},
+            files={"jxl": ("doc.jxl", handle, "application/xml")},
+            timeout=10,
+        ).json()
     assert answer["added"] == 2
     third = emulator("AZ")
     # the first export went once downloaded: Esri's way, the server fetches a fresh one
@@ -375,13 +465,19 @@ def test_import_as_multipart_and_jxl_url(emulator, tmp_path):
     fetched = post(third.url, "/replication/import", user="sync", jxlURL=info["jxlURL"])
     assert fetched["added"] == 2
     own = get(third.url, "/replication/export", user="sync", sinceGen="0")
-    assert post(third.url, "/replication/import", user="sync",
-                jtxURL=own["jxlURL"])["unchanged"] == 5
-    remote = post(third.url, "/replication/import", user="sync",
-                  jxlURL="http://example.com/x.jxl")
+    assert (
+        post(third.url, "/replication/import", user="sync", jtxURL=own["jxlURL"])["unchanged"] == 5
+    )
+    remote = post(third.url, "/replication/import", user="sync", jxlURL="http://example.com/x.jxl")
     assert remote["error"]["code"] == 400 and "loopback" in remote["error"]["message"]
-    assert error_code(post(third.url, "/replication/import", user="sync", merge="false",
-                           jxlURL=info["jxlURL"])) == 400
+    assert (
+        error_code(
+            post(
+                third.url, "/replication/import", user="sync", merge="false", jxlURL=info["jxlURL"]
+            )
+        )
+        == 400
+    )
 
 
 def test_invalid_document_changes_nothing(emulator, tmp_path):
@@ -423,8 +519,9 @@ def test_conflicts_endpoint(emulator, tmp_path):
     log = get(parent.url, "/replication/conflicts", user="sync")["conflicts"]
     assert log[0]["loser"]["content"]["name"] in ("parent edit", "child edit")
     assert set(log[0]["winner"]) == {"vv", "modified", "origin"}
-    later = get(parent.url, "/replication/conflicts", user="sync",
-                sinceGen=str(log[0]["generation"]))
+    later = get(
+        parent.url, "/replication/conflicts", user="sync", sinceGen=str(log[0]["generation"])
+    )
     assert later == {"conflicts": []}
 
 
@@ -458,10 +555,20 @@ def test_restart_keeps_data(emulator, tmp_path):
 def test_python_dash_m_prints_url_first_and_stops_on_sigterm(tmp_path):
     env = {k: v for k, v in os.environ.items() if "PROXY" not in k.upper()}
     env["PYTHONPATH"] = str(ROOT_DIR) + os.pathsep + env.get("PYTHONPATH", "")
-    command = [sys.executable, "-m", "wmsync.emulator", "--repository", "Proc",
-               "--db", str(tmp_path / "proc.sqlite"), "--port", "0"]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=env, cwd=tmp_path) as proc:
+    command = [
+        sys.executable,
+        "-m",
+        "wmsync.emulator",
+        "--repository",
+        "Proc",
+        "--db",
+        str(tmp_path / "proc.sqlite"),
+        "--port",
+        "0",
+    ]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=tmp_path
+    ) as proc:
         try:
             ready, _, _ = select.select([proc.stdout], [], [], 10)
             assert ready, "no URL line within 10 s"
@@ -483,8 +590,15 @@ def test_concurrent_edits_and_imports_serialize(emulator, tmp_path):
     child, parent = emulator("Ohio"), emulator("Parent")
     get(child.url, "/jobs/create", user="bob", jobTypeId="1", numJobs="50")
     _, path = export_doc(child, tmp_path, sinceGen="1")
-    post(parent.url, "/replication/nodes/update", user="s", name="Parent", isParent="true",
-         jobIdStart="1000", jobIdBlock="1000")
+    post(
+        parent.url,
+        "/replication/nodes/update",
+        user="s",
+        name="Parent",
+        isParent="true",
+        jobIdStart="1000",
+        jobIdBlock="1000",
+    )
 
     def create(_):
         return get(parent.url, "/jobs/create", user="bob", jobTypeId="1")["jobIds"][0]

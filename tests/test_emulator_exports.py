@@ -15,8 +15,9 @@ USER = "sync"
 
 
 def export(server, **params):
-    answer = requests.get(server.url + "/replication/export",
-                          params={"user": USER, "f": "json", **params}, timeout=30)
+    answer = requests.get(
+        server.url + "/replication/export", params={"user": USER, "f": "json", **params}, timeout=30
+    )
     return answer.json()
 
 

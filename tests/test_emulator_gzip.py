@@ -38,8 +38,14 @@ def wait_until(condition, seconds=5.0):
 
 def fetch(url, accept):
     """The bytes as they travel (not decoded) and the response headers."""
-    with requests.get(url, params={"user": USER}, headers={"Accept-Encoding": accept},
-                      stream=True, timeout=30, proxies=NO_PROXY) as answer:
+    with requests.get(
+        url,
+        params={"user": USER},
+        headers={"Accept-Encoding": accept},
+        stream=True,
+        timeout=30,
+        proxies=NO_PROXY,
+    ) as answer:
         assert answer.status_code == 200
         return answer.raw.read(decode_content=False), answer.headers
 
@@ -104,8 +110,12 @@ def test_engine_uploads_gzip_and_repositories_converge(emulator, monkeypatch, le
                 uploads.append((gzip, head.read(2) == b"\x1f\x8b", os.path.getsize(path)))
             return super().import_document(path, merge, gzip=gzip)
 
-    result = synchronize(cluster.parent.url, "Parent", cluster.table(),
-                         client_factory=lambda url: Recording(url, user=USER))
+    result = synchronize(
+        cluster.parent.url,
+        "Parent",
+        cluster.table(),
+        client_factory=lambda url: Recording(url, user=USER),
+    )
     assert result.status == 0, result.error
     assert uploads and all(flag == packed == bool(level) for flag, packed, _ in uploads)
     stores = [cluster.parent.store] + [c.store for c in cluster.children]

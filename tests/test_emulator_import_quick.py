@@ -29,8 +29,16 @@ def guid(n: int) -> str:
 
 def job(n, vv, *, local_id=None, modified=1000, origin="Ohio", deleted=False, **fields):
     content = {} if deleted else {"name": f"job {n}", "jobType": DEFAULT_TYPE, **fields}
-    return Element("Job", guid(n), vv, modified, origin, content, deleted=deleted,
-                   local_id=n if local_id is None else local_id)
+    return Element(
+        "Job",
+        guid(n),
+        vv,
+        modified,
+        origin,
+        content,
+        deleted=deleted,
+        local_id=n if local_id is None else local_id,
+    )
 
 
 def write_doc(path, elements, repository="Ohio"):
@@ -44,16 +52,23 @@ def base_store(tmp_path) -> Store:
     store.update_node("Parent", is_parent=True)
     store.apply_elements(
         [
-            job(1, {"Ohio": 1}),                                   # same version comes
-            job(2, {"Ohio": 2}),                                   # older comes
-            job(3, {"Ohio": 1}),                                   # newer comes
-            job(4, {"Parent": 1}, origin="Parent", modified=10),   # concurrent edit comes
-            job(5, {"Parent": 1}, origin="Parent"),                # concurrent, same content
-            job(6, {"Ohio": 1}),                                   # deleted by the document
-            job(7, {"Ohio": 1}, local_id=500),                     # holds id 500
-            Element("JobType", guid(8), {"Parent": 1}, 5, "Parent",
-                    {"name": "Survey", "created": "5"}, local_id=7),
-            job(9, {"Ohio": 1}),                                   # is a Job here
+            job(1, {"Ohio": 1}),  # same version comes
+            job(2, {"Ohio": 2}),  # older comes
+            job(3, {"Ohio": 1}),  # newer comes
+            job(4, {"Parent": 1}, origin="Parent", modified=10),  # concurrent edit comes
+            job(5, {"Parent": 1}, origin="Parent"),  # concurrent, same content
+            job(6, {"Ohio": 1}),  # deleted by the document
+            job(7, {"Ohio": 1}, local_id=500),  # holds id 500
+            Element(
+                "JobType",
+                guid(8),
+                {"Parent": 1},
+                5,
+                "Parent",
+                {"name": "Survey", "created": "5"},
+                local_id=7,
+            ),
+            job(9, {"Ohio": 1}),  # is a Job here
         ],
         sender="Ohio",
     )
@@ -63,30 +78,49 @@ def base_store(tmp_path) -> Store:
 def incoming(tag: str = "") -> list:
     """Every case of the merge rule, ids and references, in one document."""
     return [
-        job(1, {"Ohio": 1}),                                       # unchanged (same)
-        job(2, {"Ohio": 1}, name="old"),                           # unchanged (older)
-        job(3, {"Ohio": 2}, name="newer" + tag),                   # replaced
-        job(4, {"Ohio": 1}, modified=20, name="theirs"),           # conflict, theirs wins
-        job(5, {"Ohio": 1}, origin="Ohio"),                        # merged vv, no conflict
-        job(6, {"Ohio": 2}, deleted=True),                         # tombstone
-        job(20, {"Ohio": 1}, local_id=500),                        # id taken: renumbered
+        job(1, {"Ohio": 1}),  # unchanged (same)
+        job(2, {"Ohio": 1}, name="old"),  # unchanged (older)
+        job(3, {"Ohio": 2}, name="newer" + tag),  # replaced
+        job(4, {"Ohio": 1}, modified=20, name="theirs"),  # conflict, theirs wins
+        job(5, {"Ohio": 1}, origin="Ohio"),  # merged vv, no conflict
+        job(6, {"Ohio": 2}, deleted=True),  # tombstone
+        job(20, {"Ohio": 1}, local_id=500),  # id taken: renumbered
         job(21, {"Ohio": 1}, notes="a <note> & more\nlines" + tag),  # new, with a note
-        job(22, {"Ohio": 1}, deleted=True),                        # new tombstone
+        job(22, {"Ohio": 1}, deleted=True),  # new tombstone
         Element("Job", guid(23), {"Ohio": 1}, 1, "Ohio", {"name": "no id"}),  # needs an id
-        Element("User", guid(24), {"Ohio": 1}, 1, "Ohio", {"userName": "u24"},
-                local_id=3),                                       # users get no id
-        Element("JobType", guid(25), {"Ohio": 1}, 9, "Ohio",
-                {"name": "Survey", "created": "9"}, local_id=8),   # duplicate name: renamed
-        Element("Hold", guid(26), {"Ohio": 1}, 1, "Ohio",
-                {"job": guid(99), "type": "1"}, local_id=1),       # unknown job: a warning
-        Element("Activity", guid(27), {"Ohio": 1}, 1, "Ohio",
-                {"job": guid(21), "type": "3", "message": "hi"}),
-        job(21, {"Ohio": 2}, name="twice"),                        # same GUID again, newer
+        Element(
+            "User", guid(24), {"Ohio": 1}, 1, "Ohio", {"userName": "u24"}, local_id=3
+        ),  # users get no id
+        Element(
+            "JobType",
+            guid(25),
+            {"Ohio": 1},
+            9,
+            "Ohio",
+            {"name": "Survey", "created": "9"},
+            local_id=8,
+        ),  # duplicate name: renamed
+        Element(
+            "Hold", guid(26), {"Ohio": 1}, 1, "Ohio", {"job": guid(99), "type": "1"}, local_id=1
+        ),  # unknown job: a warning
+        Element(
+            "Activity",
+            guid(27),
+            {"Ohio": 1},
+            1,
+            "Ohio",
+            {"job": guid(21), "type": "3", "message": "hi"},
+        ),
+        job(21, {"Ohio": 2}, name="twice"),  # same GUID again, newer
         job(28, {"Ohio": 1}, local_id=28),
-        job(28, {"Ohio": 1}, local_id=28),                         # and again, the same
-        job(2, {"Ohio": 3}, name="third"),                         # an earlier GUID, newer
-        job(29, {"Ohio": 1}, name="tab\x0b\ud800 \ue0000041",          # escaped content
-            notes="\x00\ue000"),
+        job(28, {"Ohio": 1}, local_id=28),  # and again, the same
+        job(2, {"Ohio": 3}, name="third"),  # an earlier GUID, newer
+        job(
+            29,
+            {"Ohio": 1},
+            name="tab\x0b\ud800 \ue0000041",  # escaped content
+            notes="\x00\ue000",
+        ),
     ]
 
 
@@ -98,9 +132,21 @@ def copy(tmp_path, base: Store, name: str) -> Store:
 
 
 def state(store: Store):
-    rows = [(e.guid, e.kind, e.local_id, dict(e.fields), dict(e.element.vv),
-             e.element.modified, e.element.origin, e.deleted, e.via, e.gen)
-            for e in store.elements()]
+    rows = [
+        (
+            e.guid,
+            e.kind,
+            e.local_id,
+            dict(e.fields),
+            dict(e.element.vv),
+            e.element.modified,
+            e.element.origin,
+            e.deleted,
+            e.via,
+            e.gen,
+        )
+        for e in store.elements()
+    ]
     conflicts = [{k: v for k, v in c.items() if k != "time"} for c in store.conflicts()]
     return sorted(rows), conflicts, store.generation()
 
@@ -145,9 +191,7 @@ def test_quick_import_gives_the_reference_answer_and_rows(tmp_path, monkeypatch,
     assert state(quick) == state(reference)
 
 
-def test_what_the_quick_reader_cannot_vouch_for_takes_the_reference_pass(
-    tmp_path, monkeypatch
-):
+def test_what_the_quick_reader_cannot_vouch_for_takes_the_reference_pass(tmp_path, monkeypatch):
     """An attribute with "&" (libxml2 hands it to a target still escaped), text where the
     writer puts none, a comment inside: the reference reader reads these documents."""
     base = base_store(tmp_path)
@@ -185,10 +229,13 @@ def test_quick_records_match_the_reference_elements(tmp_path):
         read = [r for batch in records.batches() for r in batch]
     with exchange.read_document(str(doc)) as reader:
         assert reader.header == header
-        expected = [(e.kind, e.guid, e.local_id, e.vv, e.modified, e.origin, e.deleted,
-                     dict(e.fields)) for e in reader]
-    assert [(k, g, i, exchange.vv_from_text(v), m, o, d, f)
-            for k, g, i, v, m, o, d, f in read] == expected
+        expected = [
+            (e.kind, e.guid, e.local_id, e.vv, e.modified, e.origin, e.deleted, dict(e.fields))
+            for e in reader
+        ]
+    assert [
+        (k, g, i, exchange.vv_from_text(v), m, o, d, f) for k, g, i, v, m, o, d, f in read
+    ] == expected
 
 
 @pytest.mark.parametrize(
@@ -199,8 +246,10 @@ def test_quick_records_match_the_reference_elements(tmp_path):
         ('name="job 21"', 'nmae="job 21"'),
         ("</JobExchange>", ""),
         ("<Job ", "<Jobs "),
-        ("<?xml version='1.0' encoding='UTF-8'?>",
-         "<?xml version='1.0' encoding='UTF-8'?><!DOCTYPE x [<!ENTITY e 'x'>]>"),
+        (
+            "<?xml version='1.0' encoding='UTF-8'?>",
+            "<?xml version='1.0' encoding='UTF-8'?><!DOCTYPE x [<!ENTITY e 'x'>]>",
+        ),
     ],
 )
 def test_invalid_document_same_error_and_nothing_changed(tmp_path, old, new):
@@ -216,7 +265,10 @@ def test_invalid_document_same_error_and_nothing_changed(tmp_path, old, new):
     with pytest.raises(ExchangeFormatError) as got:
         store.import_file(doc)
     assert (str(got.value), got.value.line, got.value.element) == (
-        str(expected.value), expected.value.line, expected.value.element)
+        str(expected.value),
+        expected.value.line,
+        expected.value.element,
+    )
     assert state(store) == before
 
 
@@ -232,7 +284,7 @@ def test_kind_clash_refused_and_nothing_changed(tmp_path):
 
 
 def test_fields_json_is_the_shared_encoding():
-    fields = {"z": "1", "name": "é \"q\" \\ \n\t\u2028 😀", "a": "", "\u00e9": "x"}
+    fields = {"z": "1", "name": 'é "q" \\ \n\t\u2028 😀', "a": "", "\u00e9": "x"}
     assert tables.fields_json(fields) == tables.dumps(fields)
     assert tables.fields_json({}) == tables.dumps({}) == "{}"
     lone = {"a": "x\ud800y", "b": "\udfff"}  # SQLite cannot hold these as UTF-8

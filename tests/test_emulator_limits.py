@@ -35,27 +35,34 @@ def test_text_fields_beyond_the_limit_are_refused_naming_the_field(emulator):
     job = post(url, "/jobs/create", user="bob", jobTypeId="1")["jobIds"][0]
     before = server.store.generation()
     assert refused(post(url, "/jobs/create", user="bob", jobTypeId="1", name=TOO_LONG), "name")
-    assert refused(post(url, f"/jobs/{job}/update", user="bob", description=TOO_LONG),
-                   "description")
+    assert refused(
+        post(url, f"/jobs/{job}/update", user="bob", description=TOO_LONG), "description"
+    )
     properties = json.dumps({"description": TOO_LONG, "name": "fine"})
-    assert refused(post(url, f"/jobs/{job}/update", user="bob", properties=properties),
-                   "description")
+    assert refused(
+        post(url, f"/jobs/{job}/update", user="bob", properties=properties), "description"
+    )
     assert refused(post(url, f"/jobs/{job}/notes/update", user="bob", notes=TOO_LONG), "notes")
-    assert refused(post(url, f"/jobs/{job}/holds/create", user="bob", type="1",
-                        comments=TOO_LONG), "comments")
-    assert refused(post(url, f"/jobs/{job}/activity/logAction", user="bob", type="1",
-                        comments=TOO_LONG), "comments")
+    assert refused(
+        post(url, f"/jobs/{job}/holds/create", user="bob", type="1", comments=TOO_LONG), "comments"
+    )
+    assert refused(
+        post(url, f"/jobs/{job}/activity/logAction", user="bob", type="1", comments=TOO_LONG),
+        "comments",
+    )
     assert refused(post(url, "/jobTypes/create", user="bob", name=TOO_LONG), "name")
     assert server.store.generation() == before  # nothing changed
-    assert requests.get(f"{url}/jobs/{job}", params={"f": "json"},
-                        timeout=10).json()["name"] != "fine"
+    assert (
+        requests.get(f"{url}/jobs/{job}", params={"f": "json"}, timeout=10).json()["name"] != "fine"
+    )
 
 
 def test_text_up_to_the_limit_is_stored_whole(emulator):
     server = emulator("Parent")
     job = post(server.url, "/jobs/create", user="bob", jobTypeId="1")["jobIds"][0]
     longest = "é" * MAX_TEXT_CHARS
-    assert post(server.url, f"/jobs/{job}/notes/update", user="bob",
-                notes=longest) == {"success": True}
+    assert post(server.url, f"/jobs/{job}/notes/update", user="bob", notes=longest) == {
+        "success": True
+    }
     notes = requests.get(f"{server.url}/jobs/{job}/notes", params={"f": "json"}, timeout=30)
     assert notes.json()["notes"] == longest

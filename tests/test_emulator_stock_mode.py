@@ -26,10 +26,16 @@ ROOT_DIR = Path(__file__).resolve().parents[1]
 IDENTITY_KEYS = {"guid", "modified", "origin"}
 #: The extended server's own operations ([ours]): none of them answers in stock mode.
 OURS = [
-    "/replication/export", "/replication/nodes/update", "/replication/nodes/reset",
-    "/replication/conflicts", "/replication/exports/0123456789abcdef0123456789abcdef.jxl",
-    "/jobTypes/create", "/jobTypes/1/update", "/community/users/create",
-    "/community/users/admin/update", "/community/groups/create",
+    "/replication/export",
+    "/replication/nodes/update",
+    "/replication/nodes/reset",
+    "/replication/conflicts",
+    "/replication/exports/0123456789abcdef0123456789abcdef.jxl",
+    "/jobTypes/create",
+    "/jobTypes/1/update",
+    "/community/users/create",
+    "/community/users/admin/update",
+    "/community/groups/create",
     "/community/groups/1/update",
 ]
 
@@ -77,19 +83,33 @@ def test_every_route_answers_without_identity_keys_and_ours_are_refused(stock):
     answered = 0
     for rule in sorted(every_path):
         job_id = new_job(stock.url)
-        hold_id = call(stock.url, f"/jobs/{job_id}/holds/create", user="admin",
-                       type="1")["holdId"]
+        hold_id = call(stock.url, f"/jobs/{job_id}/holds/create", user="admin", type="1")["holdId"]
         if rule.endswith("/reopen"):
             call(stock.url, "/jobs/close", user="admin", jobs=str(job_id))
-        path = (rule.replace("<int:job_id>", str(job_id))
-                .replace("<int:hold_id>", str(hold_id))
-                .replace("<int:type_id>", "1").replace("<int:group_id>", "1")
-                .replace("<user_name>", "admin")
-                .replace("<export_file>", "0123456789abcdef0123456789abcdef.jxl"))
-        answer = call(stock.url, path, user="admin", jobTypeId="1", jobs=str(job_id),
-                      type="1", comments="c", notes="n", assignedType="1",
-                      assignedTo="admin", properties=json.dumps({"name": "renamed"}),
-                      name="x", userName="x", jxlURL=stock.url + "/x.jxl")
+        path = (
+            rule.replace("<int:job_id>", str(job_id))
+            .replace("<int:hold_id>", str(hold_id))
+            .replace("<int:type_id>", "1")
+            .replace("<int:group_id>", "1")
+            .replace("<user_name>", "admin")
+            .replace("<export_file>", "0123456789abcdef0123456789abcdef.jxl")
+        )
+        answer = call(
+            stock.url,
+            path,
+            user="admin",
+            jobTypeId="1",
+            jobs=str(job_id),
+            type="1",
+            comments="c",
+            notes="n",
+            assignedType="1",
+            assignedTo="admin",
+            properties=json.dumps({"name": "renamed"}),
+            name="x",
+            userName="x",
+            jxlURL=stock.url + "/x.jxl",
+        )
         if rule not in stock_paths:
             # as an unknown resource ("/community/users/create" reads as the user "create")
             assert answer["error"]["code"] == 404, (rule, answer)
@@ -114,8 +134,16 @@ def test_root_and_replication_info_are_esri_only(stock):
     assert root["currentVersion"] and root["jobTypes"] == [{"id": 1, "name": "Default"}]
     assert call(stock.url, "/replication/info", user="admin") == {"nodes": []}
     job_id = new_job(stock.url)
-    answers = [call(stock.url, p) for p in ("/jobs", f"/jobs/{job_id}", "/jobTypes/1",
-                                            "/community/users", "/community/groups")]
+    answers = [
+        call(stock.url, p)
+        for p in (
+            "/jobs",
+            f"/jobs/{job_id}",
+            "/jobTypes/1",
+            "/community/users",
+            "/community/groups",
+        )
+    ]
     assert not keys_in(answers) & IDENTITY_KEYS
 
 
@@ -123,12 +151,18 @@ def test_import_refuses_documents_in_every_form(stock, emulator, tmp_path):
     source = emulator("Ohio")
     info = call(source.url, "/replication/export", user="sync")
     document = requests.get(info["jxlURL"], timeout=10).content
-    raw = requests.post(stock.url + "/replication/import",
-                        params={"user": "sync", "f": "json"}, data=document,
-                        headers={"Content-Type": "application/xml"}, timeout=10).json()
+    raw = requests.post(
+        stock.url + "/replication/import",
+        params={"user": "sync", "f": "json"},
+        data=document,
+        headers={"Content-Type": "application/xml"},
+        timeout=10,
+    ).json()
     assert raw["error"]["code"] == 400
-    assert call(stock.url, "/replication/import", user="sync",
-                jxlURL=info["jxlURL"])["error"]["code"] == 400
+    assert (
+        call(stock.url, "/replication/import", user="sync", jxlURL=info["jxlURL"])["error"]["code"]
+        == 400
+    )
     assert call(stock.url, "/jobs") == {"jobIds": []}
 
 
@@ -146,8 +180,12 @@ def test_create_honours_id_and_refuses_a_taken_one(stock):
 
 def test_job_id_start_value_sets_where_new_ids_start(stock):
     assert new_job(stock.url) == 1
-    answer = call(stock.url, "/updateConfigProperties", user="admin",
-                  properties=json.dumps({"JOB_ID_START_VALUE": "5000"}))
+    answer = call(
+        stock.url,
+        "/updateConfigProperties",
+        user="admin",
+        properties=json.dumps({"JOB_ID_START_VALUE": "5000"}),
+    )
     assert answer == {"success": True}
     assert [new_job(stock.url), new_job(stock.url)] == [5000, 5001]
     assert new_job(stock.url, id="3") == 3  # an explicit id still goes where it is told
@@ -165,12 +203,14 @@ def test_update_leaves_what_esri_says_the_server_sets(stock):
     job_id = new_job(stock.url)
     before = call(stock.url, f"/jobs/{job_id}")
     properties = {"stage": 5, "endDate": 1, "startedDate": 2, "priority": 4}
-    assert call(stock.url, f"/jobs/{job_id}/update", user="admin",
-                properties=json.dumps(properties)) == {"success": True}
+    assert call(
+        stock.url, f"/jobs/{job_id}/update", user="admin", properties=json.dumps(properties)
+    ) == {"success": True}
     after = call(stock.url, f"/jobs/{job_id}")
     assert after["priority"] == 4
-    assert [after[k] for k in ("stage", "endDate", "startedDate")] == \
-        [before[k] for k in ("stage", "endDate", "startedDate")]
+    assert [after[k] for k in ("stage", "endDate", "startedDate")] == [
+        before[k] for k in ("stage", "endDate", "startedDate")
+    ]
 
 
 # ------------------------------------------------------------------ side effects
@@ -188,8 +228,9 @@ def test_changes_log_activity_with_server_time_and_calling_user(stock):
     for user, path, params in steps:
         assert "error" not in call(stock.url, path, user=user, **params)
     hold_id = call(stock.url, f"/jobs/{job_id}/holds")["holds"][0]["id"]
-    assert call(stock.url, f"/jobs/{job_id}/holds/{hold_id}/release", user="frank",
-                comments="go") == {"success": True}
+    assert call(
+        stock.url, f"/jobs/{job_id}/holds/{hold_id}/release", user="frank", comments="go"
+    ) == {"success": True}
     after = int(time.time() * 1000)
     activity = call(stock.url, f"/jobs/{job_id}/activity")["activity"]
     assert [a["user"] for a in activity] == ["alice", "bob", "carol", "dave", "erin", "frank"]
@@ -198,8 +239,14 @@ def test_changes_log_activity_with_server_time_and_calling_user(stock):
     hold = call(stock.url, f"/jobs/{job_id}/holds")["holds"][0]
     assert hold["heldBy"] == "erin" and before <= hold["holdDate"] <= after
     assert hold["releasedBy"] == "frank" and before <= hold["releaseDate"] <= after
-    logged = call(stock.url, f"/jobs/{job_id}/activity/logAction", user="gina", type="1",
-                  comments="hello", date="0")
+    logged = call(
+        stock.url,
+        f"/jobs/{job_id}/activity/logAction",
+        user="gina",
+        type="1",
+        comments="hello",
+        date="0",
+    )
     assert logged == {"success": True}
     last = call(stock.url, f"/jobs/{job_id}/activity")["activity"][-1]
     assert last["user"] == "gina" and last["message"] == "hello" and last["date"] >= after
@@ -232,7 +279,8 @@ def test_config_is_applied_at_every_start_adding_only_what_is_missing(emulator):
 
     changed = {
         "jobTypes": [{"name": "Edit Data", "description": "changed"}, {"name": "QA"}],
-        "users": [], "groups": [],
+        "users": [],
+        "groups": [],
     }
     third = emulator("Site", stock=True, site=parse_site_config(changed))
     types = {t["name"]: t["id"] for t in call(third.url)["jobTypes"]}
@@ -247,13 +295,16 @@ def test_config_works_without_stock_too(emulator):
     assert call(server.url)["name"] == "Plain"
 
 
-@pytest.mark.parametrize("payload, fragment", [
-    ([], "JSON object"),
-    ({"jobtypes": []}, "unknown key 'jobtypes'"),
-    ({"jobTypes": [{"description": "x"}]}, "jobTypes[0]: 'name'"),
-    ({"users": [{"userName": ""}]}, "users[0]: 'userName'"),
-    ({"groups": [{"name": "G", "users": "admin"}]}, "groups[0]: 'users'"),
-])
+@pytest.mark.parametrize(
+    "payload, fragment",
+    [
+        ([], "JSON object"),
+        ({"jobtypes": []}, "unknown key 'jobtypes'"),
+        ({"jobTypes": [{"description": "x"}]}, "jobTypes[0]: 'name'"),
+        ({"users": [{"userName": ""}]}, "users[0]: 'userName'"),
+        ({"groups": [{"name": "G", "users": "admin"}]}, "groups[0]: 'users'"),
+    ],
+)
 def test_a_bad_config_is_refused_naming_the_item(payload, fragment):
     with pytest.raises(ValueError, match=fragment.replace("[", r"\[").replace("]", r"\]")):
         parse_site_config(payload, "site.json")
@@ -275,10 +326,19 @@ def _serve(tmp_path, *options):
 def test_serve_stock_with_config_as_a_process(tmp_path):
     site = tmp_path / "site.json"
     site.write_text(json.dumps(SITE), encoding="utf-8")
-    command = _serve(tmp_path, "--repository", "Proc", "--db", str(tmp_path / "p.sqlite"),
-                     "--stock", "--config", str(site))
-    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          env=_env(), cwd=tmp_path) as proc:
+    command = _serve(
+        tmp_path,
+        "--repository",
+        "Proc",
+        "--db",
+        str(tmp_path / "p.sqlite"),
+        "--stock",
+        "--config",
+        str(site),
+    )
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env(), cwd=tmp_path
+    ) as proc:
         try:
             ready, _, _ = select.select([proc.stdout], [], [], 15)
             assert ready, "no URL line within 15 s"
@@ -299,10 +359,19 @@ def test_serve_stock_with_config_as_a_process(tmp_path):
 def test_serve_on_another_repositorys_database_says_so_in_one_line(tmp_path, emulator, entry):
     other = emulator("Ohio")
     other.stop()
-    command = [sys.executable, *entry, "--repository", "Parent", "--db", str(other.db_path),
-               "--port", "0"]
-    done = subprocess.run(command, capture_output=True, text=True, env=_env(), cwd=tmp_path,
-                          timeout=30)
+    command = [
+        sys.executable,
+        *entry,
+        "--repository",
+        "Parent",
+        "--db",
+        str(other.db_path),
+        "--port",
+        "0",
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=30
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -312,9 +381,16 @@ def test_serve_on_another_repositorys_database_says_so_in_one_line(tmp_path, emu
 def test_serve_with_a_broken_config_file_says_so_in_one_line(tmp_path):
     site = tmp_path / "site.json"
     site.write_text("{not json", encoding="utf-8")
-    done = subprocess.run(_serve(tmp_path, "--repository", "P", "--db",
-                                 str(tmp_path / "p.sqlite"), "--config", str(site)),
-                          capture_output=True, text=True, env=_env(), cwd=tmp_path, timeout=30)
+    done = subprocess.run(
+        _serve(
+            tmp_path, "--repository", "P", "--db", str(tmp_path / "p.sqlite"), "--config", str(site)
+        ),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        cwd=tmp_path,
+        timeout=30,
+    )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "site.json" in lines[0] and "JSON" in lines[0], done.stderr
@@ -322,8 +398,13 @@ def test_serve_with_a_broken_config_file_says_so_in_one_line(tmp_path):
 
 def test_serve_and_python_dash_m_take_the_same_options():
     def options(entry):
-        done = subprocess.run([sys.executable, *entry, "--help"], capture_output=True,
-                              text=True, env=_env(), timeout=30)
+        done = subprocess.run(
+            [sys.executable, *entry, "--help"],
+            capture_output=True,
+            text=True,
+            env=_env(),
+            timeout=30,
+        )
         assert done.returncode == 0
         return {word.rstrip(",") for word in done.stdout.split() if word.startswith("--")}
 
@@ -337,8 +418,12 @@ def test_each_routing_table_is_built_once_per_process(tmp_path):
     kind shares one table."""
     from wmsync.emulator.app import EmulatorConfig, create_app
 
-    apps = [create_app(EmulatorConfig(repository=f"R{n}", db_path=str(tmp_path / f"{n}.db"),
-                                      stock=n % 2 == 0)) for n in range(4)]
+    apps = [
+        create_app(
+            EmulatorConfig(repository=f"R{n}", db_path=str(tmp_path / f"{n}.db"), stock=n % 2 == 0)
+        )
+        for n in range(4)
+    ]
     tables = [app.routes for app in apps]
     assert tables[0] is tables[2] is stock_routes()
     assert tables[1] is tables[3] is extended_routes()

@@ -22,16 +22,23 @@ def make_store(tmp_path, name="Parent", **kwargs) -> Store:
     return Store(tmp_path / f"{name}.sqlite", name, **kwargs)
 
 
-def job(vv, modified=1000, origin="A", name="job", guid=JOB_GUID, local_id=101, deleted=False,
-        **extra) -> Element:
+def job(
+    vv, modified=1000, origin="A", name="job", guid=JOB_GUID, local_id=101, deleted=False, **extra
+) -> Element:
     fields = {} if deleted else {"name": name, "jobType": DEFAULT_TYPE, **extra}
-    return Element("Job", guid, vv, modified, origin, fields, deleted=deleted,
-                   local_id=local_id)
+    return Element("Job", guid, vv, modified, origin, fields, deleted=deleted, local_id=local_id)
 
 
 def job_type(guid, name, created, vv=None, origin="A", local_id=5) -> Element:
-    return Element("JobType", guid, vv or {origin: 1}, 1000, origin,
-                   {"name": name, "created": str(created)}, local_id=local_id)
+    return Element(
+        "JobType",
+        guid,
+        vv or {origin: 1},
+        1000,
+        origin,
+        {"name": name, "created": str(created)},
+        local_id=local_id,
+    )
 
 
 def make_parent(store: Store) -> None:
@@ -45,17 +52,36 @@ MERGE_CASES = [
     ("unknown guid is added", None, job({"B": 1}), merge.ADD, "incoming"),
     ("same version", job({"A": 1}), job({"A": 1}), merge.UNCHANGED, None),
     ("incoming older", job({"A": 2}), job({"A": 1}, name="old"), merge.UNCHANGED, None),
-    ("incoming newer, slow clock", job({"A": 1}, modified=5000),
-     job({"A": 1, "B": 1}, modified=10, origin="B", name="new"), merge.REPLACE, "incoming"),
-    ("concurrent, different content", job({"A": 1}, modified=10),
-     job({"B": 1}, modified=20, origin="B", name="b"), merge.CONFLICT, "incoming"),
-    ("same vv, different content", job({"A": 1}, modified=30, name="restored"),
-     job({"A": 1}, modified=20, name="other"), merge.CONFLICT, "local"),
-    ("concurrent, same content", job({"A": 1}), job({"B": 1}, origin="B"), merge.MERGE,
-     "incoming"),
+    (
+        "incoming newer, slow clock",
+        job({"A": 1}, modified=5000),
+        job({"A": 1, "B": 1}, modified=10, origin="B", name="new"),
+        merge.REPLACE,
+        "incoming",
+    ),
+    (
+        "concurrent, different content",
+        job({"A": 1}, modified=10),
+        job({"B": 1}, modified=20, origin="B", name="b"),
+        merge.CONFLICT,
+        "incoming",
+    ),
+    (
+        "same vv, different content",
+        job({"A": 1}, modified=30, name="restored"),
+        job({"A": 1}, modified=20, name="other"),
+        merge.CONFLICT,
+        "local",
+    ),
+    ("concurrent, same content", job({"A": 1}), job({"B": 1}, origin="B"), merge.MERGE, "incoming"),
     ("tombstone newer", job({"A": 1}), job({"A": 2}, deleted=True), merge.REPLACE, "incoming"),
-    ("concurrent edit newer than tombstone revives", job({"A": 2}, modified=10, deleted=True),
-     job({"A": 1, "B": 1}, modified=99, origin="B", name="edited"), merge.CONFLICT, "incoming"),
+    (
+        "concurrent edit newer than tombstone revives",
+        job({"A": 2}, modified=10, deleted=True),
+        job({"A": 1, "B": 1}, modified=99, origin="B", name="edited"),
+        merge.CONFLICT,
+        "incoming",
+    ),
 ]
 
 
@@ -77,8 +103,10 @@ def test_decide(local, incoming, action, expected):
     assert decision.result.origin == source.origin
     if action in (merge.CONFLICT, merge.MERGE):
         assert decision.local
-        assert decision.result.vv == {**local.vv, **{
-            k: max(v, local.vv.get(k, 0)) for k, v in incoming.vv.items()}}
+        assert decision.result.vv == {
+            **local.vv,
+            **{k: max(v, local.vv.get(k, 0)) for k, v in incoming.vv.items()},
+        }
     if action == merge.CONFLICT:
         assert decision.loser is not None
         assert decision.loser.same_content(local if expected == "incoming" else incoming)
@@ -237,8 +265,10 @@ def test_add_writes_exactly_the_incoming_version(tmp_path):
 
 def test_import_logs_no_activity_and_is_idempotent(tmp_path):
     store = make_store(tmp_path)
-    doc = [job({"Ohio": 1}, origin="Ohio"),
-           job({"Ohio": 1}, guid="22222222-2222-4222-8222-222222222222", local_id=102)]
+    doc = [
+        job({"Ohio": 1}, origin="Ohio"),
+        job({"Ohio": 1}, guid="22222222-2222-4222-8222-222222222222", local_id=102),
+    ]
     store.apply_elements(doc, sender="Ohio")
     before = store.generation()
     again = store.apply_elements(doc, sender="Ohio")
@@ -293,13 +323,28 @@ def test_concurrent_conflict_same_winner_in_both_orders(tmp_path):
 def test_conflicts_name_the_job_the_element_and_the_fields_that_differ(tmp_path):
     store = make_store(tmp_path)
     mine = job({"A": 1}, modified=100, origin="A", name="mine", priority="1", stage="2")
-    theirs = job({"B": 1}, modified=200, origin="B", name="theirs", priority="1",
-                 stage="3", notes="n")
+    theirs = job(
+        {"B": 1}, modified=200, origin="B", name="theirs", priority="1", stage="3", notes="n"
+    )
     hold_guid = "22222222-2222-4222-8222-222222222222"
-    hold_a = Element("Hold", hold_guid, {"A": 1}, 100, "A",
-                     {"job": JOB_GUID, "type": "1", "holdComments": "wait"}, local_id=4)
-    hold_b = Element("Hold", hold_guid, {"B": 1}, 200, "B",
-                     {"job": JOB_GUID, "type": "1", "holdComments": "go"}, local_id=4)
+    hold_a = Element(
+        "Hold",
+        hold_guid,
+        {"A": 1},
+        100,
+        "A",
+        {"job": JOB_GUID, "type": "1", "holdComments": "wait"},
+        local_id=4,
+    )
+    hold_b = Element(
+        "Hold",
+        hold_guid,
+        {"B": 1},
+        200,
+        "B",
+        {"job": JOB_GUID, "type": "1", "holdComments": "go"},
+        local_id=4,
+    )
     user_guid = guid_for_name("User", "ann")
     user_a = Element("User", user_guid, {"A": 1}, 100, "A", {"userName": "ann", "email": "a"})
     user_b = Element("User", user_guid, {"B": 1}, 200, "B", {"userName": "ann", "email": "b"})
@@ -320,7 +365,8 @@ def test_conflicts_name_the_job_the_element_and_the_fields_that_differ(tmp_path)
     assert (entry["kind"], entry["id"], entry["name"]) == ("Job", 101, "theirs")
     assert entry["fields"] == sorted(theirs.fields)
     assert {k: store.conflicts()[-1][k] for k in ("id", "name", "fields")} == {
-        k: entry[k] for k in ("id", "name", "fields")}
+        k: entry[k] for k in ("id", "name", "fields")
+    }
 
 
 def test_conflicts_of_the_quick_and_reference_readers_agree(tmp_path):
@@ -328,16 +374,27 @@ def test_conflicts_of_the_quick_and_reference_readers_agree(tmp_path):
     store = make_store(tmp_path)
     new_job = "33333333-3333-4333-8333-333333333333"
     hold_guid = "44444444-4444-4444-8444-444444444444"
-    store.apply_elements([Element("Hold", hold_guid, {"A": 1}, 100, "A",
-                                  {"job": new_job, "heldBy": "x"}, local_id=4)], sender="A")
-    doc = write_doc(tmp_path / "in.jxl", [
-        job({"B": 1}, guid=new_job, local_id=777, name="fresh"),
-        Element("Hold", hold_guid, {"B": 1}, 200, "B", {"job": new_job, "heldBy": "y"},
-                local_id=4),
-    ])
+    store.apply_elements(
+        [
+            Element(
+                "Hold", hold_guid, {"A": 1}, 100, "A", {"job": new_job, "heldBy": "x"}, local_id=4
+            )
+        ],
+        sender="A",
+    )
+    doc = write_doc(
+        tmp_path / "in.jxl",
+        [
+            job({"B": 1}, guid=new_job, local_id=777, name="fresh"),
+            Element(
+                "Hold", hold_guid, {"B": 1}, 200, "B", {"job": new_job, "heldBy": "y"}, local_id=4
+            ),
+        ],
+    )
     result = store.import_file(doc)
     assert [(c["kind"], c["id"], c["fields"]) for c in result.conflicts] == [
-        ("Hold", 777, ["heldBy"])]
+        ("Hold", 777, ["heldBy"])
+    ]
 
 
 def test_equal_vv_different_content_is_a_conflict(tmp_path):
@@ -437,10 +494,8 @@ def test_parent_renames_later_created_duplicates(tmp_path):
     store = make_store(tmp_path)
     make_parent(store)
     older = job_type("a0000000-0000-4000-8000-000000000000", "Edit", 10, origin="A")
-    newer = job_type("b0000000-0000-4000-8000-000000000000", "Edit", 20, origin="B",
-                     local_id=6)
-    newest = job_type("c0000000-0000-4000-8000-000000000000", "Edit", 30, origin="C",
-                      local_id=7)
+    newer = job_type("b0000000-0000-4000-8000-000000000000", "Edit", 20, origin="B", local_id=6)
+    newest = job_type("c0000000-0000-4000-8000-000000000000", "Edit", 30, origin="C", local_id=7)
     store.apply_elements([newer], sender="B")
     result = store.apply_elements([older, newest], sender="A")
     names = {g: store.get(g).fields["name"] for g in (older.guid, newer.guid, newest.guid)}
@@ -490,8 +545,10 @@ def test_gzip_document_is_accepted(tmp_path):
 
 def test_invalid_document_changes_nothing(tmp_path):
     store = make_store(tmp_path)
-    good = [job({"Ohio": 1}, guid=f"{i:08d}-1111-4111-8111-111111111111", local_id=i)
-            for i in range(1, 6)]
+    good = [
+        job({"Ohio": 1}, guid=f"{i:08d}-1111-4111-8111-111111111111", local_id=i)
+        for i in range(1, 6)
+    ]
     doc = write_doc(tmp_path / "in.jxl", good)
     text = doc.read_text("utf-8")
     broken = text.replace('vv="Ohio:1"', 'vv="Ohio:zero"', 1)
@@ -546,8 +603,9 @@ def test_export_round_trip_converges(tmp_path):
 
 def test_nodes_watermark_only_moves_forward(tmp_path):
     store = make_store(tmp_path)
-    node = store.update_node("Ohio", server_url="http://o", is_connected=True,
-                             last_sync_gen=10, sync_id="s1")
+    node = store.update_node(
+        "Ohio", server_url="http://o", is_connected=True, last_sync_gen=10, sync_id="s1"
+    )
     assert (node.id, node.last_sync_gen, node.sync_id) == (1, 10, "s1")
     node = store.update_node("Ohio", last_sync_gen=4, stamp_last_sync=True)
     assert node.last_sync_gen == 10 and node.last_sync is not None
@@ -591,7 +649,6 @@ def test_a_conflict_log_from_before_gains_the_new_columns(tmp_path):
         for column in ("job_id", "name", "fields"):
             conn.execute(f"ALTER TABLE conflicts DROP COLUMN {column}")
     reopened = make_store(tmp_path)
-    assert [(c["id"], c["name"], c["fields"]) for c in reopened.conflicts()] == [
-        (None, None, [])]
+    assert [(c["id"], c["name"], c["fields"]) for c in reopened.conflicts()] == [(None, None, [])]
     reopened.apply_elements([job({"C": 1}, modified=300, origin="C", name="c")], sender="C")
     assert reopened.conflicts()[-1]["fields"] == ["name"]

@@ -56,8 +56,13 @@ def mem() -> MemoryCluster:
 
 
 def run(cluster: MemoryCluster, table: str = "", parent: str = "Parent", **options):
-    return synchronize(url_of("Parent"), parent, table or cluster.table("Ohio", "AZ"),
-                       replica_factory=cluster, **options)
+    return synchronize(
+        url_of("Parent"),
+        parent,
+        table or cluster.table("Ohio", "AZ"),
+        replica_factory=cluster,
+        **options,
+    )
 
 
 def moved(result) -> int:
@@ -138,7 +143,8 @@ def test_a_child_that_is_down_fails_alone_with_its_name_once(mem):
     assert listener.total == listener.done == 2  # only Ohio's two steps
     assert "status 1: the connected child failed" not in result.summary_lines()[-1]
     assert result.summary_lines()[-1] == (
-        "status 1: 1 of 2 connected children failed; the other one synchronized")
+        "status 1: 1 of 2 connected children failed; the other one synchronized"
+    )
 
 
 def test_a_known_child_that_fails_its_check_is_not_said_to_be_registered(mem):
@@ -154,13 +160,16 @@ def test_a_known_child_that_fails_its_check_is_not_said_to_be_registered(mem):
     assert first.children[0].error.startswith("while being registered: ")
 
 
-@pytest.mark.parametrize(("status", "connected", "words"), [
-    (1, 1, "the connected child failed"),
-    (2, 2, "all 2 connected children failed"),
-    (1, 3, "1 of 3 connected children failed; the other 2 synchronized"),
-    (0, 3, "every connected child synchronized"),
-    (-1, 0, "nothing could be done"),
-])
+@pytest.mark.parametrize(
+    ("status", "connected", "words"),
+    [
+        (1, 1, "the connected child failed"),
+        (2, 2, "all 2 connected children failed"),
+        (1, 3, "1 of 3 connected children failed; the other 2 synchronized"),
+        (0, 3, "every connected child synchronized"),
+        (-1, 0, "nothing could be done"),
+    ],
+)
 def test_status_words_never_speak_of_others_that_are_not_there(status, connected, words):
     assert status_meaning(status, connected) == words
 
@@ -252,8 +261,7 @@ def test_plan_predicts_the_push_from_the_pulls_and_writes_nothing(mem):
     assert [e.state for e in planned.children] == ["planned", "planned"]
     assert (entries["Ohio"].pull, entries["AZ"].pull) == (2, 1)
     assert (entries["Ohio"].push_estimate, entries["AZ"].push_estimate) == (3 + 1, 3 + 2)
-    assert {name: (repo.generation, dict(repo.nodes)) for name, repo in mem.repos.items()} \
-        == before
+    assert {name: (repo.generation, dict(repo.nodes)) for name, repo in mem.repos.items()} == before
     assert all(not repo.ops("export") for repo in mem.repos.values())  # counts only
     result = run(mem)
     got = {c.name: (c.sent, c.received) for c in result.children}
@@ -292,8 +300,9 @@ def test_queued_listener_replays_calls_in_order_and_polls_cancel_only_on_relay()
             return True
 
     queued, target = QueuedListener(), Stop()
-    worker = threading.Thread(target=lambda: (queued.step("a"), queued.warning("w"),
-                                              queued.step_done(), queued.info("i")))
+    worker = threading.Thread(
+        target=lambda: (queued.step("a"), queued.warning("w"), queued.step_done(), queued.info("i"))
+    )
     worker.start()
     worker.join()
     assert (target.steps, target.done) == ([], 0)  # nothing reaches it from the worker

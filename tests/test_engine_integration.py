@@ -50,9 +50,13 @@ class Recorder(SyncListener):
 
 
 def sync(cluster, table=None, **options):
-    return synchronize(cluster.parent.url, cluster.parent_name,
-                       table if table is not None else cluster.table(), user="tester",
-                       **options)
+    return synchronize(
+        cluster.parent.url,
+        cluster.parent_name,
+        table if table is not None else cluster.table(),
+        user="tester",
+        **options,
+    )
 
 
 @pytest.fixture
@@ -109,8 +113,10 @@ def test_jobs_and_configuration_changed_everywhere_converge(three):
     assert sorted(t[0] for t in view["jobTypes"].values()) == ["Default", "Edit Data"]
 
     # Edits and deletes made after that converge too, from any node.
-    ohio.post(f"jobs/{job_id_by_name(ohio, 'HQ review')}/update",
-              properties='{"description": "edited in Ohio"}')
+    ohio.post(
+        f"jobs/{job_id_by_name(ohio, 'HQ review')}/update",
+        properties='{"description": "edited in Ohio"}',
+    )
     az.post(f"jobs/{job_id_by_name(az, 'Ohio parcels')}/delete")
     parent.post("community/users/ohio_editor/update", fullName="Ohio Editor (HQ)")
     result = sync(three)
@@ -218,8 +224,11 @@ def test_runs_that_cannot_start_return_minus_one_and_change_nothing(three, case)
     assert result.error
     after = {name: generation(three.client(name)) for name in three.names}
     assert after == before
-    assert all(not node.get("lastSyncGen")
-               for n in three.names for node in three.client(n).replication_info()["nodes"])
+    assert all(
+        not node.get("lastSyncGen")
+        for n in three.names
+        for node in three.client(n).replication_info()["nodes"]
+    )
 
 
 def test_plan_reports_what_would_move_and_changes_nothing(three):
@@ -273,10 +282,14 @@ def test_progress_has_one_step_per_child_per_phase(three):
     listener = Recorder()
     sync(three, listener=listener)
     assert listener.total == 4 and listener.done == 4
-    assert sorted(listener.steps) == sorted([
-        "Ohio: sending changes to the parent", "AZ: sending changes to the parent",
-        "Ohio: receiving changes from the parent", "AZ: receiving changes from the parent",
-    ])
+    assert sorted(listener.steps) == sorted(
+        [
+            "Ohio: sending changes to the parent",
+            "AZ: sending changes to the parent",
+            "Ohio: receiving changes from the parent",
+            "AZ: receiving changes from the parent",
+        ]
+    )
 
 
 def test_a_failed_push_is_redone_next_run_without_a_full_exchange(three):
@@ -304,20 +317,29 @@ def test_a_failed_push_is_redone_next_run_without_a_full_exchange(three):
     [
         (None, None, False, (False, 0, 0)),
         ({"syncId": "a", "lastSyncGen": 5}, None, False, (False, 0, 0)),
-        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "b", "lastSyncGen": 7}, False,
-         (False, 0, 0)),
-        ({"syncId": None, "lastSyncGen": 5}, {"syncId": None, "lastSyncGen": 7}, False,
-         (False, 0, 0)),
-        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "a", "lastSyncGen": 7}, False,
-         (True, 5, 7)),
-        ({"syncId": "a", "lastSyncGen": None}, {"syncId": "a", "lastSyncGen": 7}, False,
-         (True, 0, 7)),
-        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "a", "lastSyncGen": 7}, True,
-         (False, 0, 0)),
+        (
+            {"syncId": "a", "lastSyncGen": 5},
+            {"syncId": "b", "lastSyncGen": 7},
+            False,
+            (False, 0, 0),
+        ),
+        (
+            {"syncId": None, "lastSyncGen": 5},
+            {"syncId": None, "lastSyncGen": 7},
+            False,
+            (False, 0, 0),
+        ),
+        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "a", "lastSyncGen": 7}, False, (True, 5, 7)),
+        (
+            {"syncId": "a", "lastSyncGen": None},
+            {"syncId": "a", "lastSyncGen": 7},
+            False,
+            (True, 0, 7),
+        ),
+        ({"syncId": "a", "lastSyncGen": 5}, {"syncId": "a", "lastSyncGen": 7}, True, (False, 0, 0)),
     ],
 )
-def test_watermarks_are_trusted_only_with_matching_sync_ids(parent_row, child_row, full,
-                                                            expected):
+def test_watermarks_are_trusted_only_with_matching_sync_ids(parent_row, child_row, full, expected):
     from wmsync.engine import watermarks
 
     assert watermarks(parent_row, child_row, full) == expected

@@ -62,8 +62,7 @@ def test_a_child_of_another_cluster_is_refused_naming_it_and_how_to_leave(emulat
         assert synchronize(first.parent.url, "Parent", first.table(), user=USER).status == 0
         ohio_rows = first.client("Ohio").replication_info()["nodes"]
         listener = Warnings()
-        result = synchronize(other.parent.url, "Other", first.table(), user=USER,
-                             listener=listener)
+        result = synchronize(other.parent.url, "Other", first.table(), user=USER, listener=listener)
         assert result.status == 1
         error = result.children[0].error
         assert "cluster of Parent" in error and first.parent.url in error
@@ -96,13 +95,13 @@ def test_swapping_roles_is_refused(emulator):
     try:
         assert synchronize(first.parent.url, "Parent", first.table(), user=USER).status == 0
         # Ohio as the parent of Parent: refused on Ohio's side (a child elsewhere).
-        swapped = synchronize(first.children[0].url, "Ohio",
-                              f"Parent true {first.parent.url} ''", user=USER)
+        swapped = synchronize(
+            first.children[0].url, "Ohio", f"Parent true {first.parent.url} ''", user=USER
+        )
         assert swapped.status == -1 and "child in the cluster of Parent" in swapped.error
         # Parent as a child of a new repository: it is the parent of its own cluster.
         new = make_cluster(emulator, "New")
-        joined = synchronize(new.parent.url, "New", f"Parent true {first.parent.url} ''",
-                             user=USER)
+        joined = synchronize(new.parent.url, "New", f"Parent true {first.parent.url} ''", user=USER)
         assert joined.status == 1
         assert "parent of its own cluster (children: Ohio)" in joined.children[0].error
         assert node_names(new, "New") == ["New"]
@@ -123,15 +122,15 @@ def test_failure_lines_name_the_child_once_and_a_known_child_is_checked(three):
     assert synchronize(three.parent.url, "Parent", three.table(), user=USER).status == 0
     three.children[1].app.faults.append(Fault("replication/info", "error", times=1))
     listener = Warnings()
-    result = synchronize(three.parent.url, "Parent", three.table(), user=USER,
-                         listener=listener)
+    result = synchronize(three.parent.url, "Parent", three.table(), user=USER, listener=listener)
     assert result.status == 1
     [line] = [w for w in listener.lines if w.startswith("AZ")]
     assert line.startswith("AZ: FAILED: while being checked: ")
     assert "registered" not in line
     assert line.replace(three.children[1].url, "<url>").count("AZ") == 1, line
     assert result.summary_lines()[-1] == (
-        "status 1: 1 of 2 connected children failed; the other one synchronized")
+        "status 1: 1 of 2 connected children failed; the other one synchronized"
+    )
 
 
 def test_only_child_failing_does_not_speak_of_others(three):

@@ -120,5 +120,6 @@ def test_the_extension_replica_counts_through_countonly(monkeypatch):
         assert replica.count_changes(3, "Ohio") == 4
     finally:
         replica.close()
-    assert asked == [("replication/export",
-                      {"sinceGen": 3, "excludeVia": "Ohio", "countOnly": "true"})]
+    assert asked == [
+        ("replication/export", {"sinceGen": 3, "excludeVia": "Ohio", "countOnly": "true"})
+    ]

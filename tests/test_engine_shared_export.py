@@ -71,8 +71,9 @@ def test_a_failed_shared_export_fails_every_child_sharing_it_and_is_redone(mem):
     mem["Parent"].faults["export"] = 1
     failed = run(mem)
     assert failed.status == 3
-    assert all(c.error.startswith("while receiving the parent's changes: ")
-               for c in failed.children)
+    assert all(
+        c.error.startswith("while receiving the parent's changes: ") for c in failed.children
+    )
     again = run(mem)
     assert again.status == 0 and [c.received for c in again.children] == [1, 1, 1]
 
@@ -127,9 +128,17 @@ class Counting:
         class Client(WMServerClient):
             def export(self, since_gen: int, exclude_via: Any = None, **split: Any) -> Any:
                 info = super().export(since_gen, exclude_via, **split)
-                outer.exports.append({"url": url, "since": since_gen, "via": exclude_via,
-                                      "count": info.count, "generation": info.generation,
-                                      "more": info.more, **split})
+                outer.exports.append(
+                    {
+                        "url": url,
+                        "since": since_gen,
+                        "via": exclude_via,
+                        "count": info.count,
+                        "generation": info.generation,
+                        "more": info.more,
+                        **split,
+                    }
+                )
                 if outer.after_first_chunk and info.more:
                     hook, outer.after_first_chunk = outer.after_first_chunk, None
                     hook()
@@ -178,8 +187,12 @@ def test_sharers_that_wait_for_a_worker_do_not_stall_the_split_export(emulator, 
         for n in range(13):
             create_job(parent, f"job {n}")
         results: List[Any] = []
-        worker = threading.Thread(target=lambda: results.append(synchronize(
-            parent.url, "Parent", cluster.table(), user="tester", max_workers=1)), daemon=True)
+        worker = threading.Thread(
+            target=lambda: results.append(
+                synchronize(parent.url, "Parent", cluster.table(), user="tester", max_workers=1)
+            ),
+            daemon=True,
+        )
         worker.start()
         worker.join(180)
         assert not worker.is_alive(), "the run stalled"
@@ -199,8 +212,10 @@ def test_an_edit_made_between_chunks_goes_in_the_next_run(emulator, tiny_chunks)
         factory.after_first_chunk = lambda: create_job(parent, "during")
         first = synchronize(parent.url, "Parent", cluster.table(), replica_factory=factory)
         assert first.status == 0
-        names = {cluster.client("Ohio").get(f"jobs/{j}")["name"]
-                 for j in cluster.client("Ohio").get("jobs")["jobIds"]}
+        names = {
+            cluster.client("Ohio").get(f"jobs/{j}")["name"]
+            for j in cluster.client("Ohio").get("jobs")["jobIds"]
+        }
         assert "during" not in names and len(names) == 9
         second = synchronize(parent.url, "Parent", cluster.table(), user="tester")
         assert second.status == 0 and second.children[0].received >= 1  # the job, its activity
@@ -221,8 +236,9 @@ def test_store_chunks_cover_every_element_once_in_document_order(tmp_path):
     seen: List[str] = []
     after, chunks = None, 0
     while True:
-        info = store.export(tmp_path / "parts", max_count=7, until_gen=whole.generation,
-                            after=after)
+        info = store.export(
+            tmp_path / "parts", max_count=7, until_gen=whole.generation, after=after
+        )
         chunks += 1
         assert info.generation == whole.generation and info.count <= 7
         with exchange.read_document(info.path) as reader:

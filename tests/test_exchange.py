@@ -29,13 +29,13 @@ from wmsync.model import FIELDS, KINDS, Element
 
 pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions (.ci/run)
 
-HEADER = ExchangeHeader(repository="Ohio Repo", generation=812, since_gen=790,
-                        export_time=1754041845000)
+HEADER = ExchangeHeader(
+    repository="Ohio Repo", generation=812, since_gen=790, export_time=1754041845000
+)
 G1 = "0f8fad5b-d9cb-469f-a165-70867728950e"
 G2 = "7C9E6679-7425-40DE-944B-E07FC1F90AE7"
 G3 = "16fd2706-8baf-433b-82eb-8c7fada847da"
-ROOT = ('<JobExchange version="1" repository="R" generation="2" sinceGen="1" '
-        'exportTime="3">')
+ROOT = '<JobExchange version="1" repository="R" generation="2" sinceGen="1" exportTime="3">'
 V = f'guid="{G1}" vv="R:1" modified="5" origin="R"'
 
 
@@ -47,18 +47,45 @@ def sample_elements():
         for name in FIELDS[kind]:
             if name in ("jobType", "parentJob", "job"):
                 fields[name] = G2
-            elif name in ("priority", "stage", "status", "percentageComplete", "assignedType",
-                          "type", "defaultPriority", "defaultAssignedType") or \
-                    name.endswith("Date") or name in ("created", "date"):
+            elif (
+                name
+                in (
+                    "priority",
+                    "stage",
+                    "status",
+                    "percentageComplete",
+                    "assignedType",
+                    "type",
+                    "defaultPriority",
+                    "defaultAssignedType",
+                )
+                or name.endswith("Date")
+                or name in ("created", "date")
+            ):
                 fields[name] = str(1754041845000 + n) if "ate" in name else "3"
             else:
                 fields[name] = f"{kind} {name} \u00e9\u4e2d <&> \"'\n\ttab"
-        elements.append(Element(kind, str(uuid.uuid4()), {"Parent": 2, "Ohio Repo": 1},
-                                1754041845000 + n, "Ohio Repo", fields, local_id=n + 1))
+        elements.append(
+            Element(
+                kind,
+                str(uuid.uuid4()),
+                {"Parent": 2, "Ohio Repo": 1},
+                1754041845000 + n,
+                "Ohio Repo",
+                fields,
+                local_id=n + 1,
+            )
+        )
     elements += [
         # notes with newlines, CR, unicode and markup; empty strings vs absent fields
-        Element("Job", G1, {"Name with spaces": 3, "a:b:c": 1, "Zürich": 9}, 1, "a:b:c",
-                {"name": "", "description": "", "notes": "line 1\r\nline 2\n<&>]]> \u2603"}),
+        Element(
+            "Job",
+            G1,
+            {"Name with spaces": 3, "a:b:c": 1, "Zürich": 9},
+            1,
+            "a:b:c",
+            {"name": "", "description": "", "notes": "line 1\r\nline 2\n<&>]]> \u2603"},
+        ),
         Element("Job", G2, {"P": 1}, 2, "P", {"name": "x", "notes": ""}),
         Element("Job", G3, {"P": 1}, 3, "P", {"priority": "-4"}),
         Element("User", G3, {"P": 1}, 4, "P", {}),
@@ -76,8 +103,13 @@ def write_bytes(elements, header=HEADER):
 
 
 def doc(*children, root=ROOT):
-    return ("<?xml version='1.0' encoding='UTF-8'?>\n" + root + "\n"
-            + "\n".join(children) + "\n</JobExchange>\n").encode()
+    return (
+        "<?xml version='1.0' encoding='UTF-8'?>\n"
+        + root
+        + "\n"
+        + "\n".join(children)
+        + "\n</JobExchange>\n"
+    ).encode()
 
 
 def read_all(data, **kw):
@@ -178,9 +210,15 @@ def test_shipped_schema_validates_whole_documents():
 
 
 def job(n):
-    return Element("Job", str(uuid.UUID(int=n + 1)), {"Parent": 1, "Ohio": n % 7 + 1}, n,
-                   "Ohio", {"name": f"Job {n}", "priority": "2", "notes": "n" * 20},
-                   local_id=n + 1)
+    return Element(
+        "Job",
+        str(uuid.UUID(int=n + 1)),
+        {"Parent": 1, "Ohio": n % 7 + 1},
+        n,
+        "Ohio",
+        {"name": f"Job {n}", "priority": "2", "notes": "n" * 20},
+        local_id=n + 1,
+    )
 
 
 def test_streaming_reader_keeps_memory_flat(tmp_path):
@@ -273,8 +311,7 @@ def test_header_and_utf8_bom():
         (doc(f"<Job {V}/>").replace(b"</JobExchange>", b""), "", None, "JobExchange"),
         (b"<Jobs/>", "root element is <Jobs>", 1, "Jobs"),
         (b'<JobExchange xmlns="urn:x"/>', "root element", 1, "{urn:x}JobExchange"),
-        (doc(root=ROOT.replace('version="1"', 'version="2"')), "version '2'", 2,
-         "JobExchange"),
+        (doc(root=ROOT.replace('version="1"', 'version="2"')), "version '2'", 2, "JobExchange"),
         (doc(root=ROOT.replace(' generation="2"', "")), "generation", 2, "JobExchange"),
         (doc(root=ROOT.replace('"3"', '"soon"')), "exportTime", 2, "JobExchange"),
         (doc(f"<User {V}/>", f"<Job {V} colour='red'/>"), "colour", 4, "Job"),
@@ -314,8 +351,10 @@ def test_invalid_documents_name_line_and_element(data, text, line, element):
 
 def test_errors_are_reported_at_once_not_at_the_end():
     """A bad element is refused before the elements after it are handed out."""
-    good = [f'<User guid="{uuid.UUID(int=n)}" vv="R:1" modified="1" origin="R"/>'
-            for n in range(1, 3000)]
+    good = [
+        f'<User guid="{uuid.UUID(int=n)}" vv="R:1" modified="1" origin="R"/>'
+        for n in range(1, 3000)
+    ]
     data = doc(*good[:10], f"<User {V} bad='1'/>", *good[10:])
     reader = read_document(io.BytesIO(data))
     seen = []
@@ -327,8 +366,12 @@ def test_errors_are_reported_at_once_not_at_the_end():
 
 
 def test_doctype_refused():
-    for prolog in (b"<!DOCTYPE JobExchange>", b'<!DOCTYPE JobExchange SYSTEM "jxl.dtd">',
-                   b"<!-- c -->\n<!doctype x>", b"<![CDATA[x]]>"):
+    for prolog in (
+        b"<!DOCTYPE JobExchange>",
+        b'<!DOCTYPE JobExchange SYSTEM "jxl.dtd">',
+        b"<!-- c -->\n<!doctype x>",
+        b"<![CDATA[x]]>",
+    ):
         error = refused(b"<?xml version='1.0'?>\n" + prolog + b"\n" + doc()[39:])
         assert "DOCTYPE not allowed" in str(error)
         assert error.line == prolog.count(b"\n") + 2
@@ -345,9 +388,12 @@ def test_external_entity_refused_without_opening_the_file(tmp_path):
     """The entity names a FIFO: a parser that opened it would block until it had a writer."""
     secret = tmp_path / "secret"
     os.mkfifo(secret)
-    data = (f'<?xml version="1.0"?>\n<!DOCTYPE JobExchange [\n'
-            f'  <!ENTITY xxe SYSTEM "file://{secret}">]>\n'
-            + ROOT.replace('repository="R"', 'repository="&xxe;"') + "</JobExchange>").encode()
+    data = (
+        f'<?xml version="1.0"?>\n<!DOCTYPE JobExchange [\n'
+        f'  <!ENTITY xxe SYSTEM "file://{secret}">]>\n'
+        + ROOT.replace('repository="R"', 'repository="&xxe;"')
+        + "</JobExchange>"
+    ).encode()
     outcome = []
     worker = threading.Thread(target=lambda: outcome.append(_try(data)), daemon=True)
     worker.start()
@@ -374,9 +420,12 @@ def test_entities_stay_unresolved_even_past_the_prolog_check(tmp_path, monkeypat
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET")
     monkeypatch.setattr(source, "_scan_prolog", lambda stream: b"")
-    data = (f'<!DOCTYPE JobExchange [<!ENTITY xxe SYSTEM "file://{secret}">]>\n'
-            + ROOT + f"\n<Job {V}><Note>&xxe;</Note></Job>"
-            "\n</JobExchange>").encode()
+    data = (
+        f'<!DOCTYPE JobExchange [<!ENTITY xxe SYSTEM "file://{secret}">]>\n'
+        + ROOT
+        + f"\n<Job {V}><Note>&xxe;</Note></Job>"
+        "\n</JobExchange>"
+    ).encode()
     try:
         elements = read_all(data)[1]
     except ExchangeFormatError as exc:
@@ -399,8 +448,9 @@ def test_oversize_refused():
     assert read_all(data, max_bytes=len(data))[1]  # exactly at the limit is fine
     error = refused(data, max_bytes=len(data) - 1)
     assert "larger than the limit" in str(error)
-    assert "limit of 100 bytes" in str(refused(b"<!--" + b" " * 500 + b"-->" + doc(),
-                                               max_bytes=100))
+    assert "limit of 100 bytes" in str(
+        refused(b"<!--" + b" " * 500 + b"-->" + doc(), max_bytes=100)
+    )
     assert DEFAULT_MAX_BYTES == 2 * 1024**3
 
 

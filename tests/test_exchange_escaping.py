@@ -25,18 +25,41 @@ HEADER = exchange.ExchangeHeader("Ohio", 3, 0, 1)
 
 #: Per kind, the fields of free text (xs:string in jxl.xsd), notes included.
 TEXT_FIELDS = {
-    kind: sorted([name for name, rule in checks.fast_shapes()[kind].attrs.items()
-                  if rule is None and name != exchange.ESCAPED_FLAG]
-                 + (["notes"] if kind == "Job" else []))
+    kind: sorted(
+        [
+            name
+            for name, rule in checks.fast_shapes()[kind].attrs.items()
+            if rule is None and name != exchange.ESCAPED_FLAG
+        ]
+        + (["notes"] if kind == "Job" else [])
+    )
     for kind in KINDS
 }
 
 # Every code point, surrogates included (hypothesis leaves them out by default).
 ANY_TEXT = st.text(st.characters(blacklist_categories=()), max_size=40)
-TRICKY = st.sampled_from([
-    "\x0b", "\x00", "\ud800", "\udfff", "\ufffe", "\uffff", "\ue000", "\ue0000041",
-    "\ue000zz", "&amp;", "&#38;", "<a>", '"', "\r\n", "\t", "]]>", "😀", "\ud83d\ude00",
-])
+TRICKY = st.sampled_from(
+    [
+        "\x0b",
+        "\x00",
+        "\ud800",
+        "\udfff",
+        "\ufffe",
+        "\uffff",
+        "\ue000",
+        "\ue0000041",
+        "\ue000zz",
+        "&amp;",
+        "&#38;",
+        "<a>",
+        '"',
+        "\r\n",
+        "\t",
+        "]]>",
+        "😀",
+        "\ud83d\ude00",
+    ]
+)
 VALUES = st.lists(st.one_of(ANY_TEXT, TRICKY), max_size=4).map("".join)
 
 
@@ -45,8 +68,15 @@ def elements(draw):
     kind = draw(st.sampled_from(KINDS))
     names = draw(st.lists(st.sampled_from(TEXT_FIELDS[kind]), min_size=1, unique=True))
     fields = {name: draw(VALUES) for name in names}
-    return Element(kind, G.format(1), {"Ohio": 1}, 5, "Ohio", fields,
-                   local_id=7 if kind in ("JobType", "Group", "Job", "Hold") else None)
+    return Element(
+        kind,
+        G.format(1),
+        {"Ohio": 1},
+        5,
+        "Ohio",
+        fields,
+        local_id=7 if kind in ("JobType", "Group", "Job", "Hold") else None,
+    )
 
 
 def roundtrip(element):
@@ -97,22 +127,36 @@ def test_any_text_roundtrips_through_the_repository_import(element):
 
 
 def test_ordinary_text_is_written_as_it_is():
-    element = Element("Job", G.format(2), {"Ohio": 1}, 5, "Ohio",
-                      {"name": "looks like \ue0000041 an escape", "notes": "plain"})
+    element = Element(
+        "Job",
+        G.format(2),
+        {"Ohio": 1},
+        5,
+        "Ohio",
+        {"name": "looks like \ue0000041 an escape", "notes": "plain"},
+    )
     data, read = roundtrip(element)
     assert b'escaped="1"' not in data and read == [element]
-    bad = Element("Job", G.format(2), {"Ohio": 1}, 5, "Ohio",
-                  {"name": "looks like \ue0000041 an escape", "notes": "tab\x0b"})
+    bad = Element(
+        "Job",
+        G.format(2),
+        {"Ohio": 1},
+        5,
+        "Ohio",
+        {"name": "looks like \ue0000041 an escape", "notes": "tab\x0b"},
+    )
     data, read = roundtrip(bad)
     assert b'escaped="1"' in data and read == [bad]
 
 
 def test_a_broken_escape_is_refused_with_its_line(tmp_path):
-    text = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-            '<JobExchange version="1" repository="Ohio" generation="1" sinceGen="0" '
-            'exportTime="0">\n'
-            f'<Job guid="{G.format(3)}" vv="Ohio:1" modified="1" origin="Ohio" escaped="1" '
-            'name="x\ue000zz"/>\n</JobExchange>\n')
+    text = (
+        '<?xml version="1.0" encoding="UTF-8"?>\n'
+        '<JobExchange version="1" repository="Ohio" generation="1" sinceGen="0" '
+        'exportTime="0">\n'
+        f'<Job guid="{G.format(3)}" vv="Ohio:1" modified="1" origin="Ohio" escaped="1" '
+        'name="x\ue000zz"/>\n</JobExchange>\n'
+    )
     doc = tmp_path / "bad.jxl"
     doc.write_text(text, "utf-8")
     with pytest.raises(exchange.ExchangeFormatError) as info:
@@ -131,11 +175,19 @@ def test_text_up_to_the_api_limit_passes_the_parser(tmp_path, escaped):
     """The longest field the API accepts, in its most expensive written form (every
     character escaped), in an attribute and in the note, without huge_tree."""
     filler = "\x0b" if escaped else '"'
-    element = Element("Job", G.format(4), {"Ohio": 1}, 5, "Ohio", {
-        "description": filler * MAX_TEXT_CHARS,
-        "notes": ("\ud800" if escaped else "<") * MAX_TEXT_CHARS,
-        "name": "big",
-    }, local_id=9)
+    element = Element(
+        "Job",
+        G.format(4),
+        {"Ohio": 1},
+        5,
+        "Ohio",
+        {
+            "description": filler * MAX_TEXT_CHARS,
+            "notes": ("\ud800" if escaped else "<") * MAX_TEXT_CHARS,
+            "name": "big",
+        },
+        local_id=9,
+    )
     doc = tmp_path / "big.jxl"
     exchange.write_document(str(doc), HEADER, [element])
     with exchange.read_document(str(doc)) as reader:

@@ -26,14 +26,65 @@ BASE = {"guid": G, "vv": "R:1", "modified": "5", "origin": "R"}
 # Values that stress each simple type: lexical edge cases, white space, long range,
 # unicode digits, percent-encoding, empty text.
 TRICKY = [
-    "", " ", "0", "1", "-1", "+1", "-0", "00", "007", " 1", "1 ", "1\t", "\n1", "1 2",
-    "9223372036854775807", "9223372036854775808", "-9223372036854775808",
-    "-9223372036854775809", "123456789012345678", "1234567890123456789",
-    "99999999999999999999", "1.0", "1e3", "0x10", "\u0661", "\uff11", "x", "high",
-    G, G.upper(), G[:-1], G + "0", " " + G, G.replace("-", ""), "{" + G + "}",
-    "R:1", "R:0", "R:1 S:2", "R:1  S:2", " R:1", "R:1 ", "R", ":1", "R:", "R:x",
-    "Ohio%20Repository:2", "Ohio Repository:2", "a%2:1", "a%zz:1", "R:1234567890123456789",
-    "R:-1", "R~.-_:3", "Job", "Hold", "Note", "job", "Deleted", "ümlaut", "a\u00a0b",
+    "",
+    " ",
+    "0",
+    "1",
+    "-1",
+    "+1",
+    "-0",
+    "00",
+    "007",
+    " 1",
+    "1 ",
+    "1\t",
+    "\n1",
+    "1 2",
+    "9223372036854775807",
+    "9223372036854775808",
+    "-9223372036854775808",
+    "-9223372036854775809",
+    "123456789012345678",
+    "1234567890123456789",
+    "99999999999999999999",
+    "1.0",
+    "1e3",
+    "0x10",
+    "\u0661",
+    "\uff11",
+    "x",
+    "high",
+    G,
+    G.upper(),
+    G[:-1],
+    G + "0",
+    " " + G,
+    G.replace("-", ""),
+    "{" + G + "}",
+    "R:1",
+    "R:0",
+    "R:1 S:2",
+    "R:1  S:2",
+    " R:1",
+    "R:1 ",
+    "R",
+    ":1",
+    "R:",
+    "R:x",
+    "Ohio%20Repository:2",
+    "Ohio Repository:2",
+    "a%2:1",
+    "a%zz:1",
+    "R:1234567890123456789",
+    "R:-1",
+    "R~.-_:3",
+    "Job",
+    "Hold",
+    "Note",
+    "job",
+    "Deleted",
+    "ümlaut",
+    "a\u00a0b",
 ]
 
 
@@ -57,8 +108,9 @@ def _check(node):
 def _valid_elements():
     for kind in KINDS:
         references = REFERENCES.get(kind, {})
-        fields = {name: G if name in references else "1"
-                  for name in FIELDS[kind] if name != "notes"}
+        fields = {
+            name: G if name in references else "1" for name in FIELDS[kind] if name != "notes"
+        }
         yield Element(kind, G, {"R": 1}, 5, "R", {}, local_id=7)
         yield Element(kind, G, {"R": 1, "Ohio Repository": 2}, -5, "R", fields)
     yield Element("Job", G, {"R": 1}, 5, "R", {"notes": "some\ntext"})
@@ -81,8 +133,15 @@ def test_every_kind_compiles_to_real_checks():
         assert {"guid", "vv", "modified", "origin"} <= shape.required, tag
         assert checks._NEVER not in shape.attrs.values(), tag
         assert shape.note == (tag == "Job")
-    assert set(shapes["Job"].attrs) == {*FIELDS["Job"], "guid", "id", "vv", "modified", "escaped",
-                                        "origin"} - {"notes"}
+    assert set(shapes["Job"].attrs) == {
+        *FIELDS["Job"],
+        "guid",
+        "id",
+        "vv",
+        "modified",
+        "escaped",
+        "origin",
+    } - {"notes"}
 
 
 def test_the_fast_checks_accept_what_the_writer_writes():
@@ -136,11 +195,13 @@ def test_random_guids_and_vectors_agree():
 
 
 def test_invalid_documents_still_get_the_schema_message():
-    data = (b"<?xml version='1.0' encoding='UTF-8'?>\n"
-            b'<JobExchange version="1" repository="R" generation="2" sinceGen="1" '
-            b'exportTime="3">\n'
-            + f'<Job guid="{G}" vv="R:1" modified="5" origin="R" priority="high"/>\n'.encode()
-            + b"</JobExchange>")
+    data = (
+        b"<?xml version='1.0' encoding='UTF-8'?>\n"
+        b'<JobExchange version="1" repository="R" generation="2" sinceGen="1" '
+        b'exportTime="3">\n'
+        + f'<Job guid="{G}" vv="R:1" modified="5" origin="R" priority="high"/>\n'.encode()
+        + b"</JobExchange>"
+    )
     with pytest.raises(exchange.ExchangeFormatError) as info:
         exchange.validate_file(io.BytesIO(data))
     assert "priority" in str(info.value) and "high" in str(info.value)

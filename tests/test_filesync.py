@@ -39,8 +39,7 @@ def pair(emulator: Any) -> Cluster:
 
 def join(cluster: Cluster, tmp_path: Path) -> None:
     hq, office = cluster.parent, cluster.children[0]
-    first = export(hq, "Office", tmp_path / "join.zip", register_child=True,
-                   child_url=office.url)
+    first = export(hq, "Office", tmp_path / "join.zip", register_child=True, child_url=office.url)
     assert first.registered
     outcome = imp(office, tmp_path / "join.zip")
     assert outcome.joined and outcome.marks_taken
@@ -95,8 +94,10 @@ def test_a_lost_file_is_sent_again(pair: Cluster, tmp_path: Path) -> None:
     create_job(pair.client("HQ"), "arrives")
     export(hq, "Office", tmp_path / "next.zip")
     imp(office, tmp_path / "next.zip")
-    names = {pair.client("Office").get(f"jobs/{i}")["name"]
-             for i in pair.client("Office").get("jobs")["jobIds"]}
+    names = {
+        pair.client("Office").get(f"jobs/{i}")["name"]
+        for i in pair.client("Office").get("jobs")["jobIds"]
+    }
     assert {"lost", "arrives"} <= names
 
 
@@ -130,8 +131,12 @@ def good_file(pair: Cluster, tmp_path: Path) -> Path:
     return out
 
 
-def rewrite(src: Path, dest: Path, manifest: Optional[Dict[str, Any]] = None,
-            document: Optional[bytes] = None) -> Path:
+def rewrite(
+    src: Path,
+    dest: Path,
+    manifest: Optional[Dict[str, Any]] = None,
+    document: Optional[bytes] = None,
+) -> Path:
     with zipfile.ZipFile(src) as archive:
         old_manifest = json.loads(archive.read("manifest.json"))
         old_document = archive.read("document.jxl")
@@ -165,33 +170,47 @@ def test_a_truncated_file_is_refused(pair: Cluster, good_file: Path, tmp_path: P
         refused(pair.children[0], short, "damaged or truncated")
 
 
-def test_a_file_for_another_repository_is_refused(pair: Cluster, good_file: Path,
-                                                   emulator: Any) -> None:
+def test_a_file_for_another_repository_is_refused(
+    pair: Cluster, good_file: Path, emulator: Any
+) -> None:
     refused(pair.parent, good_file, "meant for Office, not for HQ")
     other = emulator("Elsewhere")
     refused(other, good_file, "meant for Office, not for Elsewhere")
 
 
-def test_a_file_from_another_cluster_is_refused(pair: Cluster, good_file: Path,
-                                                tmp_path: Path, emulator: Any) -> None:
+def test_a_file_from_another_cluster_is_refused(
+    pair: Cluster, good_file: Path, tmp_path: Path, emulator: Any
+) -> None:
     office = pair.children[0]
     # A parent named "Rival" with a child called Office: Office already has HQ.
     rival = emulator("Rival")
     export(rival, "Office", tmp_path / "rival.zip", register_child=True)
     refused(office, tmp_path / "rival.zip", "already belongs to the cluster of HQ")
     # A manifest claiming another cluster, digest intact.
-    refused(office, rewrite(good_file, tmp_path / "c.zip", {"cluster": "Rival"}),
-            "cluster that is not its source's")
+    refused(
+        office,
+        rewrite(good_file, tmp_path / "c.zip", {"cluster": "Rival"}),
+        "cluster that is not its source's",
+    )
     # Another registration of the same child (another id block).
-    refused(office, rewrite(good_file, tmp_path / "r.zip", {
-        "registration": {"child": "Office", "jobIdStart": 7_000_001, "jobIdBlock": 1}}),
-        "another registration")
+    refused(
+        office,
+        rewrite(
+            good_file,
+            tmp_path / "r.zip",
+            {"registration": {"child": "Office", "jobIdStart": 7_000_001, "jobIdBlock": 1}},
+        ),
+        "another registration",
+    )
     # A child's file that HQ did not register: the office's file to the rival's HQ.
     back = export(office, "HQ", tmp_path / "back.zip")
     assert back.manifest.cluster == "HQ"
     stranger = emulator("Stranger")
-    refused(stranger, rewrite(tmp_path / "back.zip", tmp_path / "s.zip", {"peer": "Stranger"}),
-            "another cluster")
+    refused(
+        stranger,
+        rewrite(tmp_path / "back.zip", tmp_path / "s.zip", {"peer": "Stranger"}),
+        "another cluster",
+    )
 
 
 def test_not_a_file_and_an_unknown_peer_are_refused(pair: Cluster, tmp_path: Path) -> None:
@@ -239,8 +258,7 @@ def test_export_into_a_folder_names_the_file(pair: Cluster, tmp_path: Path) -> N
     shutil.rmtree(folder)
 
 
-def test_a_file_from_another_pairing_re_establishes_the_pair(pair: Cluster,
-                                                               tmp_path: Path) -> None:
+def test_a_file_from_another_pairing_re_establishes_the_pair(pair: Cluster, tmp_path: Path) -> None:
     """A child whose syncId is not the parent's (restored, or the pair changed meanwhile):
     its content is imported, no mark moves, and the parent's next file is full under a
     new syncId that the child adopts; then marks move again."""

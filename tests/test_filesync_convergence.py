@@ -39,14 +39,17 @@ EXAMPLES = int(os.environ.get("WMSYNC_FILE_EXAMPLES") or (500 if LONG else 8))
 NAMES = ("HQ", "Ohio", "Office")
 DOWN, UP = "HQ->Office", "Office->HQ"
 
-edit = st.tuples(st.just("edit"), st.integers(0, 2),
-                 st.sampled_from(["create", "create", "edit", "delete"]), st.integers(0, 50))
+edit = st.tuples(
+    st.just("edit"),
+    st.integers(0, 2),
+    st.sampled_from(["create", "create", "edit", "delete"]),
+    st.integers(0, 50),
+)
 step = st.one_of(
     edit,
     st.tuples(st.just("sync")),
     st.tuples(st.just("export"), st.sampled_from([DOWN, UP])),
-    st.tuples(st.just("deliver"), st.sampled_from([DOWN, UP]), st.integers(0, 9),
-              st.booleans()),
+    st.tuples(st.just("deliver"), st.sampled_from([DOWN, UP]), st.integers(0, 9), st.booleans()),
     st.tuples(st.just("lose"), st.sampled_from([DOWN, UP]), st.integers(0, 9)),
 )
 
@@ -54,10 +57,8 @@ step = st.one_of(
 class Example:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.servers = {name: start_in_thread(name, root / f"{name}.sqlite")
-                        for name in NAMES}
-        self.clients = {name: WMServerClient(s.url, user=USER)
-                        for name, s in self.servers.items()}
+        self.servers = {name: start_in_thread(name, root / f"{name}.sqlite") for name in NAMES}
+        self.clients = {name: WMServerClient(s.url, user=USER) for name, s in self.servers.items()}
         self.outbox: Dict[str, List[Path]] = {DOWN: [], UP: []}
         self.files = itertools.count()
         self.tokens = itertools.count()
@@ -74,8 +75,7 @@ class Example:
         return str(self.servers[name].url)
 
     def sync(self) -> Any:
-        result = synchronize(self.url("HQ"), "HQ", f"Ohio true {self.url('Ohio')} ''",
-                             user=USER)
+        result = synchronize(self.url("HQ"), "HQ", f"Ohio true {self.url('Ohio')} ''", user=USER)
         assert result.status == 0, result.summary_lines()
         return result
 
@@ -100,8 +100,7 @@ class Example:
             return
         job = jobs[pick % len(jobs)]
         if op == "edit":
-            client.post(f"jobs/{job.local_id}/update",
-                        properties=f'{{"description": "{token}"}}')
+            client.post(f"jobs/{job.local_id}/update", properties=f'{{"description": "{token}"}}')
         else:
             client.post(f"jobs/{job.local_id}/delete")
             self.deleted.add(job.fields["name"])
@@ -125,8 +124,11 @@ def check(ex: Example) -> None:
     prints = ex.fingerprints()
     assert prints[0] == prints[1] == prints[2], "the repositories differ"
     for name in NAMES:
-        live = [e.fields["name"] for e in ex.servers[name].store.elements(include_deleted=False)
-                if e.kind == "Job"]
+        live = [
+            e.fields["name"]
+            for e in ex.servers[name].store.elements(include_deleted=False)
+            if e.kind == "Job"
+        ]
         assert len(live) == len(set(live)), f"{name} holds a job twice"
         missing = (ex.created - ex.deleted) - set(live)
         assert not missing, f"{name} lost {sorted(missing)}"
@@ -136,8 +138,14 @@ def test_a_disconnected_child_kept_in_step_by_files_converges() -> None:
     base = Path(tempfile.mkdtemp(prefix="wmsync-filesync-"))
     counter = itertools.count()
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not LONG, database=None,
-              suppress_health_check=list(HealthCheck), print_blob=True)
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=not LONG,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
     @given(program=st.lists(step, min_size=3, max_size=25))
     def example(program: List[Any]) -> None:
         root = base / f"ex{next(counter)}"

@@ -85,14 +85,15 @@ def hostile(secret_file, base_url):
 
 
 def bombs():
-    laughs = ['<!DOCTYPE JobExchange [', '<!ENTITY l0 "lol">']
+    laughs = ["<!DOCTYPE JobExchange [", '<!ENTITY l0 "lol">']
     laughs += [f'<!ENTITY l{i} "' + f"&l{i - 1};" * 10 + '">' for i in range(1, 10)]
     big = "x" * 50_000
     quadratic = [f'<!DOCTYPE JobExchange [<!ENTITY big "{big}">']
     return {
         "billion-laughs": "\n".join(laughs) + "]>\n" + ROOT_TAG.replace('"R"', '"&l9;"'),
-        "quadratic": "".join(quadratic) + "]>\n" + ROOT_TAG.replace('"R"', '"' + "&big;" * 2000
-                                                                   + '"'),
+        "quadratic": "".join(quadratic)
+        + "]>\n"
+        + ROOT_TAG.replace('"R"', '"' + "&big;" * 2000 + '"'),
     }
 
 
@@ -184,8 +185,14 @@ def recorded(monkeypatch):
 
 def _a_document():
     out = io.BytesIO()
-    element = Element("User", "00000000-0000-4000-8000-000000000001", {"R": 1}, 1, "R",
-                      {"userName": "a", "fullName": "A"})
+    element = Element(
+        "User",
+        "00000000-0000-4000-8000-000000000001",
+        {"R": 1},
+        1,
+        "R",
+        {"userName": "a", "fullName": "A"},
+    )
     write_document(out, ExchangeHeader("R", 1, 0, 0), [element])
     return out.getvalue()
 
@@ -231,13 +238,20 @@ def test_every_parser_the_repository_import_creates_has_entities_off(recorded, t
     store = Store(tmp_path / "r.sqlite", "Target")
     recorded.clear()
     assert store.import_file(path).added == 1
-    targets = [kwargs for kind, _, kwargs in recorded
-               if kind == "XMLParser" and kwargs.get("target") is not None]
+    targets = [
+        kwargs
+        for kind, _, kwargs in recorded
+        if kind == "XMLParser" and kwargs.get("target") is not None
+    ]
     assert targets, "the quick reader made no parser target"
     for kind, args, kwargs in recorded:
         assert not args, kind
-        assert (kwargs.get("resolve_entities"), kwargs.get("no_network"),
-                kwargs.get("load_dtd"), kwargs.get("huge_tree")) == (False, True, False, False)
+        assert (
+            kwargs.get("resolve_entities"),
+            kwargs.get("no_network"),
+            kwargs.get("load_dtd"),
+            kwargs.get("huge_tree"),
+        ) == (False, True, False, False)
 
 
 def test_the_trap_is_real_on_this_lxml(secret_file):

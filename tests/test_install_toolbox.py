@@ -29,12 +29,17 @@ pytestmark = pytest.mark.floor  # run again on ArcGIS Pro 3.0's library versions
 
 ROOT = Path(__file__).resolve().parents[1]
 FAKE_ARCPY = Path(__file__).resolve().parent / "fake_arcpy"
-METADATA_FILES = sorted([
-    "WorkflowSync.SynchronizeJobData.pyt.xml", "WorkflowSync.pyt.xml",
-    "WorkflowSync.ExportJobData.pyt.xml", "WorkflowSync.ImportJobData.pyt.xml",
-    "WorkflowSync.CreateJobDataReplica.pyt.xml", "WorkflowSync.ClearJobReplicationInfo.pyt.xml",
-    "WorkflowSync.ClusterStatus.pyt.xml",
-])
+METADATA_FILES = sorted(
+    [
+        "WorkflowSync.SynchronizeJobData.pyt.xml",
+        "WorkflowSync.pyt.xml",
+        "WorkflowSync.ExportJobData.pyt.xml",
+        "WorkflowSync.ImportJobData.pyt.xml",
+        "WorkflowSync.CreateJobDataReplica.pyt.xml",
+        "WorkflowSync.ClearJobReplicationInfo.pyt.xml",
+        "WorkflowSync.ClusterStatus.pyt.xml",
+    ]
+)
 #: What the drop-in folder may rely on: what ArcGIS Pro ships (docs/design.md §9).
 PRO_DISTRIBUTIONS = ["requests", "urllib3", "lxml", "idna", "certifi", "charset-normalizer"]
 
@@ -56,13 +61,17 @@ def test_folder_holds_toolbox_metadata_and_package_without_emulator(tmp_path):
         assert (dest / name).read_bytes() == (ROOT / "metadata" / name).read_bytes()
     package = dest / "wmsync"
     source = ROOT / "wmsync"
-    shipped = {p.relative_to(source).as_posix() for p in source.rglob("*")
-               if p.suffix in (".py", ".xsd") and "emulator" not in p.relative_to(source).parts}
+    shipped = {
+        p.relative_to(source).as_posix()
+        for p in source.rglob("*")
+        if p.suffix in (".py", ".xsd") and "emulator" not in p.relative_to(source).parts
+    }
     shipped -= {"demo.py"}
     assert {"jxl.xsd", "exchange/__init__.py", "exchange/reader.py"} <= shipped
     folders = {p.rsplit("/", 1)[0] for p in shipped if "/" in p}  # subpackages
     assert {p.relative_to(package).as_posix() for p in package.rglob("*")} == (
-        shipped | folders | {"py.typed"})
+        shipped | folders | {"py.typed"}
+    )
     assert not (package / "emulator").exists()
     assert not list(dest.rglob("__pycache__"))
     assert not [p for p in dest.iterdir() if p.name.startswith(".")]  # no staging left
@@ -235,19 +244,38 @@ def test_drop_in_folder_runs_with_only_what_pro_ships(tmp_path, emulator):
     ohio = emulator("Ohio")
     az = emulator("AZ")
     table = f"Ohio true {ohio.url} '';AZ true {az.url} 2011-08-08 12:00"
-    env = {"PATH": os.environ.get("PATH", ""), "WMSYNC_USER": "wmx_admin",
-           "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "WMSYNC_USER": "wmx_admin",
+        "HOME": str(tmp_path),
+        "LANG": "C.UTF-8",
+    }
     proc = subprocess.run(
-        [sys.executable, "-I", "-S", str(driver), str(site), str(tmp_path / "fake"),
-         str(dest / TOOLBOX_FILE), parent.url, table],
-        capture_output=True, text=True, timeout=60, env=env, cwd=str(tmp_path),
+        [
+            sys.executable,
+            "-I",
+            "-S",
+            str(driver),
+            str(site),
+            str(tmp_path / "fake"),
+            str(dest / TOOLBOX_FILE),
+            parent.url,
+            table,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["status"] == "0", out["messages"]
     rows = parse_children(out["last"])
     assert [(r.name, r.connected, r.url) for r in rows] == [
-        ("Ohio", True, ohio.url), ("AZ", True, az.url)]
+        ("Ohio", True, ohio.url),
+        ("AZ", True, az.url),
+    ]
     assert all(r.last_sync is not None and r.last_sync.year > 2011 for r in rows)
 
     files = out["files"]

@@ -83,10 +83,28 @@ def test_toolbox_and_cli_sync_without_werkzeug(tmp_path, emulator):
     table = f"Ohio true {ohio.url} '';AZ true {az.url} ''"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WMSYNC_", "PYTHON"))}
     proc = subprocess.run(
-        [sys.executable, str(driver), str(TESTS), str(PYT), str(report),
-         "sync", "--parent-url", parent.url, "--parent-name", "Parent",
-         "--children", table, "--user", "wmx_admin", "--quiet"],
-        capture_output=True, text=True, timeout=60, env=env, cwd=str(tmp_path),
+        [
+            sys.executable,
+            str(driver),
+            str(TESTS),
+            str(PYT),
+            str(report),
+            "sync",
+            "--parent-url",
+            parent.url,
+            "--parent-name",
+            "Parent",
+            "--children",
+            table,
+            "--user",
+            "wmx_admin",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=str(tmp_path),
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -104,6 +122,7 @@ def test_toolbox_and_cli_sync_without_werkzeug(tmp_path, emulator):
     states = {child["name"]: child["state"] for child in result["children"]}
     assert states == {"Ohio": "synchronized", "AZ": "synchronized"}
     # Each child's row carries its new Last Synchronized time.
-    rows = parse_children([[c["name"], "true", c["url"], c["last_sync_time"]]
-                           for c in result["children"]])
+    rows = parse_children(
+        [[c["name"], "true", c["url"], c["last_sync_time"]] for c in result["children"]]
+    )
     assert all(r.last_sync is not None for r in rows)

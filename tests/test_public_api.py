@@ -19,10 +19,11 @@ def test_all_names_exist_and_every_public_name_is_listed():
 
 def test_the_package_logger_has_a_null_handler():
     # Checked in a fresh interpreter: the CLI tests configure logging in this one.
-    code = ("import logging, wmsync; h = logging.getLogger('wmsync').handlers; "
-            "print([type(x).__name__ for x in h])")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    code = (
+        "import logging, wmsync; h = logging.getLogger('wmsync').handlers; "
+        "print([type(x).__name__ for x in h])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "['NullHandler']", done.stderr
 
 
@@ -34,7 +35,6 @@ def test_importing_wmsync_needs_neither_the_emulator_nor_werkzeug():
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"

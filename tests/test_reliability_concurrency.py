@@ -25,8 +25,7 @@ HOUR = 3_600_000
 
 
 def sync(cluster, table=None, **options):
-    return synchronize(cluster.parent.url, "Parent", table or cluster.table(), user=USER,
-                       **options)
+    return synchronize(cluster.parent.url, "Parent", table or cluster.table(), user=USER, **options)
 
 
 def fingerprints_equal(cluster):
@@ -69,12 +68,13 @@ def test_two_runs_at_once_with_users_editing_everywhere_lose_nothing(four):
                     written[(name, own[-1])].append(token)
                 else:
                     job = own[next(counter) % len(own)]
-                    client.post(f"jobs/{job}/update",
-                                properties=json.dumps({"description": token}))
+                    client.post(f"jobs/{job}/update", properties=json.dumps({"description": token}))
                     written[(name, job)].append(token)
                 if next(counter) % 4 == 0:
-                    client.post(f"jobs/{shared}/update",
-                                properties=json.dumps({"description": f"shared {token}"}))
+                    client.post(
+                        f"jobs/{shared}/update",
+                        properties=json.dumps({"description": f"shared {token}"}),
+                    )
                     shared_tokens.append(f"shared {token}")
         except Exception as exc:  # reported below: a thread must not fail silently
             errors.append(f"{name}: {exc!r}")
@@ -98,8 +98,10 @@ def test_two_runs_at_once_with_users_editing_everywhere_lose_nothing(four):
         thread.join(60)
     assert not errors, errors
     assert len(results) == 2
-    print(f"{len(created)} jobs created, {sum(map(len, written.values()))} descriptions "
-          f"and {len(shared_tokens)} shared edits written during two runs")
+    print(
+        f"{len(created)} jobs created, {sum(map(len, written.values()))} descriptions "
+        f"and {len(shared_tokens)} shared edits written during two runs"
+    )
     assert all(r.status >= 0 for r in results), [r.summary_lines() for r in results]
 
     quiet = sync(four)
@@ -129,8 +131,9 @@ def test_concurrent_runs_on_a_quiet_cluster_apply_every_change_once(four):
         thread.start()
     for thread in threads:
         thread.join(120)
-    assert len(results) == 3 and all(r.status == 0 for r in results), \
-        [r.summary_lines() for r in results]
+    assert len(results) == 3 and all(r.status == 0 for r in results), [
+        r.summary_lines() for r in results
+    ]
     sync(four)
     assert fingerprints_equal(four)
     view = assert_converged(four)
@@ -160,8 +163,9 @@ def description(cluster, name, job_id):
     return cluster.client(name).get(f"jobs/{job_id}")["description"]
 
 
-@pytest.mark.parametrize("first,second", [("Parent", "Ohio"), ("Ohio", "Parent"),
-                                          ("AZ", "Ohio"), ("Ohio", "AZ")])
+@pytest.mark.parametrize(
+    "first,second", [("Parent", "Ohio"), ("Ohio", "Parent"), ("AZ", "Ohio"), ("Ohio", "AZ")]
+)
 def test_a_later_edit_wins_whatever_the_clocks_say(skewed, first, second):
     job = create_job(skewed.client("Parent"), "skewed")
     assert sync(skewed).status == 0
@@ -240,8 +244,14 @@ class RacingParent:
 
     def _plant(self, start):
         self._times -= 1
-        self._rival.update_node("Ohio", server_url="http://127.0.0.1:9/Ohio", is_parent=False,
-                                is_connected=True, job_id_start=start, job_id_block=1_000_000)
+        self._rival.update_node(
+            "Ohio",
+            server_url="http://127.0.0.1:9/Ohio",
+            is_parent=False,
+            is_connected=True,
+            job_id_start=start,
+            job_id_block=1_000_000,
+        )
 
 
 def racing_factory(cluster, when, times):
@@ -250,6 +260,7 @@ def racing_factory(cluster, when, times):
         if url.rstrip("/") == cluster.parent.url.rstrip("/"):
             return RacingParent(client, cluster.client("Parent"), when, times)
         return client
+
     return make
 
 

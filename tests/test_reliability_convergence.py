@@ -59,7 +59,8 @@ CHUNK = min(EXAMPLES, 100) if LONG else EXAMPLES
 BUDGET = float(os.environ.get("WMSYNC_LONG_SECONDS") or "inf")
 REPORT_PATH = os.environ.get("WMSYNC_RELIABILITY_JSON") or (
     str(Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "reliability.json")
-    if LONG else ""
+    if LONG
+    else ""
 )
 NAMES = ["Parent", "Ohio", "AZ", "Utah", "Maine"]
 USER = "tester"
@@ -74,11 +75,34 @@ STAGES = {  # regular expressions over the path below the service root
     "import": "replication/import",
     "nodes": "replication/nodes/update",
 }
-FAULT_KINDS = ["down", "timeout", "error", "http500", "drop", "truncate", "html",
-               "wrongtype", "kill_pull_commit", "kill_between", "kill_push_commit"]
-EDITS = ["job_create", "job_create", "job_edit", "job_edit", "job_notes", "job_delete",
-         "hold_create", "hold_release", "type_create", "type_edit", "user_create",
-         "user_edit", "group_edit"]
+FAULT_KINDS = [
+    "down",
+    "timeout",
+    "error",
+    "http500",
+    "drop",
+    "truncate",
+    "html",
+    "wrongtype",
+    "kill_pull_commit",
+    "kill_between",
+    "kill_push_commit",
+]
+EDITS = [
+    "job_create",
+    "job_create",
+    "job_edit",
+    "job_edit",
+    "job_notes",
+    "job_delete",
+    "hold_create",
+    "hold_release",
+    "type_create",
+    "type_edit",
+    "user_create",
+    "user_edit",
+    "group_edit",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -133,8 +157,11 @@ class Node:
         self.url = ""
 
     def fresh(self, db_path: Path, clock_offset_ms: int) -> None:
-        self.app = create_app(EmulatorConfig(repository=self.name, db_path=str(db_path),
-                                             clock_offset_ms=clock_offset_ms))
+        self.app = create_app(
+            EmulatorConfig(
+                repository=self.name, db_path=str(db_path), clock_offset_ms=clock_offset_ms
+            )
+        )
         self.gate.inner = self.app
         if self.running is None:
             self.up()
@@ -146,8 +173,13 @@ class Node:
     def up(self) -> None:
         for attempt in range(50):  # the port of a stopped server is free again at once
             try:
-                server = make_server("127.0.0.1", self.port, self.gate, threaded=True,
-                                     request_handler=self.gate.handler)
+                server = make_server(
+                    "127.0.0.1",
+                    self.port,
+                    self.gate,
+                    threaded=True,
+                    request_handler=self.gate.handler,
+                )
                 break
             except OSError:
                 if attempt == 49:
@@ -214,8 +246,9 @@ class Example:
     # -- runs ------------------------------------------------------------------
 
     def sync(self, factory: Optional[Callable[[str], Any]] = None) -> Any:
-        result = synchronize(self.parent.url, "Parent", self.table, user=USER,
-                             client_factory=factory)
+        result = synchronize(
+            self.parent.url, "Parent", self.table, user=USER, client_factory=factory
+        )
         if result.status >= 0 and result.last_sync_text:
             self.table = result.last_sync_text  # chained, as ModelBuilder does
         return result
@@ -236,9 +269,17 @@ class Example:
         assert bool(changed) == done, (op, changed)
         for guid in changed:
             element = node.store.get(guid).element
-            self.writes.append(Write(guid, element.kind, node.name, dict(element.vv),
-                                     element.content_hash(), element.deleted,
-                                     tuple(sorted(element.fields.items()))))
+            self.writes.append(
+                Write(
+                    guid,
+                    element.kind,
+                    node.name,
+                    dict(element.vv),
+                    element.content_hash(),
+                    element.deleted,
+                    tuple(sorted(element.fields.items())),
+                )
+            )
         TALLY["edits"] += int(done)
         TALLY["versions_written"] += len(changed)
 
@@ -250,33 +291,38 @@ class Example:
         jobs = self._live(node, "Job")
         job = jobs[pick % len(jobs)] if jobs else None
         if op == "job_create":
-            client.post("jobs/create", jobTypeId=1, name=self.token("job"),
-                        description=self.token("d"))
+            client.post(
+                "jobs/create", jobTypeId=1, name=self.token("job"), description=self.token("d")
+            )
         elif op in ("job_edit", "job_notes", "job_delete", "hold_create") and job is None:
             return False
         elif op == "job_edit":
-            client.post(f"jobs/{job.local_id}/update",
-                        properties=json.dumps({"description": self.token("d")}))
+            client.post(
+                f"jobs/{job.local_id}/update",
+                properties=json.dumps({"description": self.token("d")}),
+            )
         elif op == "job_notes":
             client.post(f"jobs/{job.local_id}/notes/update", notes=self.token("n"))
         elif op == "job_delete":
             client.post(f"jobs/{job.local_id}/delete")
         elif op == "hold_create":
-            client.post(f"jobs/{job.local_id}/holds/create", type=1,
-                        comments=self.token("h"))
+            client.post(f"jobs/{job.local_id}/holds/create", type=1, comments=self.token("h"))
         elif op == "hold_release":
             live_jobs = {j.guid for j in jobs}
-            holds = [h for h in self._live(node, "Hold") if not h.fields.get("releaseDate")
-                     and h.fields.get("job") in live_jobs]
+            holds = [
+                h
+                for h in self._live(node, "Hold")
+                if not h.fields.get("releaseDate") and h.fields.get("job") in live_jobs
+            ]
             if not holds:
                 return False
             hold = holds[pick % len(holds)]
             owner = next(j for j in jobs if j.guid == hold.fields["job"])
-            client.post(f"jobs/{owner.local_id}/holds/{hold.local_id}/release",
-                        comments=self.token("r"))
+            client.post(
+                f"jobs/{owner.local_id}/holds/{hold.local_id}/release", comments=self.token("r")
+            )
         elif op == "type_create":
-            client.post("jobTypes/create", name=self.token("type"),
-                        description=self.token("d"))
+            client.post("jobTypes/create", name=self.token("type"), description=self.token("d"))
         elif op == "type_edit":
             types = self._live(node, "JobType")
             chosen = types[pick % len(types)]
@@ -289,8 +335,9 @@ class Example:
         elif op == "user_edit":
             users = self._live(node, "User")
             chosen = users[pick % len(users)]
-            client.post(f"community/users/{chosen.fields['userName']}/update",
-                        fullName=self.token("f"))
+            client.post(
+                f"community/users/{chosen.fields['userName']}/update", fullName=self.token("f")
+            )
         elif op == "group_edit":
             client.post("community/groups/1/update", description=self.token("g"))
         else:  # pragma: no cover
@@ -337,8 +384,9 @@ class Example:
 
 
 def faulty_client(url: str) -> WMServerClient:
-    return WMServerClient(url, user=USER, timeout=T_CALL, transfer_timeout=T_TRANSFER,
-                          retries=2, backoff=0.01)
+    return WMServerClient(
+        url, user=USER, timeout=T_CALL, transfer_timeout=T_TRANSFER, retries=2, backoff=0.01
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -351,18 +399,22 @@ def check_invariants(ex: Example) -> Dict[str, int]:
     reference = prints["Parent"]
     for name, found in prints.items():
         if found != reference:
-            differ = sorted(g for g in set(found) | set(reference)
-                            if found.get(g) != reference.get(g))
-            raise AssertionError(f"{name} differs from the parent on {len(differ)} "
-                                 f"elements, e.g. {differ[:3]}: "
-                                 f"{[(found.get(g), reference.get(g)) for g in differ[:3]]}")
+            differ = sorted(
+                g for g in set(found) | set(reference) if found.get(g) != reference.get(g)
+            )
+            raise AssertionError(
+                f"{name} differs from the parent on {len(differ)} "
+                f"elements, e.g. {differ[:3]}: "
+                f"{[(found.get(g), reference.get(g)) for g in differ[:3]]}"
+            )
     final = {e.guid: e.element for e in ex.parent.store.elements()}
     losers = set()
     for node in ex.nodes:
         for entry in node.store.conflicts():
             loser = entry["loser"]
-            losers.add((entry["guid"], bool(loser.get("deleted")),
-                        tuple(sorted(loser["content"].items()))))
+            losers.add(
+                (entry["guid"], bool(loser.get("deleted")), tuple(sorted(loser["content"].items())))
+            )
     by_guid: Dict[str, List[Write]] = {}
     for write in ex.writes:
         by_guid.setdefault(write.guid, []).append(write)
@@ -378,15 +430,18 @@ def check_invariants(ex: Example) -> Dict[str, int]:
             lost.append(f"{guid}: final content was never written by a user")
         for write in writes:
             if compare_vv(write.vv, element.vv) not in (EQUAL, OLDER):
-                lost.append(f"{guid}: version {write.vv} of {write.node} is not in the "
-                            f"final {element.vv}")
+                lost.append(
+                    f"{guid}: version {write.vv} of {write.node} is not in the final {element.vv}"
+                )
                 continue
             later = any(compare_vv(write.vv, o.vv) == OLDER for o in writes)
             if later or element.content_hash() == write.content:
                 continue
             if (guid, write.deleted, write.fields) not in losers:
-                lost.append(f"{guid}: {write.kind} version {write.vv} written on "
-                            f"{write.node} is neither the final one nor a logged loser")
+                lost.append(
+                    f"{guid}: {write.kind} version {write.vv} written on "
+                    f"{write.node} is neither the final one nor a logged loser"
+                )
 
     duplicates: List[str] = []
     ids_everywhere = None
@@ -412,7 +467,9 @@ def check_invariants(ex: Example) -> Dict[str, int]:
 
 
 fault_spec = st.tuples(
-    st.sampled_from(FAULT_KINDS), st.integers(0, 4), st.sampled_from(sorted(STAGES)),
+    st.sampled_from(FAULT_KINDS),
+    st.integers(0, 4),
+    st.sampled_from(sorted(STAGES)),
     st.sampled_from([1, None]),
 )
 edit = st.tuples(st.integers(0, 4), st.sampled_from(EDITS), st.integers(0, 1000))
@@ -431,11 +488,19 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
     started = time.monotonic()
     previous: List[Path] = []
 
-    @settings(max_examples=CHUNK, deadline=None, derandomize=not LONG, database=None,
-              suppress_health_check=list(HealthCheck), print_blob=True)
-    @given(children=st.integers(1, 4),
-           offsets=st.lists(st.sampled_from([0, 0, HOUR, -HOUR]), min_size=5, max_size=5),
-           program=st.lists(step, min_size=2, max_size=12))
+    @settings(
+        max_examples=CHUNK,
+        deadline=None,
+        derandomize=not LONG,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    @given(
+        children=st.integers(1, 4),
+        offsets=st.lists(st.sampled_from([0, 0, HOUR, -HOUR]), min_size=5, max_size=5),
+        program=st.lists(step, min_size=2, max_size=12),
+    )
     def example(children, offsets, program):
         for old in previous:  # the last example's files: nothing uses them any more
             shutil.rmtree(old, ignore_errors=True)
@@ -479,8 +544,10 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
             assert [n.store.generation() for n in ex.nodes] == before
             TALLY["examples"] += 1
             if os.environ.get("WMSYNC_TRACE"):
-                print(f"{time.monotonic() - t0:6.2f}s children={children} "
-                      f"program={program}", flush=True)
+                print(
+                    f"{time.monotonic() - t0:6.2f}s children={children} program={program}",
+                    flush=True,
+                )
             TALLY[f"clusters_of_{children + 1}"] += 1
             TALLY["changes_lost"] += tally["lost"]
             TALLY["duplicates"] += tally["duplicates"]
@@ -499,7 +566,9 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
         report = {
             "test": "tests/test_reliability_convergence.py",
             "command": "WMSYNC_LONG=1 .venv/bin/python -m pytest -q "
-                       "tests/test_reliability_convergence.py" if LONG else "",
+            "tests/test_reliability_convergence.py"
+            if LONG
+            else "",
             "passed": passed,
             "long_mode": LONG,
             "examples_asked": EXAMPLES,

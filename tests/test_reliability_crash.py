@@ -33,9 +33,23 @@ def three(emulator):
 
 
 def cli_args(cluster, *extra):
-    return [sys.executable, "-m", "wmsync", "sync", "--parent-url", cluster.parent.url,
-            "--parent-name", "Parent", "--children", cluster.table(), "--user", USER,
-            "--timeout", "120", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "wmsync",
+        "sync",
+        "--parent-url",
+        cluster.parent.url,
+        "--parent-name",
+        "Parent",
+        "--children",
+        cluster.table(),
+        "--user",
+        USER,
+        "--timeout",
+        "120",
+        *extra,
+    ]
 
 
 def wait_for(condition, what, timeout=30.0):
@@ -47,8 +61,11 @@ def wait_for(condition, what, timeout=30.0):
 
 
 def stored_names(server):
-    return {e.fields.get("name") for e in server.store.elements(include_deleted=False)
-            if e.kind == "Job"}
+    return {
+        e.fields.get("name")
+        for e in server.store.elements(include_deleted=False)
+        if e.kind == "Job"
+    }
 
 
 # boundary -> (server, faults in order: the last one stalls, the ones before pass requests
@@ -58,21 +75,25 @@ def stored_names(server):
 ONE = ["--max-workers", "1"]
 BOUNDARIES = {
     # the parent has imported Ohio's changes; Ohio's watermark update waits
-    "pull import committed, watermark not": ("Ohio", [("replication/nodes/update", None)],
-                                            ONE),
+    "pull import committed, watermark not": ("Ohio", [("replication/nodes/update", None)], ONE),
     # every pull committed; the push's export on the parent waits
     "between pull and push": ("Parent", [("replication/export$", None)], []),
     # one worker: parent node updates 1-2 are the pulls' commits, 3 is Ohio's push commit
     "push import committed, watermark not": (
-        "Parent", [("replication/nodes/update", 2), ("replication/nodes/update", None)],
-        ONE),
+        "Parent",
+        [("replication/nodes/update", 2), ("replication/nodes/update", None)],
+        ONE,
+    ),
     # Ohio's import is being uploaded when the process dies
     "during the push import": ("Ohio", [("replication/import", None)], []),
     # Ohio's watermark and new syncId are written, the parent's copy of the syncId is not:
     # the pair's rows disagree, so the next run makes a full exchange with Ohio
     # (docs/design.md §4: watermarks are trusted only when both syncIds match) -- costlier, safe.
     "between the two node rows of a pull's commit": (
-        "Parent", [("replication/nodes/update", None)], ONE),
+        "Parent",
+        [("replication/nodes/update", None)],
+        ONE,
+    ),
 }
 FULL_NEXT = {"between the two node rows of a pull's commit": {"Ohio"}}
 
@@ -95,11 +116,19 @@ def test_sigkill_at_a_phase_boundary_resumes_without_loss(three, tmp_path, bound
 
     name, specs, extra = BOUNDARIES[boundary]
     server = {"Parent": three.parent, "Ohio": three.children[0]}[name]
-    faults = [Fault(path, "latency", seconds=0, times=times) if times else
-              Fault(path, "stall", seconds=STALL_SECONDS) for path, times in specs]
+    faults = [
+        Fault(path, "latency", seconds=0, times=times)
+        if times
+        else Fault(path, "stall", seconds=STALL_SECONDS)
+        for path, times in specs
+    ]
     server.app.faults.extend(faults)
-    process = subprocess.Popen(cli_args(three, *extra), stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        cli_args(three, *extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: faults[-1].hits > 0, f"the run to reach '{boundary}'")
         os.kill(process.pid, signal.SIGKILL)
@@ -116,8 +145,10 @@ def test_sigkill_at_a_phase_boundary_resumes_without_loss(three, tmp_path, bound
     # What had happened when the process died.
     parent_names = stored_names(three.parent)
     ohio_names = stored_names(three.children[0])
-    if boundary in ("pull import committed, watermark not",
-                    "between the two node rows of a pull's commit"):
+    if boundary in (
+        "pull import committed, watermark not",
+        "between the two node rows of a pull's commit",
+    ):
         assert {"ohio 0", "ohio x"} <= parent_names
     if boundary in ("between pull and push", "push import committed, watermark not"):
         assert {"ohio 0", "az 0"} <= parent_names
@@ -128,8 +159,13 @@ def test_sigkill_at_a_phase_boundary_resumes_without_loss(three, tmp_path, bound
 
     # The next run converges, redoing no more than the interrupted windows.
     report = tmp_path / "resume.json"
-    done = subprocess.run(cli_args(three, "--report", str(report)), capture_output=True,
-                          text=True, timeout=120, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        cli_args(three, "--report", str(report)),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads(report.read_text())
     for child in data["children"]:
@@ -142,8 +178,7 @@ def test_sigkill_at_a_phase_boundary_resumes_without_loss(three, tmp_path, bound
         assert child["received"] <= push[child["name"]], (child, push)
     view = assert_converged(three)
     names = sorted(job[1] for job in view["jobs"].values())
-    assert names == sorted(["hq 0", "hq 1", "hq 2", "ohio 0", "ohio 1", "ohio 2", "ohio x",
-                            "az 0"])
+    assert names == sorted(["hq 0", "hq 1", "hq 2", "ohio 0", "ohio 1", "ohio 2", "ohio x", "az 0"])
     assert {job[1]: job[7] for job in view["jobs"].values()}["ohio x"] == "noted in Ohio"
     again = synchronize(three.parent.url, "Parent", three.table(), user=USER)
     assert again.status == 0

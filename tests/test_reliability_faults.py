@@ -81,8 +81,20 @@ def table(servers) -> str:
 
 
 def sync_args(servers, *extra):
-    return ["sync", "--parent-url", servers["Parent"].url, "--parent-name", "Parent",
-            "--children", table(servers), "--user", USER, "--timeout", str(T_CALL), *extra]
+    return [
+        "sync",
+        "--parent-url",
+        servers["Parent"].url,
+        "--parent-name",
+        "Parent",
+        "--children",
+        table(servers),
+        "--user",
+        USER,
+        "--timeout",
+        str(T_CALL),
+        *extra,
+    ]
 
 
 def make_fault(kind: str, stage: str) -> Fault:
@@ -137,18 +149,26 @@ def test_a_fault_gives_a_clear_error_and_the_right_status(
             assert target.url in error, error  # the redacted URL of the failing server
             assert f"{child['name']}: FAILED: " in out
     # Nothing was lost: a clean run (the real client, normal timeouts) converges.
-    clean = synchronize(servers["Parent"].url, "Parent", table(servers), user=USER,
-                        client_factory=lambda url: RealClient(url, user=USER))
+    clean = synchronize(
+        servers["Parent"].url,
+        "Parent",
+        table(servers),
+        user=USER,
+        client_factory=lambda url: RealClient(url, user=USER),
+    )
     assert clean.status == 0, clean.summary_lines()
     first, *others = fingerprints(servers)
     assert all(other == first for other in others)
 
 
-@pytest.mark.parametrize("where,stage,kind", [
-    ("Parent", "info", "html"),
-    ("Ohio", "download", "truncate"),
-    ("Ohio", "import", "error"),
-])
+@pytest.mark.parametrize(
+    "where,stage,kind",
+    [
+        ("Parent", "info", "html"),
+        ("Ohio", "download", "truncate"),
+        ("Ohio", "import", "error"),
+    ],
+)
 def test_as_a_process_no_traceback_reaches_the_user(cluster, where, stage, kind):
     servers, _ = cluster
     fault = make_fault(kind, stage)
@@ -156,9 +176,13 @@ def test_as_a_process_no_traceback_reaches_the_user(cluster, where, stage, kind)
     try:
         for name in ("Parent", "Ohio"):
             create_job(cluster[1][name], f"process {where} {stage}")
-        done = subprocess.run([sys.executable, "-m", "wmsync", *sync_args(servers)],
-                              capture_output=True, text=True, timeout=120,
-                              stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            [sys.executable, "-m", "wmsync", *sync_args(servers)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         fault.release()
         servers[where].app.faults.clear()

@@ -62,13 +62,16 @@ def fresh(emulator):
 
 def state(cluster):
     servers = [cluster.parent, *cluster.children]
-    return [(s.store.generation(), s.store.fingerprint(), s.store.conflicts(),
-             s.store.nodes()) for s in servers]
+    return [
+        (s.store.generation(), s.store.fingerprint(), s.store.conflicts(), s.store.nodes())
+        for s in servers
+    ]
 
 
 def sync(cluster, table=None, name="Parent", url=None):
-    return synchronize(url or cluster.parent.url, name,
-                       cluster.table() if table is None else table, user=USER)
+    return synchronize(
+        url or cluster.parent.url, name, cluster.table() if table is None else table, user=USER
+    )
 
 
 # -- the child value table -------------------------------------------------------------
@@ -112,8 +115,15 @@ def test_a_connected_flag_other_than_true_skips_that_child_only(fresh):
 
 
 def test_a_thousand_rows_parse_fast_and_one_bad_row_among_them_refuses_everything(three):
-    rows = [[f"Child{i}", "true", f"http://127.0.0.1:9/arcgis/rest/services/Child{i}/WMServer",
-             "2024-01-01 10:00"] for i in range(1000)]
+    rows = [
+        [
+            f"Child{i}",
+            "true",
+            f"http://127.0.0.1:9/arcgis/rest/services/Child{i}/WMServer",
+            "2024-01-01 10:00",
+        ]
+        for i in range(1000)
+    ]
     started = time.monotonic()
     assert len(parse_children(rows)) == 1000
     text = ";".join(" ".join(row) for row in rows)
@@ -158,13 +168,13 @@ def html_site():
     """A web server that is not a WMServer: an HTML page for every path."""
 
     def app(environ, start_response):
-        page = Response("<html><body><h1>Welcome to IIS</h1></body></html>",
-                        mimetype="text/html")
+        page = Response("<html><body><h1>Welcome to IIS</h1></body></html>", mimetype="text/html")
         return page(environ, start_response)
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/arcgis/rest/services/Parent/WMServer"
@@ -230,12 +240,17 @@ def bad_documents(valid: Path):
     root_end = body.index(">") + 1
     head, rest = body[:root_end], body[root_end:]
     good_guid = new_guid()
-    xxe = ('<?xml version="1.0"?><!DOCTYPE JobExchange [<!ENTITY x SYSTEM '
-           '"file:///etc/passwd">]>' + head + "&x;" + rest)
-    bomb = ('<?xml version="1.0"?><!DOCTYPE JobExchange [<!ENTITY a "aaaaaaaaaa">'
-            + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">'
-                      for i in range(8))
-            + "]>" + head.replace('repository="Ohio"', 'repository="&i;"') + rest)
+    xxe = (
+        '<?xml version="1.0"?><!DOCTYPE JobExchange [<!ENTITY x SYSTEM '
+        '"file:///etc/passwd">]>' + head + "&x;" + rest
+    )
+    bomb = (
+        '<?xml version="1.0"?><!DOCTYPE JobExchange [<!ENTITY a "aaaaaaaaaa">'
+        + "".join(f'<!ENTITY {chr(98 + i)} "{("&" + chr(97 + i) + ";") * 10}">' for i in range(8))
+        + "]>"
+        + head.replace('repository="Ohio"', 'repository="&i;"')
+        + rest
+    )
     last_job = text.rindex("<Job ")
     bad_vv = text[:last_job] + text[last_job:].replace('vv="', 'vv="Ohio:x ', 1)
     return {
@@ -244,23 +259,38 @@ def bad_documents(valid: Path):
         "empty": b"",
         "another root": b"<?xml version='1.0'?><Jobs><Job guid='x'/></Jobs>",
         "wrong version": text.replace('version="1"', 'version="9"', 1).encode(),
-        "unknown element": text.replace("</JobExchange>",
-                                        f'<Parcel guid="{good_guid}"/></JobExchange>').encode(),
+        "unknown element": text.replace(
+            "</JobExchange>", f'<Parcel guid="{good_guid}"/></JobExchange>'
+        ).encode(),
         "truncated": text.encode()[: len(text.encode()) * 2 // 3],
         "bad vv on the last job": bad_vv.encode(),
         "external entity (XXE)": xxe.encode(),
         "entity bomb": bomb.encode(),
-        "oversize": (text.replace("</JobExchange>", "<!--" + "x" * (70 * 1024) + "-->"
-                                  "</JobExchange>")).encode(),
-        "gzip bomb": gzip.compress(text.replace(
-            "</JobExchange>", "<!--" + " " * (2 * 1024 * 1024) + "--></JobExchange>"
-        ).encode()),
+        "oversize": (
+            text.replace("</JobExchange>", "<!--" + "x" * (70 * 1024) + "--></JobExchange>")
+        ).encode(),
+        "gzip bomb": gzip.compress(
+            text.replace(
+                "</JobExchange>", "<!--" + " " * (2 * 1024 * 1024) + "--></JobExchange>"
+            ).encode()
+        ),
     }
 
 
-BAD_DOCUMENTS = ["not XML", "JSON", "empty", "another root", "wrong version",
-                 "unknown element", "truncated", "bad vv on the last job",
-                 "external entity (XXE)", "entity bomb", "oversize", "gzip bomb"]
+BAD_DOCUMENTS = [
+    "not XML",
+    "JSON",
+    "empty",
+    "another root",
+    "wrong version",
+    "unknown element",
+    "truncated",
+    "bad vv on the last job",
+    "external entity (XXE)",
+    "entity bomb",
+    "oversize",
+    "gzip bomb",
+]
 
 
 @pytest.mark.parametrize("problem", BAD_DOCUMENTS)
@@ -295,8 +325,15 @@ def test_a_document_whose_last_element_clashes_is_refused_whole(three, documents
         header = reader.header
     admin = three.parent.store.elements()
     user_guid = next(e.guid for e in admin if e.kind == "User")
-    clash = Element(kind="Job", guid=user_guid, vv={"Ohio": 5}, modified=1, origin="Ohio",
-                    fields={"name": "I am a user"}, local_id=99)
+    clash = Element(
+        kind="Job",
+        guid=user_guid,
+        vv={"Ohio": 5},
+        modified=1,
+        origin="Ohio",
+        fields={"name": "I am a user"},
+        local_id=99,
+    )
     path = tmp_path / "clash.jxl"
     exchange.write_document(str(path), header, [*elements, clash])
     before = state(three)
@@ -311,11 +348,17 @@ def test_a_job_referencing_an_unknown_guid_is_kept_with_a_warning(fresh, tmp_pat
     as a warning; it resolves when the element arrives. Only malformed documents are
     refused."""
     missing_type = new_guid()
-    job = Element(kind="Job", guid=new_guid(), vv={"Ohio": 1}, modified=1, origin="Ohio",
-                  fields={"name": "orphan", "jobType": missing_type}, local_id=4242)
+    job = Element(
+        kind="Job",
+        guid=new_guid(),
+        vv={"Ohio": 1},
+        modified=1,
+        origin="Ohio",
+        fields={"name": "orphan", "jobType": missing_type},
+        local_id=4242,
+    )
     path = tmp_path / "orphan.jxl"
-    header = exchange.ExchangeHeader(repository="Ohio", generation=1, since_gen=0,
-                                     export_time=1)
+    header = exchange.ExchangeHeader(repository="Ohio", generation=1, since_gen=0, export_time=1)
     exchange.write_document(str(path), header, [job])
     answer = fresh.client("Parent").import_document(str(path))
     assert answer["added"] == 1

@@ -14,15 +14,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def worker(passed: bool = True, **counts: int):
-    return {"test": "t", "passed": passed, "long_mode": True, "examples_asked": 5000,
-            "seconds": 100.0, **counts}
+    return {
+        "test": "t",
+        "passed": passed,
+        "long_mode": True,
+        "examples_asked": 5000,
+        "seconds": 100.0,
+        **counts,
+    }
 
 
 def test_merge_adds_counts_but_not_seconds_or_the_asked_count():
-    report = reliability.merge([
-        worker(examples=300, faults_injected=40, changes_lost=0, duplicates=0),
-        worker(examples=200, faults_injected=2, changes_lost=0, duplicates=0),
-    ])
+    report = reliability.merge(
+        [
+            worker(examples=300, faults_injected=40, changes_lost=0, duplicates=0),
+            worker(examples=200, faults_injected=2, changes_lost=0, duplicates=0),
+        ]
+    )
     assert report["passed"] is True
     assert report["workers"] == 2
     assert report["examples"] == 500 and report["faults_injected"] == 42
@@ -47,9 +55,21 @@ def test_two_workers_run_one_example_each_and_add_up(tmp_path):
     workers = 2
     out = tmp_path / "long.json"
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.reliability", "--workers", str(workers),
-         "--examples", str(workers), "--out", str(out)],
-        cwd=str(ROOT), capture_output=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.reliability",
+            "--workers",
+            str(workers),
+            "--examples",
+            str(workers),
+            "--out",
+            str(out),
+        ],
+        cwd=str(ROOT),
+        capture_output=True,
+        timeout=300,
+        check=False,
     )
     assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]
     report = json.loads(out.read_text())

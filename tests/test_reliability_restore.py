@@ -35,8 +35,9 @@ class Recorder(SyncListener):
 
 
 def sync(cluster: Cluster, listener: Any = None) -> Any:
-    return synchronize(cluster.parent.url, cluster.parent_name, cluster.table(),
-                       user=USER, listener=listener)
+    return synchronize(
+        cluster.parent.url, cluster.parent_name, cluster.table(), user=USER, listener=listener
+    )
 
 
 def backup(db_path: Any, dest: Path) -> Path:
@@ -70,8 +71,9 @@ class Servers:
         if Cluster.name_of(self.cluster.parent) == name:
             self.cluster.parent = started
         else:
-            self.cluster.children = [started if Cluster.name_of(c) == name else c
-                                     for c in self.cluster.children]
+            self.cluster.children = [
+                started if Cluster.name_of(c) == name else c for c in self.cluster.children
+            ]
 
     def restore_offline(self, name: str, copy: Path) -> None:
         """Stop the server, put the copy back in place of its files, start it again."""
@@ -149,8 +151,11 @@ def test_an_edit_after_a_restore_meets_the_lost_versions_as_a_conflict(
     for name in cluster.names:
         assert description(cluster.client(name), job) == "made after the restore", name
     assert any("Ohio went back in time" in w for w in listener.warnings), listener.warnings
-    logged = [c for c in parent.get("replication/conflicts")["conflicts"]
-              if c["guid"] == parent.get(f"jobs/{job}")["guid"]]
+    logged = [
+        c
+        for c in parent.get("replication/conflicts")["conflicts"]
+        if c["guid"] == parent.get(f"jobs/{job}")["guid"]
+    ]
     assert any(c["loser"]["content"].get("description") == "lost edit two" for c in logged)
     assert_converged(cluster)
     # The pair is trusted again: a second run moves nothing and reports nothing back.
@@ -217,9 +222,7 @@ def test_a_full_exchange_whose_push_failed_stays_full(
 
 
 @pytest.mark.parametrize("setback", ["restore", "rebuild"])
-def test_job_ids_move_past_what_the_cluster_saw(
-    pair: Any, tmp_path: Path, setback: str
-) -> None:
+def test_job_ids_move_past_what_the_cluster_saw(pair: Any, tmp_path: Path, setback: str) -> None:
     """A job made on a restored or rebuilt child before its exchange completed takes an
     id past every id the cluster saw in its block (never one handed out twice)."""
     cluster, servers = pair
@@ -242,9 +245,7 @@ def test_job_ids_move_past_what_the_cluster_saw(
     assert_converged(cluster)
 
 
-def test_a_restored_parent_is_found_and_its_edit_is_not_lost(
-    pair: Any, tmp_path: Path
-) -> None:
+def test_a_restored_parent_is_found_and_its_edit_is_not_lost(pair: Any, tmp_path: Path) -> None:
     cluster, servers = pair
     parent = cluster.client("Parent")
     job = create_job(parent, "Parent's job")

@@ -64,8 +64,20 @@ EXAMPLES = int(os.environ.get("WMSYNC_EXAMPLES") or (1_000 if LONG else 2))
 SEED = os.environ.get("WMSYNC_SEED")  # another fixed program in short mode
 USER = base.USER
 CONFIG_EDITS = {"type_create", "type_edit", "user_create", "user_edit", "group_edit"}
-EDITS = ["job_create", "job_create", "job_edit", "job_edit", "job_notes", "job_delete",
-         "job_close", "hold_create", "hold_release", "comment", "type_edit", "user_create"]
+EDITS = [
+    "job_create",
+    "job_create",
+    "job_edit",
+    "job_edit",
+    "job_notes",
+    "job_delete",
+    "job_close",
+    "hold_create",
+    "hold_release",
+    "comment",
+    "type_edit",
+    "user_create",
+]
 #: What a fault on a stock node hits (paths below the service root): the scan's reads
 #: and the writer's creates and updates. The extension stages of the base test never
 #: reach a stock server.
@@ -85,9 +97,14 @@ class MixedNode(base.Node):
     stock = False
 
     def fresh(self, db_path: Path, clock_offset_ms: int) -> None:
-        self.app = create_app(EmulatorConfig(repository=self.name, db_path=str(db_path),
-                                             clock_offset_ms=clock_offset_ms,
-                                             stock=self.stock))
+        self.app = create_app(
+            EmulatorConfig(
+                repository=self.name,
+                db_path=str(db_path),
+                clock_offset_ms=clock_offset_ms,
+                stock=self.stock,
+            )
+        )
         self.gate.inner = self.app
         if self.running is None:
             self.up()
@@ -111,11 +128,11 @@ class MixedExample(base.Example):
     def sync(self, factory: Optional[Callable[[str], Any]] = None) -> Any:
         options: Dict[str, Any] = {}
         if factory is base.faulty_client:
-            options = dict(timeout=base.T_CALL, transfer_timeout=base.T_TRANSFER,
-                           retries=2, backoff=0.01)
+            options = dict(
+                timeout=base.T_CALL, transfer_timeout=base.T_TRANSFER, retries=2, backoff=0.01
+            )
         builder = StockReplicas(self.state)
-        stock = stock_client_factory(builder, user=USER, stock_urls=self.stock_urls,
-                                     **options)
+        stock = stock_client_factory(builder, user=USER, stock_urls=self.stock_urls, **options)
         try:
             return super().sync(stock)
         finally:
@@ -160,11 +177,11 @@ class MixedExample(base.Example):
         node = self.nodes[target % len(self.nodes)]
         if getattr(node, "stock", False) and not kind.startswith("kill_") and kind != "down":
             if kind == "timeout":
-                fault = Fault(STOCK_STAGES[stage], "latency", seconds=base.T_CALL + 0.35,
-                              times=times)
+                fault = Fault(
+                    STOCK_STAGES[stage], "latency", seconds=base.T_CALL + 0.35, times=times
+                )
             elif kind == "wrongtype":
-                fault = Fault(STOCK_STAGES[stage], kind, times=times,
-                              content_type="text/html")
+                fault = Fault(STOCK_STAGES[stage], kind, times=times, content_type="text/html")
             else:
                 fault = Fault(STOCK_STAGES[stage], kind, times=times)
             node.faults().append(fault)
@@ -185,9 +202,11 @@ def user_view(client: WMServerClient) -> Dict[int, Dict[str, Any]]:
             (h["type"], strip_tag(h.get("holdComments") or ""), h.get("releaseDate") is not None)
             for h in client.get(f"jobs/{job_id}/holds")["holds"]
         )
-        comments = sorted(strip_tag(a.get("message") or "")
-                          for a in client.get(f"jobs/{job_id}/activity")["activity"]
-                          if a.get("type") == 7)
+        comments = sorted(
+            strip_tag(a.get("message") or "")
+            for a in client.get(f"jobs/{job_id}/activity")["activity"]
+            if a.get("type") == 7
+        )
         out[int(job_id)] = {
             "name": one.get("name"),
             "description": one.get("description") or "",
@@ -205,10 +224,13 @@ def check_invariants(ex: MixedExample) -> Dict[str, int]:
     reference = views["Parent"]
     for name, found in views.items():
         if found != reference:
-            differ = sorted(i for i in set(found) | set(reference)
-                            if found.get(i) != reference.get(i))
-            raise AssertionError(f"{name} differs from the parent on jobs {differ[:5]}: "
-                                 f"{[(found.get(i), reference.get(i)) for i in differ[:2]]}")
+            differ = sorted(
+                i for i in set(found) | set(reference) if found.get(i) != reference.get(i)
+            )
+            raise AssertionError(
+                f"{name} differs from the parent on jobs {differ[:5]}: "
+                f"{[(found.get(i), reference.get(i)) for i in differ[:2]]}"
+            )
     extension = [n for n in ex.nodes if not getattr(n, "stock", False)]
     prints = [n.store.fingerprint() for n in extension]
     assert all(p == prints[0] for p in prints[1:]), "extension nodes differ"
@@ -224,18 +246,24 @@ def check_invariants(ex: MixedExample) -> Dict[str, int]:
         if job_name in ex.deleted or job_name not in by_name:
             continue
         job = by_name[job_name]
-        found = (job["comments"].count(text) if kind == "comment"
-                 else sum(1 for h in job["holds"] if h[1] == text))
+        found = (
+            job["comments"].count(text)
+            if kind == "comment"
+            else sum(1 for h in job["holds"] if h[1] == text)
+        )
         if found != 1:
             problems.append(f"{kind} {text!r} on {job_name!r} found {found} times")
-    initial = {str(e.fields.get("name")) for e in ex.parent.store.elements() if e.kind == "Job"
-               } - ex.created
+    initial = {
+        str(e.fields.get("name")) for e in ex.parent.store.elements() if e.kind == "Job"
+    } - ex.created
     for job in reference.values():
         if job["name"] not in ex.created and job["name"] not in initial:
             problems.append(f"job {job['name']!r} appeared from nowhere")
     assert not problems, problems[:5]
-    return {"jobs": len(reference),
-            "stock_nodes": sum(1 for n in ex.nodes if getattr(n, "stock", False))}
+    return {
+        "jobs": len(reference),
+        "stock_nodes": sum(1 for n in ex.nodes if getattr(n, "stock", False)),
+    }
 
 
 # ---------------------------------------------------------------------------
@@ -257,14 +285,21 @@ def test_clusters_with_stock_servers_converge_with_nothing_lost(tmp_path_factory
     started = time.monotonic()
 
     @seed(int(SEED or 0))
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=not (LONG or SEED),
-              database=None, suppress_health_check=list(HealthCheck), print_blob=True)
-    @given(children=st.integers(1, 3),
-           all_stock=st.booleans(),
-           stock=st.lists(st.booleans(), min_size=4, max_size=4),
-           offsets=st.lists(st.sampled_from([0, 0, base.HOUR, -base.HOUR]),
-                            min_size=4, max_size=4),
-           program=st.lists(step, min_size=2, max_size=6))
+    @settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=not (LONG or SEED),
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    @given(
+        children=st.integers(1, 3),
+        all_stock=st.booleans(),
+        stock=st.lists(st.booleans(), min_size=4, max_size=4),
+        offsets=st.lists(st.sampled_from([0, 0, base.HOUR, -base.HOUR]), min_size=4, max_size=4),
+        program=st.lists(step, min_size=2, max_size=6),
+    )
     def example(children, all_stock, stock, offsets, program):
         for old in previous:
             shutil.rmtree(old, ignore_errors=True)
@@ -330,6 +365,8 @@ def test_clusters_with_stock_servers_converge_with_nothing_lost(tmp_path_factory
         for node in nodes:
             node.down()
         TALLY["edits"] = base.TALLY["edits"]
-        summary = {"seconds": round(time.monotonic() - started, 1),
-                   **{k: TALLY[k] for k in sorted(TALLY)}}
+        summary = {
+            "seconds": round(time.monotonic() - started, 1),
+            **{k: TALLY[k] for k in sorted(TALLY)},
+        }
         print("stock convergence:", json.dumps(summary))

@@ -32,9 +32,14 @@ PASSWORD = "PLANTEDpassw0rd+&=%;x"
 
 
 def run_cli(*args, env=None, timeout=120):
-    return subprocess.run([sys.executable, "-m", "wmsync", *args], capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL,
-                          env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "wmsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )
 
 
 # -- TLS ---------------------------------------------------------------------------------
@@ -48,10 +53,29 @@ def certificate(tmp_path_factory):
         pytest.skip("the openssl command is not installed: cannot make a certificate")
     folder = tmp_path_factory.mktemp("tls")
     cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True, timeout=60)
+    subprocess.run(
+        [
+            openssl,
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     return str(cert), str(key)
 
 
@@ -64,14 +88,26 @@ def https_pair(emulator, certificate):
 
 
 def tls_args(parent, child, *extra):
-    return ["sync", "--parent-url", parent.url, "--parent-name", "Parent", "--children",
-            f"Ohio true {child.url} ''", "--user", USER, *extra]
+    return [
+        "sync",
+        "--parent-url",
+        parent.url,
+        "--parent-name",
+        "Parent",
+        "--children",
+        f"Ohio true {child.url} ''",
+        "--user",
+        USER,
+        *extra,
+    ]
 
 
 def test_tls_is_verified_by_default_and_a_ca_bundle_makes_it_work(https_pair, certificate):
     parent, child = https_pair
-    with WMServerClient(parent.url, user=USER) as client, \
-            pytest.raises(ConnectionFailed) as refused:
+    with (
+        WMServerClient(parent.url, user=USER) as client,
+        pytest.raises(ConnectionFailed) as refused,
+    ):
         client.replication_info()
     assert "certificate" in str(refused.value) and "127.0.0.1" in str(refused.value)
     with WMServerClient(parent.url, user=USER, verify=certificate[0]) as client:
@@ -108,15 +144,19 @@ def token_service():
         if request.method == "POST" and password == PASSWORD:
             payload = {"token": TOKEN, "expires": 9999999999999, "ssl": False}
         else:
-            payload = {"error": {"code": 400, "message": f"Invalid password {password!r}",
-                                 "details": [f"user {request.form.get('username')} "
-                                             f"password {password}"]}}
-        return Response(json.dumps(payload), mimetype="application/json")(
-            environ, start_response)
+            payload = {
+                "error": {
+                    "code": 400,
+                    "message": f"Invalid password {password!r}",
+                    "details": [f"user {request.form.get('username')} password {password}"],
+                }
+            }
+        return Response(json.dumps(payload), mimetype="application/json")(environ, start_response)
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_port}/portal/sharing/rest/generateToken"
@@ -143,18 +183,35 @@ def assert_clean(*texts):
             assert part not in text
 
 
-def test_a_planted_token_and_password_never_appear_anywhere(guarded, token_service,
-                                                            tmp_path):
+def test_a_planted_token_and_password_never_appear_anywhere(guarded, token_service, tmp_path):
     parent, ohio, az = guarded
     report, log_file = tmp_path / "report.json", tmp_path / "sync.log"
     # Texas names AZ's server: it fails at once, with its (token-bearing) URL in the error.
-    table = (f"Ohio true {ohio.url}?token={TOKEN} '';AZ true {az.url} '';"
-             f"Texas true {az.url}?token={TOKEN} ''")
-    done = run_cli("sync", "--parent-url", parent.url + f"?token={TOKEN}", "--parent-name",
-                   "Parent", "--children", table, "--user", USER, "--token-url",
-                   token_service, "--username", "admin", "--report", str(report),
-                   "--log-file", str(log_file), "-vv",
-                   env={"WMSYNC_PASSWORD": PASSWORD})
+    table = (
+        f"Ohio true {ohio.url}?token={TOKEN} '';AZ true {az.url} '';"
+        f"Texas true {az.url}?token={TOKEN} ''"
+    )
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        parent.url + f"?token={TOKEN}",
+        "--parent-name",
+        "Parent",
+        "--children",
+        table,
+        "--user",
+        USER,
+        "--token-url",
+        token_service,
+        "--username",
+        "admin",
+        "--report",
+        str(report),
+        "--log-file",
+        str(log_file),
+        "-vv",
+        env={"WMSYNC_PASSWORD": PASSWORD},
+    )
     assert done.returncode == 1, done.stdout + done.stderr  # Texas failed, the rest worked
     assert "Ohio: synchronized" in done.stdout and "Texas: FAILED" in done.stdout
     assert_clean(done.stdout, done.stderr, report.read_text(), log_file.read_text())
@@ -164,10 +221,24 @@ def test_a_planted_token_and_password_never_appear_anywhere(guarded, token_servi
 def test_a_refused_password_is_not_echoed_back_to_the_user(guarded, token_service, tmp_path):
     parent, ohio, _ = guarded
     log_file = tmp_path / "sync.log"
-    done = run_cli("sync", "--parent-url", parent.url, "--parent-name", "Parent",
-                   "--children", f"Ohio true {ohio.url} ''", "--user", USER, "--token-url",
-                   token_service, "--username", "admin", "--log-file", str(log_file),
-                   env={"WMSYNC_PASSWORD": "wrong-" + PASSWORD})
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        parent.url,
+        "--parent-name",
+        "Parent",
+        "--children",
+        f"Ohio true {ohio.url} ''",
+        "--user",
+        USER,
+        "--token-url",
+        token_service,
+        "--username",
+        "admin",
+        "--log-file",
+        str(log_file),
+        env={"WMSYNC_PASSWORD": "wrong-" + PASSWORD},
+    )
     assert done.returncode == 2
     assert "Invalid password" in done.stderr  # the service's message, without the password
     logged = log_file.read_text() if log_file.exists() else ""
@@ -205,15 +276,21 @@ class Expiring:
         else:
             return self.inner(environ, start_response)
         return Response(json.dumps({"error": error}), mimetype="application/json")(
-            environ, start_response)
+            environ, start_response
+        )
 
 
 @pytest.fixture
 def rotating(tmp_path):
     """A cluster behind :class:`Expiring` and a ``generateToken`` service that hands out
     a new planted token on each call; yields (ledger, token URL, parent URL, Ohio URL)."""
-    ledger = {"lock": threading.RLock(), "uses": {}, "served": {}, "issued": [],
-              "on_expired": lambda: None}
+    ledger = {
+        "lock": threading.RLock(),
+        "uses": {},
+        "served": {},
+        "issued": [],
+        "on_expired": lambda: None,
+    }
 
     def issue():
         with ledger["lock"]:
@@ -226,26 +303,38 @@ def rotating(tmp_path):
 
     def service(environ, start_response):
         payload = {"token": issue(), "expires": 9999999999999, "ssl": False}
-        return Response(json.dumps(payload), mimetype="application/json")(
-            environ, start_response)
+        return Response(json.dumps(payload), mimetype="application/json")(environ, start_response)
 
     servers = []
     for name, app in [("portal", service)] + [
-        (name, Expiring(create_app(EmulatorConfig(repository=name,
-                                                  db_path=str(tmp_path / f"{name}.sqlite"))),
-                        ledger))
+        (
+            name,
+            Expiring(
+                create_app(
+                    EmulatorConfig(repository=name, db_path=str(tmp_path / f"{name}.sqlite"))
+                ),
+                ledger,
+            ),
+        )
         for name in ("Parent", "Ohio")
     ]:
         server = make_server("127.0.0.1", 0, app, threaded=True)
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                         daemon=True).start()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        ).start()
         servers.append((name, server))
-    urls = {name: emulator_server.root_url("127.0.0.1", server.server_port, name)
-            for name, server in servers}
+    urls = {
+        name: emulator_server.root_url("127.0.0.1", server.server_port, name)
+        for name, server in servers
+    }
     portal = servers[0][1].server_port
     try:
-        yield (ledger, f"http://127.0.0.1:{portal}/portal/sharing/rest/generateToken",
-               urls["Parent"], urls["Ohio"])
+        yield (
+            ledger,
+            f"http://127.0.0.1:{portal}/portal/sharing/rest/generateToken",
+            urls["Parent"],
+            urls["Ohio"],
+        )
     finally:
         for _, server in servers:
             server.shutdown()
@@ -255,10 +344,27 @@ def rotating(tmp_path):
 def test_a_token_that_expires_during_a_run_is_fetched_again(rotating, tmp_path):
     ledger, token_url, parent, ohio = rotating
     log_file, report = tmp_path / "sync.log", tmp_path / "report.json"
-    done = run_cli("sync", "--parent-url", parent, "--parent-name", "Parent",
-                   "--children", f"Ohio true {ohio} ''", "--user", USER, "--token-url",
-                   token_url, "--username", "admin", "--log-file", str(log_file), "-vv",
-                   "--report", str(report), env={"WMSYNC_PASSWORD": PASSWORD})
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        parent,
+        "--parent-name",
+        "Parent",
+        "--children",
+        f"Ohio true {ohio} ''",
+        "--user",
+        USER,
+        "--token-url",
+        token_url,
+        "--username",
+        "admin",
+        "--log-file",
+        str(log_file),
+        "-vv",
+        "--report",
+        str(report),
+        env={"WMSYNC_PASSWORD": PASSWORD},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Ohio: synchronized" in done.stdout
     issued = ledger["issued"]
@@ -272,8 +378,9 @@ def test_a_token_that_expires_during_a_run_is_fetched_again(rotating, tmp_path):
     assert_clean(done.stdout, done.stderr, logged, report.read_text())
 
 
-def test_the_toolbox_renews_an_expired_signin_token_on_the_tool_thread(arcpy, rotating,
-                                                                       monkeypatch):
+def test_the_toolbox_renews_an_expired_signin_token_on_the_tool_thread(
+    arcpy, rotating, monkeypatch
+):
     ledger, _, parent, ohio = rotating
     monkeypatch.setenv("WMSYNC_USER", USER)
     arcpy._fake.set_signin_token(ledger["issue"]())
@@ -291,8 +398,9 @@ def test_the_toolbox_renews_an_expired_signin_token_on_the_tool_thread(arcpy, ro
 
 def test_wrong_tokens_in_exceptions_and_reports_are_redacted(guarded):
     parent, ohio, _ = guarded
-    result = synchronize(parent.url, "Parent", f"Ohio true {ohio.url} ''", user=USER,
-                         token="wrong-" + TOKEN)
+    result = synchronize(
+        parent.url, "Parent", f"Ohio true {ohio.url} ''", user=USER, token="wrong-" + TOKEN
+    )
     assert result.status == -1
     assert "498" in result.error
     assert_clean(result.error, json.dumps(result.to_dict()), *result.summary_lines())
@@ -332,14 +440,17 @@ def test_an_emulator_with_a_token_refuses_missing_and_wrong_tokens_as_arcgis(gua
         ({"X-Esri-Authorization": "Bearer wrong-" + TOKEN}, {}, 498, "Invalid Token"),
         ({}, {"token": "wrong-" + TOKEN}, 498, "Invalid Token"),
     ]:
-        answer = requests.get(info, params={"user": USER, "f": "json", **params},
-                              headers=headers, timeout=10)
+        answer = requests.get(
+            info, params={"user": USER, "f": "json", **params}, headers=headers, timeout=10
+        )
         body = answer.text
         assert json.loads(body)["error"]["code"] == code
         assert expected in body
         assert TOKEN not in body  # the wrong token is not echoed
-    with WMServerClient(parent.url, user=USER, token="wrong") as client, \
-            pytest.raises(AuthenticationError):
+    with (
+        WMServerClient(parent.url, user=USER, token="wrong") as client,
+        pytest.raises(AuthenticationError),
+    ):
         client.replication_info()
     with WMServerClient(parent.url, user=USER, token=TOKEN) as client:
         assert client.replication_info()["repository"] == "Parent"

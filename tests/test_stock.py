@@ -95,8 +95,11 @@ def sync(cluster: Cluster, state: Path, stock: Iterable[str]) -> Any:
     stock replica for every server without the extensions (the builder is the run's)."""
     builder = StockReplicas(state)
     result = synchronize(
-        url_of(cluster, cluster.parent_name), cluster.parent_name, cluster.table(),
-        user=USER, state=builder,
+        url_of(cluster, cluster.parent_name),
+        cluster.parent_name,
+        cluster.table(),
+        user=USER,
+        state=builder,
     )
     kinds = {c.name: c.kind for c in result.children}
     kinds[cluster.parent_name] = result.parent_kind
@@ -109,8 +112,9 @@ def sync(cluster: Cluster, state: Path, stock: Iterable[str]) -> Any:
 
 
 def job(client: WMServerClient, name: str, job_id: int, **fields: Any) -> int:
-    answer = client.post("jobs/create", jobTypeId=fields.pop("jobTypeId", 1), id=job_id,
-                         name=name, **fields)
+    answer = client.post(
+        "jobs/create", jobTypeId=fields.pop("jobTypeId", 1), id=job_id, name=name, **fields
+    )
     return int(answer["jobIds"][0])
 
 
@@ -126,8 +130,15 @@ def view(client: WMServerClient) -> Dict[int, Tuple[Any, ...]]:
             for h in client.get(f"jobs/{job_id}/holds")["holds"]
         )
         out[int(job_id)] = (
-            one["name"], one["description"], one["priority"], one["status"], one["stage"],
-            one["assignedTo"], types.get(one["jobTypeId"]), notes, tuple(holds),
+            one["name"],
+            one["description"],
+            one["priority"],
+            one["status"],
+            one["stage"],
+            one["assignedTo"],
+            types.get(one["jobTypeId"]),
+            notes,
+            tuple(holds),
             one.get("parentJobId"),
         )
     return out
@@ -195,8 +206,9 @@ def snapshot_counts(cluster: Cluster) -> Dict[str, Tuple[int, int, int]]:
 ALL = ("P", "A", "B")
 
 
-@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
-                         ids=["all-stock", "stock-children", "stock-parent"])
+@pytest.mark.parametrize(
+    "stock", [ALL, ("A", "B"), ("P",)], ids=["all-stock", "stock-children", "stock-parent"]
+)
 def test_cluster_converges_and_a_second_run_writes_nothing(
     emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
 ) -> None:
@@ -268,10 +280,12 @@ def test_edits_on_two_sides_and_the_same_job_concurrently(emulator: Any, tmp_pat
     assert snapshot_counts(cluster) == before
 
 
-@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
-                         ids=["all-stock", "stock-children", "stock-parent"])
-def test_deletes_and_close_reopen_travel(emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
-                                         ) -> None:
+@pytest.mark.parametrize(
+    "stock", [ALL, ("A", "B"), ("P",)], ids=["all-stock", "stock-children", "stock-parent"]
+)
+def test_deletes_and_close_reopen_travel(
+    emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
+) -> None:
     cluster, state = _ready(emulator, tmp_path, stock)
     cluster.client("A").post(f"jobs/{BLOCK + 2}/delete")
     cluster.client("P").post("jobs/2/delete")
@@ -311,8 +325,9 @@ def test_a_job_type_missing_on_a_stock_child_makes_its_jobs_wait(
     assert held[50][6] == "Edit Data"
 
 
-@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
-                         ids=["all-stock", "stock-children", "stock-parent"])
+@pytest.mark.parametrize(
+    "stock", [ALL, ("A", "B"), ("P",)], ids=["all-stock", "stock-children", "stock-parent"]
+)
 def test_a_deleted_state_file_is_rebuilt_without_duplicates(
     emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
 ) -> None:
@@ -368,10 +383,16 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
 
     cluster, state = _ready(emulator, tmp_path, ALL)
     rng = random.Random(13)
-    args = json.dumps({
-        "state": str(state), "user": USER, "stock": [url_of(cluster, n) for n in ALL],
-        "parent": url_of(cluster, "P"), "name": "P", "table": cluster.table(),
-    })
+    args = json.dumps(
+        {
+            "state": str(state),
+            "user": USER,
+            "stock": [url_of(cluster, n) for n in ALL],
+            "parent": url_of(cluster, "P"),
+            "name": "P",
+            "table": cluster.table(),
+        }
+    )
     killed_running = mid_write = 0
     whole = 0.0
     for round_ in range(5):
@@ -384,8 +405,11 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
                 client.post(f"jobs/{new}/activity/logAction", type=7, comments=f"c {new}")
                 client.post(f"jobs/{new}/notes/update", notes=f"n {round_}")
         started = time.monotonic()
-        runner = subprocess.Popen([sys.executable, "-c", _RUNNER, args],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        runner = subprocess.Popen(
+            [sys.executable, "-c", _RUNNER, args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         if round_ == 0:  # a whole run: how long one takes here
             runner.wait()
             whole = time.monotonic() - started
@@ -416,8 +440,10 @@ def test_two_stock_jobs_with_one_id_stay_two_jobs(emulator: Any, tmp_path: Path)
     job(cluster.client("B"), "B's 70", 70)
     first = sync(cluster, state, ALL)
     assert first.status == 0
-    assert any("is job" in w for w in first.stock_warnings) or sum(
-        c.renumbered for c in first.children) > 0
+    assert (
+        any("is job" in w for w in first.stock_warnings)
+        or sum(c.renumbered for c in first.children) > 0
+    )
     converge(cluster, state, ALL, runs=1)
     for name in ALL:
         names = Counter(v[0] for v in view(cluster.client(name)).values())
@@ -463,8 +489,9 @@ def test_a_job_type_both_sides_have_by_name_stays_one(emulator: Any, tmp_path: P
         assert sorted(names) == ["Default", "Survey"], name
 
 
-@pytest.mark.parametrize("stock", [ALL, ("A", "B"), ("P",)],
-                         ids=["all-stock", "stock-children", "stock-parent"])
+@pytest.mark.parametrize(
+    "stock", [ALL, ("A", "B"), ("P",)], ids=["all-stock", "stock-children", "stock-parent"]
+)
 def test_stock_repositories_joining_with_jobs_converge_in_one_run(
     emulator: Any, tmp_path: Path, stock: Tuple[str, ...]
 ) -> None:
@@ -494,9 +521,7 @@ def test_one_run_at_a_time_uses_a_stock_repository(emulator: Any, tmp_path: Path
     second.close()
 
 
-def test_a_user_edit_during_a_run_is_not_overwritten_unseen(
-    emulator: Any, tmp_path: Path
-) -> None:
+def test_a_user_edit_during_a_run_is_not_overwritten_unseen(emulator: Any, tmp_path: Path) -> None:
     """A job edited on a stock server after the run's scan is not written over by that
     run; the next run takes the edit and the merge rule decides (loser logged)."""
     stock = ("A",)
@@ -528,8 +553,9 @@ def test_a_user_edit_during_a_run_is_not_overwritten_unseen(
     replica.close()
     builder.close()
     assert any(c["loser"]["content"].get("name") == loser for c in logged), logged
-    assert any(c["loser"]["content"].get("name") == loser
-               for c in result.stock_conflicts)  # and the run can report it
+    assert any(
+        c["loser"]["content"].get("name") == loser for c in result.stock_conflicts
+    )  # and the run can report it
 
 
 def test_a_delete_during_a_run_meets_the_unwritten_edit_by_the_rule(
@@ -558,8 +584,11 @@ def test_a_delete_during_a_run_meets_the_unwritten_edit_by_the_rule(
     result = converge(cluster, state, stock, runs=2)
     held = assert_converged(cluster)
     assert (2 in held) == (held.get(2, ("",))[0] == "edited on the parent")
-    assert result.stock_conflicts or parent.conflicts() or any(
-        c["kind"] == "Job" for c in _shadow_conflicts(cluster, state, "A"))
+    assert (
+        result.stock_conflicts
+        or parent.conflicts()
+        or any(c["kind"] == "Job" for c in _shadow_conflicts(cluster, state, "A"))
+    )
 
 
 def _shadow_conflicts(cluster: Cluster, state: Path, name: str) -> List[Dict[str, Any]]:

@@ -38,15 +38,29 @@ MIXED_IDS = ["all-stock", "extension-parent-stock-children", "stock-parent-exten
 
 def run_cli(*args: str, env: Optional[Dict[str, str]] = None, timeout: float = 180) -> Any:
     return subprocess.run(
-        [sys.executable, "-m", "wmsync", *args], capture_output=True, text=True,
-        timeout=timeout, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "wmsync", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
     )
 
 
 def cli_sync(cluster: Cluster, state: Path, *extra: str, command: str = "sync") -> Any:
     return run_cli(
-        command, "--parent-url", cluster.parent.url, "--parent-name", cluster.parent_name,
-        "--children", cluster.table(), "--user", USER, "--state", str(state), *extra,
+        command,
+        "--parent-url",
+        cluster.parent.url,
+        "--parent-name",
+        cluster.parent_name,
+        "--children",
+        cluster.table(),
+        "--user",
+        USER,
+        "--state",
+        str(state),
+        *extra,
     )
 
 
@@ -81,15 +95,12 @@ def test_cli_converges_a_stock_or_mixed_cluster_and_a_second_run_writes_nothing(
     assert_converged(cluster)
 
 
-def test_cli_plan_counts_a_stock_cluster_and_changes_nothing(
-    emulator: Any, tmp_path: Path
-) -> None:
+def test_cli_plan_counts_a_stock_cluster_and_changes_nothing(emulator: Any, tmp_path: Path) -> None:
     cluster = make(emulator, *ALL, stock=ALL)
     fill(cluster)
     before = snapshot_counts(cluster)
     report = tmp_path / "plan.json"
-    done = cli_sync(cluster, tmp_path / "state.sqlite", "--report", str(report),
-                    command="plan")
+    done = cli_sync(cluster, tmp_path / "state.sqlite", "--report", str(report), command="plan")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "(stock server)" in done.stdout
     entries = report_of(report)["children"]
@@ -135,8 +146,7 @@ def test_cli_a_job_type_only_on_the_parent_waits_then_arrives(
     done = cli_sync(cluster, state, "--report", str(report))
     assert done.returncode == 0, done.stdout + done.stderr
     for name in ("A", "B"):
-        said = [line for line in done.stderr.splitlines()
-                if "Edit Data" in line and name in line]
+        said = [line for line in done.stderr.splitlines() if "Edit Data" in line and name in line]
         assert said and "Workflow Manager Administrator" in said[0], done.stderr
         assert 50 not in view(cluster.client(name))
     assert sum("Edit Data" in w for w in report_of(report)["warnings"]) == 2
@@ -151,9 +161,17 @@ def test_cli_a_job_type_only_on_the_parent_waits_then_arrives(
 def test_cli_refuses_a_state_path_whose_folder_cannot_be_made(tmp_path: Path) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    done = run_cli("sync", "--parent-url", "http://127.0.0.1:9/arcgis/rest/services/P/WMServer",
-                   "--parent-name", "P", "--children", "A true http://127.0.0.1:9/x ''",
-                   "--state", str(blocker / "sub" / "state.sqlite"))
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        "http://127.0.0.1:9/arcgis/rest/services/P/WMServer",
+        "--parent-name",
+        "P",
+        "--children",
+        "A true http://127.0.0.1:9/x ''",
+        "--state",
+        str(blocker / "sub" / "state.sqlite"),
+    )
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
@@ -164,9 +182,18 @@ def test_cli_refuses_a_state_path_whose_folder_cannot_be_made(tmp_path: Path) ->
 def test_cli_default_state_is_wmsync_state(emulator: Any, tmp_path: Path) -> None:
     cluster = make(emulator, "P", "A", stock=("A",))
     state = tmp_path / "from-env" / "state.sqlite"
-    done = run_cli("sync", "--parent-url", cluster.parent.url, "--parent-name", "P",
-                   "--children", cluster.table(), "--user", USER,
-                   env={"WMSYNC_STATE": str(state)})
+    done = run_cli(
+        "sync",
+        "--parent-url",
+        cluster.parent.url,
+        "--parent-name",
+        "P",
+        "--children",
+        cluster.table(),
+        "--user",
+        USER,
+        env={"WMSYNC_STATE": str(state)},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert state.exists()
 
@@ -195,7 +222,11 @@ def wmx(arcpy: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 @pytest.mark.parametrize("stock", [ALL, ("A", "B")], ids=["all-stock", "stock-children"])
 def test_toolbox_synchronizes_stock_servers(
-    arcpy: Any, wmx: Any, emulator: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    arcpy: Any,
+    wmx: Any,
+    emulator: Any,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     stock: Tuple[str, ...],
 ) -> None:
     state = tmp_path / "tool-state" / "state.sqlite"
@@ -263,8 +294,9 @@ def test_a_cancelled_run_releases_its_stock_repositories(emulator: Any, tmp_path
     fill(cluster)
     state = tmp_path / "state.sqlite"
     builder = StockReplicas(state)
-    result = synchronize(cluster.parent.url, "P", cluster.table(), user=USER,
-                         listener=_CancelAtOnce(), state=builder)
+    result = synchronize(
+        cluster.parent.url, "P", cluster.table(), user=USER, listener=_CancelAtOnce(), state=builder
+    )
     assert result.cancelled and result.status != 0
     assert result.parent_kind == "stock"
     after = StockReplicas(state, lock_timeout=0.2)
@@ -283,8 +315,9 @@ def test_a_state_store_that_cannot_be_opened_fails_only_the_stock_children(
     cluster = make(emulator, *ALL, stock=("B",))
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    result = synchronize(cluster.parent.url, "P", cluster.table(), user=USER,
-                         state=blocker / "state.sqlite")
+    result = synchronize(
+        cluster.parent.url, "P", cluster.table(), user=USER, state=blocker / "state.sqlite"
+    )
     assert result.status == 1
     by_name = {c.name: c for c in result.children}
     assert by_name["A"].state == "synchronized" and by_name["A"].kind == "extensions"
@@ -299,11 +332,24 @@ def _serve_stock(name: str, folder: Path, config: Path, port: int = 0) -> Tuple[
     """``wmsync serve --stock --config FILE`` as a process; (process, its URL)."""
     import select
 
-    command = [sys.executable, "-m", "wmsync", "serve", "--repository", name, "--db",
-               str(folder / f"{name}.sqlite"), "--port", str(port), "--stock",
-               "--config", str(config)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-                            stdin=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "wmsync",
+        "serve",
+        "--repository",
+        name,
+        "--db",
+        str(folder / f"{name}.sqlite"),
+        "--port",
+        str(port),
+        "--stock",
+        "--config",
+        str(config),
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+    )
     ready, _, _ = select.select([proc.stdout], [], [], 30)
     if not ready:
         proc.kill()
@@ -340,14 +386,24 @@ def test_three_stock_server_processes_and_a_job_type_an_administrator_adds_later
     urls: Dict[str, str] = {}
     try:
         for name in ALL:
-            procs[name], urls[name] = _serve_stock(name, tmp_path,
-                                                   edit if name == "P" else plain)
+            procs[name], urls[name] = _serve_stock(name, tmp_path, edit if name == "P" else plain)
         table = ";".join(f"{n} true {urls[n]} ''" for n in ("A", "B"))
         state = tmp_path / "state.sqlite"
 
         def sync() -> Any:
-            return run_cli("sync", "--parent-url", urls["P"], "--parent-name", "P",
-                           "--children", table, "--user", USER, "--state", str(state))
+            return run_cli(
+                "sync",
+                "--parent-url",
+                urls["P"],
+                "--parent-name",
+                "P",
+                "--children",
+                table,
+                "--user",
+                USER,
+                "--state",
+                str(state),
+            )
 
         first = sync()  # the cluster is connected (registration, id blocks)
         assert first.returncode == 0, first.stdout + first.stderr
@@ -359,8 +415,9 @@ def test_three_stock_server_processes_and_a_job_type_an_administrator_adds_later
         assert done.returncode == 0, done.stdout + done.stderr
         for name in ("A", "B"):
             said = [line for line in done.stderr.splitlines() if "Edit Data" in line]
-            assert any(name in line and "Workflow Manager Administrator" in line
-                       for line in said), done.stderr
+            assert any(
+                name in line and "Workflow Manager Administrator" in line for line in said
+            ), done.stderr
             with WMServerClient(urls[name], user=USER) as child:
                 assert sorted(child.get("jobs")["jobIds"]) == [51]
         for name in ("A", "B"):  # the administrator adds the type: a restart
@@ -403,6 +460,7 @@ def test_toolbox_warns_about_a_job_type_a_stock_child_lacks(
     warnings = [text for _, text in arcpy._fake.messages(1) if "Edit Data" in text]
     assert len(warnings) == 2, warnings  # once per child and run
     for name in ("A", "B"):
-        assert any(f"missing on {name}" in w and "Workflow Manager Administrator" in w
-                   for w in warnings), warnings
+        assert any(
+            f"missing on {name}" in w and "Workflow Manager Administrator" in w for w in warnings
+        ), warnings
         assert 50 not in view(cluster.client(name))

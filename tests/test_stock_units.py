@@ -27,7 +27,8 @@ def test_state_path_default_follows_xdg(monkeypatch: pytest.MonkeyPatch, tmp_pat
     monkeypatch.delenv("XDG_STATE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_state_path() == tmp_path / "home" / ".local" / "state" / "WorkflowSync" / (
-        "state.sqlite")
+        "state.sqlite"
+    )
 
 
 def test_state_path_on_windows(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -49,11 +50,17 @@ def test_state_store_is_wal_and_keeps_one_shadow_per_name(tmp_path: Path) -> Non
     conn.close()
 
 
-@pytest.mark.parametrize("url, name", [
-    ("https://gis.example.com/arcgis/rest/services/Ohio_Repository/WMServer", "Ohio_Repository"),
-    ("https://gis.example.com/arcgis/rest/services/Folder/Ohio/WMServer/", "Ohio"),
-    ("http://127.0.0.1:8080/arcgis/rest/services/P/wmserver", "P"),
-])
+@pytest.mark.parametrize(
+    "url, name",
+    [
+        (
+            "https://gis.example.com/arcgis/rest/services/Ohio_Repository/WMServer",
+            "Ohio_Repository",
+        ),
+        ("https://gis.example.com/arcgis/rest/services/Folder/Ohio/WMServer/", "Ohio"),
+        ("http://127.0.0.1:8080/arcgis/rest/services/P/wmserver", "P"),
+    ],
+)
 def test_service_name_from_the_url(url: str, name: str) -> None:
     assert service_name(url) == name
 
@@ -64,10 +71,14 @@ def test_a_url_without_a_service_name_is_refused() -> None:
 
 
 def _hold(comment: str) -> Element:
-    return Element(kind="Hold", guid="11111111-2222-3333-4444-555555555555", vv={"P": 1},
-                   modified=1_764_000_000_000, origin="Parent Repo",
-                   fields={"job": "aaaaaaaa-2222-3333-4444-555555555555",
-                           "holdComments": comment})
+    return Element(
+        kind="Hold",
+        guid="11111111-2222-3333-4444-555555555555",
+        vv={"P": 1},
+        modified=1_764_000_000_000,
+        origin="Parent Repo",
+        fields={"job": "aaaaaaaa-2222-3333-4444-555555555555", "holdComments": comment},
+    )
 
 
 @pytest.mark.parametrize("comment", ["", "waiting for data", "line 1\nline 2 ] [x]"])
@@ -83,10 +94,23 @@ def test_a_tag_is_found_and_stripped_again(comment: str) -> None:
 
 def test_job_views_read_missing_values_as_the_server_defaults() -> None:
     empty = views.job_view_of_fields({})
-    server = views.job_view_of_fields(views.job_fields_of_server(
-        {"name": "", "priority": 0, "assignedType": 0, "percentageComplete": 0,
-         "description": "", "stage": 1, "status": None, "startDate": None},
-        "", "", ""))
+    server = views.job_view_of_fields(
+        views.job_fields_of_server(
+            {
+                "name": "",
+                "priority": 0,
+                "assignedType": 0,
+                "percentageComplete": 0,
+                "description": "",
+                "stage": 1,
+                "status": None,
+                "startDate": None,
+            },
+            "",
+            "",
+            "",
+        )
+    )
     assert empty == server
     closed = views.job_view_of_fields({"stage": "5"})
     assert closed["closed"] == "1" and empty["closed"] == "0"

@@ -133,8 +133,16 @@ def test_never_synchronized_child_with_empty_time_is_fine(dialog):
         ([["Ohio", "true", PARENT, ""]], 1, ["parent"]),
         ([["Ohio", "true", PARENT.upper().replace("HTTP:", "http:") + "/", ""]], 1, ["parent"]),
     ],
-    ids=["connected-false", "unreadable-date", "bad-day", "empty-name", "duplicate-name",
-         "non-http-url", "url-is-parent", "url-is-parent-other-case"],
+    ids=[
+        "connected-false",
+        "unreadable-date",
+        "bad-day",
+        "empty-name",
+        "duplicate-name",
+        "non-http-url",
+        "url-is-parent",
+        "url-is-parent-other-case",
+    ],
 )
 def test_bad_row_is_an_error_naming_the_row(dialog, rows, row, words):
     p = dialog.set("Input_Multi_Name", rows)
@@ -241,8 +249,16 @@ class Script:
                 listener.info(f"{spec.name}: sent 1, received 2, conflicts 0")
                 results.append(ChildResult(spec, state=SYNCHRONIZED, last_sync=NEW_TIME))
         now = datetime.now().astimezone()
-        return SyncResult(self.status, parent_name, parent_url, now, now, results,
-                          error=self.error, cancelled=self.cancelled)
+        return SyncResult(
+            self.status,
+            parent_name,
+            parent_url,
+            now,
+            now,
+            results,
+            error=self.error,
+            cancelled=self.cancelled,
+        )
 
 
 NEW_TIME = datetime(2024, 3, 1, 9, 30, 5).astimezone()
@@ -272,17 +288,21 @@ def test_execute_sets_both_outputs_and_maps_progress(arcpy, engine):
         f"Ohio_Repository true {OHIO} '2024-03-01 09:30:05';"
         f"AZ_Repository true {AZ} '2024-03-01 09:30:05'"
     )
-    (url, name, children, _kwargs), = script.calls
+    ((url, name, children, _kwargs),) = script.calls
     assert (url, name) == (PARENT, "Parent")
     assert children[0] == ["Ohio_Repository", "true", OHIO, "2011-08-08 12:00"]
     calls = arcpy._fake.progress
     assert calls[0] == ("SetProgressor", "step", "Synchronizing job data", 0, 4, 1)
     labels = [c[1] for c in calls if c[0] == "SetProgressorLabel"]
     assert labels == [
-        "Pulling: 0 of 2 children", "Pulling: 1 of 2 children",
-        "Pulling: 1 of 2 children", "Pulling: 2 of 2 children",
-        "Pushing: 0 of 2 children", "Pushing: 1 of 2 children",
-        "Pushing: 1 of 2 children", "Pushing: 2 of 2 children",
+        "Pulling: 0 of 2 children",
+        "Pulling: 1 of 2 children",
+        "Pulling: 1 of 2 children",
+        "Pulling: 2 of 2 children",
+        "Pushing: 0 of 2 children",
+        "Pushing: 1 of 2 children",
+        "Pushing: 1 of 2 children",
+        "Pushing: 2 of 2 children",
     ]
     assert sum(1 for c in calls if c[0] == "SetProgressorPosition") == 4
     assert calls[-1] == ("ResetProgressor",)
@@ -323,7 +343,8 @@ def test_failed_child_is_a_warning_and_outputs_still_come(arcpy, engine):
     assert warnings[0] == "AZ_Repository failed while sending changes: boom"  # once, not twice
     assert warnings[1:] == [  # and a closing summary
         "1 of 2 connected children synchronized; not synchronized: AZ_Repository. Their "
-        "Last Synchronized time is unchanged, so the next run retries them (status 1)."]
+        "Last Synchronized time is unchanged, so the next run retries them (status 1)."
+    ]
     assert result.maxSeverity == 1
 
 
@@ -347,8 +368,13 @@ def test_status_minus_one_is_an_error_and_execute_error(arcpy, engine):
 def test_planted_token_never_reaches_a_message(arcpy, engine):
     secret = "s3cr3t-portal-token-0123456789"
     arcpy._fake.set_signin_token(secret)
-    engine(Script(status=-1, error=f"refused with token={secret}",
-                  say=[("info", f"using {secret}"), ("warning", f"warn {secret}")]))
+    engine(
+        Script(
+            status=-1,
+            error=f"refused with token={secret}",
+            say=[("info", f"using {secret}"), ("warning", f"warn {secret}")],
+        )
+    )
     with pytest.raises(arcpy.ExecuteError) as info:
         run_tool(arcpy, PARENT, "Parent", ESRI_SAMPLE)
     assert secret not in str(info.value)
@@ -390,8 +416,10 @@ def test_cancel_is_left_to_the_engine_and_auto_cancelling_restored(arcpy, engine
     assert run.status == "cancelled" and not run.cancel_ignored
     assert "Cancelled: 2 of 2 connected children synchronized" in str(info.value)
     assert "aborted by User" in str(info.value)
-    assert any(t.startswith("Last Synchronized so far: Ohio_Repository true")
-               for _, t in arcpy._fake.messages(0))
+    assert any(
+        t.startswith("Last Synchronized so far: Ohio_Repository true")
+        for _, t in arcpy._fake.messages(0)
+    )
 
 
 def test_python_true_and_list_rows_from_a_script(arcpy, engine):
@@ -404,8 +432,10 @@ def test_both_call_forms(arcpy, engine):
     engine(Script())
     module = arcpy.ImportToolbox(str(PYT), "wmx")
     by_keyword = module.SynchronizeJobData(
-        Input_Parent_Repository_URL=PARENT, Input_Parent_Repository_Name="Parent",
-        Input_Multi_Name=ESRI_SAMPLE)
+        Input_Parent_Repository_URL=PARENT,
+        Input_Parent_Repository_Name="Parent",
+        Input_Multi_Name=ESRI_SAMPLE,
+    )
     assert by_keyword.getOutput(0) == "0"
     assert by_keyword.getOutput("Output_LastSync") == by_keyword[1]
 
@@ -500,7 +530,13 @@ def test_refreshing_the_installed_toolbox_picks_up_an_edited_wmsync(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "WMSYNC_RELOAD"}
     out = subprocess.run(
         [sys.executable, str(driver), str(Path(__file__).parent), pyt],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env, check=False)
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
     assert out.stdout.split() == ["One", "Edited:", "False"], out.stderr
 
 
@@ -523,8 +559,14 @@ def test_toolbox_imports_without_werkzeug(tmp_path):
         "import wmsync.engine\n"
         "print('ok', 'werkzeug' in sys.modules)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         cwd=tmp_path, timeout=60, check=False)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
     assert out.stdout.strip() == "ok False", out.stderr
 
 
@@ -534,8 +576,12 @@ def test_the_pyt_is_a_registry_and_a_parameter_mapping():
 
     source = PYT.read_text(encoding="ascii")
     tree = ast.parse(source)
-    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
-                for alias in node.names}
+    imported = {
+        alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
     assert imported == {"os", "sys", "arcpy", "wmsync.toolbox"}
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.ImportFrom, ast.Try))]
     tools = len([n for n in tree.body if isinstance(n, ast.ClassDef)]) - 1  # not Toolbox

@@ -99,11 +99,9 @@ def test_tokens_are_scrubbed_and_renewals_served_on_cancel_polls():
 
 def _result(states, cancelled=False):
     text = ";".join(f"C{i} true {OHIO}{i} ''" for i in range(len(states)))
-    children = [ChildResult(spec, state=state)
-                for spec, state in zip(parse_children(text), states)]
+    children = [ChildResult(spec, state=state) for spec, state in zip(parse_children(text), states)]
     failed = states.count(FAILED)
-    return SyncResult(failed, "P", "http://p/WMServer", None, None, children,
-                      cancelled=cancelled)
+    return SyncResult(failed, "P", "http://p/WMServer", None, None, children, cancelled=cancelled)
 
 
 def test_closing_summary():
@@ -140,12 +138,15 @@ class Param:
         self.level = self.message = None
 
 
-@pytest.mark.parametrize("url, warned", [
-    ("http://ohio/arcgis/rest/services/SO/WMServer", False),
-    ("http://ohio/arcgis/rest/services/SO/wmserver/", False),
-    ("http://ohio/arcgis/rest/services/SO", True),
-    ("http://ohio/arcgis/rest/services/SO/MapServer", True),
-])
+@pytest.mark.parametrize(
+    "url, warned",
+    [
+        ("http://ohio/arcgis/rest/services/SO/WMServer", False),
+        ("http://ohio/arcgis/rest/services/SO/wmserver/", False),
+        ("http://ohio/arcgis/rest/services/SO", True),
+        ("http://ohio/arcgis/rest/services/SO/MapServer", True),
+    ],
+)
 def test_a_child_url_not_ending_in_wmserver_gets_the_parents_warning(url, warned):
     parent = Param("http://hq/arcgis/rest/services/P/WMServer")
     table = Param("x", rows=[["Ohio", "true", url, ""]])
@@ -155,7 +156,8 @@ def test_a_child_url_not_ending_in_wmserver_gets_the_parents_warning(url, warned
         assert table.level == "warning"
         assert table.message == (
             f"Row 1: child URL {url!r} does not end with /WMServer "
-            "(expected .../arcgis/rest/services/<name>/WMServer)")
+            "(expected .../arcgis/rest/services/<name>/WMServer)"
+        )
         parent_only = Param(url)
         update_messages(parent_only, Param(None))
         assert parent_only.message == table.message.replace("Row 1: child", "parent")

@@ -51,7 +51,9 @@ def test_three_emulators_synchronize_and_chain_like_a_model(arcpy, wmx, three):
     assert first.getOutput(0) == "0"
     rows = parse_children(first.getOutput(1))
     assert [(r.name, r.connected_text, r.url) for r in rows] == [
-        ("Ohio", "true", three.children[0].url), ("AZ", "true", three.children[1].url)]
+        ("Ohio", "true", three.children[0].url),
+        ("AZ", "true", three.children[1].url),
+    ]
     for row in rows:
         assert row.time_text != OLD and parse_time(row.time_text)[0] is not None
     assert arcpy._fake.messages(2) == []

@@ -65,7 +65,12 @@ def table_param(arcpy):
 def test_parameter_defaults_are_pro_34(arcpy):
     p = arcpy.Parameter(name="x", displayName="X")
     assert (p.direction, p.datatype, p.parameterType, p.enabled, p.multiValue) == (
-        "Input", "GPString", "Required", True, False)
+        "Input",
+        "GPString",
+        "Required",
+        True,
+        False,
+    )
     assert p.value is None and p.valueAsText is None and not p.altered
     assert not p.hasBeenValidated
 
@@ -103,8 +108,9 @@ def test_messages_on_parameters(arcpy):
 
 
 def test_long_parameter_and_filter(arcpy):
-    p = arcpy.Parameter(name="n", displayName="N", datatype="GPLong",
-                        parameterType="Derived", direction="Output")
+    p = arcpy.Parameter(
+        name="n", displayName="N", datatype="GPLong", parameterType="Derived", direction="Output"
+    )
     p.value = 3
     assert p.valueAsText == "3"
     s = arcpy.Parameter(name="s", displayName="S")
@@ -114,7 +120,7 @@ def test_long_parameter_and_filter(arcpy):
 
 # --------------------------------------------------------------------------- tool runs
 
-TOY = '''
+TOY = """
 import arcpy
 
 class Toolbox:
@@ -176,7 +182,7 @@ class Echo:
             messages.addMessage(" | ".join(refused))
         parameters[1].value = 7
         arcpy.SetParameter(2, "text out")
-'''
+"""
 
 
 @pytest.fixture

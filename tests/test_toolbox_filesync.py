@@ -98,10 +98,12 @@ def test_the_metadata_sample_runs(arcpy, monkeypatch, pair, tmp_path, capsys):
     arcpy.ImportJobData_wmx(str(tmp_path / "j.zip"), office.url)
     root = ET.parse(METADATA / "WorkflowSync.ExportJobData.pyt.xml").getroot()
     code = root.findtext("tool/scriptExamples/scriptExample/code")
-    code = (code.replace(r"C:\Tools\WorkflowSync\WorkflowSync.pyt", os.fspath(PYT))
-            .replace("http://office/arcgis/rest/services/Office/WMServer", office.url)
-            .replace("http://hq/arcgis/rest/services/HQ/WMServer", hq.url)
-            .replace(r"E:\to_hq.zip", os.fspath(tmp_path / "to_hq.zip")))
+    code = (
+        code.replace(r"C:\Tools\WorkflowSync\WorkflowSync.pyt", os.fspath(PYT))
+        .replace("http://office/arcgis/rest/services/Office/WMServer", office.url)
+        .replace("http://hq/arcgis/rest/services/HQ/WMServer", hq.url)
+        .replace(r"E:\to_hq.zip", os.fspath(tmp_path / "to_hq.zip"))
+    )
     exec(compile(code, "sample", "exec"), {})
     assert capsys.readouterr().out.strip() == "0"
 

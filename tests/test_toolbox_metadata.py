@@ -25,8 +25,12 @@ METADATA = ROOT / "metadata"
 TOOLBOX_XML = METADATA / "WorkflowSync.pyt.xml"
 TOOL_XML = METADATA / "WorkflowSync.SynchronizeJobData.pyt.xml"
 
-DATATYPES = {"GPString": "String", "GPLong": "Long", "GPValueTable": "Value Table",
-             "GPDouble": "Double"}
+DATATYPES = {
+    "GPString": "String",
+    "GPLong": "Long",
+    "GPValueTable": "Value Table",
+    "GPDouble": "Double",
+}
 
 
 def parse(path):
@@ -46,7 +50,9 @@ def test_metadata_is_well_formed_and_named_after_the_pyt(path):
     assert path.read_bytes().startswith(b'<?xml version="1.0" encoding="UTF-8"?>')
     assert path.name.startswith(PYT.stem + ".")
     assert root.find("distInfo/distributor/distorFormat/formatName").text in (
-        "ArcToolbox Toolbox", "ArcToolbox Tool")
+        "ArcToolbox Toolbox",
+        "ArcToolbox Tool",
+    )
 
 
 def test_toolbox_description():
@@ -85,27 +91,34 @@ def test_summary_usage_and_search_keys():
     for word in ("connected", "warning", "-1", "WMSYNC_TOKEN", "wmsync"):
         assert word in usage
     # Who acts, how Cancel ends the tool, what the progressor says (the tool's behaviour).
-    for words in ("WMSYNC_USER environment variable, else the user signed in to the computer",
-                  "ends as cancelled", "Pulling: 2 of 3 children",
-                  "child URL that does not end with /WMServer"):
+    for words in (
+        "WMSYNC_USER environment variable, else the user signed in to the computer",
+        "ends as cancelled",
+        "Pulling: 2 of 3 children",
+        "child URL that does not end with /WMServer",
+    ):
         assert words in usage
     assert root.findall("dataIdInfo/searchKeys/keyword")
     assert root.find("mdHrLv/ScopeCd").get("value") == "005"
 
 
 def test_code_samples_use_the_wmx_alias():
-    codes = [e.findtext("code") for e in parse(TOOL_XML).findall("tool/scriptExamples/"
-                                                                 "scriptExample")]
+    codes = [
+        e.findtext("code") for e in parse(TOOL_XML).findall("tool/scriptExamples/scriptExample")
+    ]
     assert len(codes) == 2
-    assert all('arcpy.ImportToolbox(r"C:\\Tools\\WorkflowSync\\WorkflowSync.pyt", "wmx")' in c
-               for c in codes)
+    assert all(
+        'arcpy.ImportToolbox(r"C:\\Tools\\WorkflowSync\\WorkflowSync.pyt", "wmx")' in c
+        for c in codes
+    )
     assert "arcpy.SynchronizeJobData_wmx(" in codes[0]
     assert "arcpy.wmx.SynchronizeJobData(" in codes[1]
 
 
 def _stand_in(parent_url, parent_name, children, **kwargs):
-    results = [ChildResult(spec, state=SYNCHRONIZED, last_sync=None)
-               for spec in parse_children(children)]
+    results = [
+        ChildResult(spec, state=SYNCHRONIZED, last_sync=None) for spec in parse_children(children)
+    ]
     return SyncResult(0, parent_name, parent_url, None, None, results)
 
 
@@ -127,7 +140,8 @@ def test_second_code_sample_runs(arcpy, monkeypatch, tmp_path, capsys):
     code = code.replace(r"C:\Tools\WorkflowSync\children.txt", os.fspath(table))
     exec(compile(code, "sample2", "exec"), {})
     assert table.read_text() == (
-        "Ohio true http://ohio/arcgis/rest/services/SO/WMServer '2011-08-08 12:00'")
+        "Ohio true http://ohio/arcgis/rest/services/SO/WMServer '2011-08-08 12:00'"
+    )
 
 
 def test_install_places_metadata_beside_the_pyt(tmp_path):
@@ -192,20 +206,29 @@ def test_toolset_code_samples_run(arcpy, emulator, monkeypatch, capsys):
     monkeypatch.setenv("WMSYNC_USER", "tester")
     cluster = make_cluster(emulator, "Parent", "AZ_Repository", "Texas")
     parent, az, texas = cluster.parent, *cluster.children
-    assert synchronize(parent.url, "Parent", f"AZ_Repository true {az.url} ''",
-                       user="tester").status == 0
+    assert (
+        synchronize(parent.url, "Parent", f"AZ_Repository true {az.url} ''", user="tester").status
+        == 0
+    )
     hq = "http://hq/arcgis/rest/services/Parent/WMServer"
-    exec(compile(_sample("CreateJobDataReplica", {
-        hq: parent.url, "http://tx/arcgis/rest/services/TX/WMServer": texas.url}),
-        "replicate", "exec"), {})
+    exec(
+        compile(
+            _sample(
+                "CreateJobDataReplica",
+                {hq: parent.url, "http://tx/arcgis/rest/services/TX/WMServer": texas.url},
+            ),
+            "replicate",
+            "exec",
+        ),
+        {},
+    )
     assert capsys.readouterr().out.split() == ["0", "0"]
     exec(compile(_sample("ClusterStatus", {hq: parent.url}), "status", "exec"), {})
     out = capsys.readouterr().out
     assert "Texas child" in out and "AZ_Repository child" in out
     exec(compile(_sample("ClearJobReplicationInfo", {hq: parent.url}), "clear", "exec"), {})
     assert capsys.readouterr().out.strip() == "0"
-    assert [n["name"] for n in cluster.client("Parent").replication_info()["nodes"]] == [
-        "Parent"]
+    assert [n["name"] for n in cluster.client("Parent").replication_info()["nodes"]] == ["Parent"]
     cluster.close()
 
 

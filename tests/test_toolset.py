@@ -24,9 +24,13 @@ def factory():
 
 
 def sync(cluster, table=None, **options):
-    result = synchronize(cluster.parent.url, cluster.parent_name,
-                         table if table is not None else cluster.table(), user="tester",
-                         **options)
+    result = synchronize(
+        cluster.parent.url,
+        cluster.parent_name,
+        table if table is not None else cluster.table(),
+        user="tester",
+        **options,
+    )
     return result
 
 
@@ -60,12 +64,16 @@ def test_status_of_a_synchronized_cluster_is_healthy(three):
     top = status.repositories[0]
     assert (top.name, top.role, top.reachable) == ("Parent", "parent", True)
     assert sorted((r.name, r.role, r.reachable) for r in status.children) == [
-        ("AZ", "child", True), ("Ohio", "child", True)]
+        ("AZ", "child", True),
+        ("Ohio", "child", True),
+    ]
     assert status.parent.id_block == [1, 1_000_000]
     blocks = [c.id_block for c in status.children]
     assert blocks[0] != blocks[1] and all(b and b[1] == 1_000_000 for b in blocks)
     assert [(c.to_parent, c.to_child, c.conflicts) for c in status.children] == [
-        (0, 0, 0), (0, 0, 0)]
+        (0, 0, 0),
+        (0, 0, 0),
+    ]
     assert all(c.last_sync and not c.full_exchange for c in status.children)
     assert status.warnings == []
     text = "\n".join(status.lines())
@@ -116,8 +124,7 @@ def test_status_with_the_parent_down_is_nothing_readable(three):
 def test_status_warns_of_a_second_parent_and_a_stale_row(three):
     sync(three)
     ohio, az = three.client("Ohio"), three.client("AZ")
-    ohio.update_node("Elsewhere", server_url="http://127.0.0.1:9/x/WMServer",
-                     is_parent=True)
+    ohio.update_node("Elsewhere", server_url="http://127.0.0.1:9/x/WMServer", is_parent=True)
     az.delete_node("Parent")
     status = cluster_status(three.parent.url, "Parent", factory())
     assert any("Ohio has two parents: Parent and Elsewhere" in w for w in status.warnings)
@@ -142,8 +149,9 @@ def make_conflict(cluster):
     sync(cluster)
     job_id = create_job(cluster.client("Parent"), "contested")
     sync(cluster)
-    cluster.client("Ohio").post(f"jobs/{job_id}/update",
-                                properties='{"description": "Ohio", "priority": 3}')
+    cluster.client("Ohio").post(
+        f"jobs/{job_id}/update", properties='{"description": "Ohio", "priority": 3}'
+    )
     cluster.client("AZ").post(f"jobs/{job_id}/update", properties='{"description": "AZ"}')
     assert sync(cluster).status == 0
     return job_id
@@ -154,8 +162,7 @@ def test_conflicts_list_names_the_job_and_the_fields_that_differ(three):
     entries = conflict_entries(three.client("Parent"))
     assert len(entries) == 1
     entry = entries[0]
-    assert (entry.number, entry.kind, entry.job_id, entry.name) == (1, "Job", job_id,
-                                                                   "contested")
+    assert (entry.number, entry.kind, entry.job_id, entry.name) == (1, "Job", job_id, "contested")
     assert (entry.winner_origin, entry.loser_origin) == ("AZ", "Ohio")
     assert "description" in entry.fields and "priority" in entry.fields
     assert entry.line().startswith(f"#1  Job  job {job_id}  contested")
@@ -226,12 +233,15 @@ def test_clear_one_child_then_it_joins_another_cluster(three, emulator):
     ohio_row = f"Ohio true {three.children[0].url} ''"
     refused = synchronize(other.url, "Other", ohio_row, user="tester")
     assert refused.status == 1 and "already belongs to the cluster of Parent" in (
-        refused.children[0].error)
+        refused.children[0].error
+    )
 
     result = clear_cluster(three.parent.url, "Parent", factory(), child="ohio")
     assert result.status == 0
     assert [(r.repository, r.removed) for r in result.repositories] == [
-        ("Parent", ["Ohio"]), ("Ohio", ["Parent"])]
+        ("Parent", ["Ohio"]),
+        ("Ohio", ["Parent"]),
+    ]
     assert node_names(three.client("Parent")) == ["AZ", "Parent"]
     assert node_names(three.client("Ohio")) == ["Ohio"]  # its own row: its id block
     assert {name: job_count(three.client(name)) for name in three.names} == jobs
@@ -250,8 +260,7 @@ def test_clear_the_whole_cluster_then_the_parent_joins_another(three, emulator):
     assert node_names(three.client("Ohio")) == ["Ohio"]
     assert node_names(three.client("AZ")) == ["AZ"]
     other = emulator("Other")
-    joined = synchronize(other.url, "Other", f"Parent true {three.parent.url} ''",
-                         user="tester")
+    joined = synchronize(other.url, "Other", f"Parent true {three.parent.url} ''", user="tester")
     assert joined.status == 0, joined.children[0].error
 
 
@@ -338,8 +347,9 @@ def test_replicate_refuses_a_child_of_another_cluster_and_changes_nothing(three,
 
 
 def test_replicate_to_an_unreachable_child(three):
-    result = replicate(three.parent.url, "Parent", "http://127.0.0.1:9/x/WMServer", "Gone",
-                       factory())
+    result = replicate(
+        three.parent.url, "Parent", "http://127.0.0.1:9/x/WMServer", "Gone", factory()
+    )
     assert result.status == -1 and "Gone" in result.error
     assert node_names(three.client("Parent")) == []
 
@@ -354,16 +364,25 @@ def test_no_token_in_status_clear_or_replicate_output(emulator):
     parent, ohio, texas = (emulator(n, token=secret) for n in ("Parent", "Ohio", "Texas"))
     made = default_replica_factory(user="tester", token=secret)
     planted = ohio.url + "?token=" + secret  # a token written into a row's URL
-    assert synchronize(parent.url, "Parent", f"Ohio true {planted} ''", user="tester",
-                       token=secret).status == 0
+    assert (
+        synchronize(
+            parent.url, "Parent", f"Ohio true {planted} ''", user="tester", token=secret
+        ).status
+        == 0
+    )
     status = cluster_status(parent.url + "?token=" + secret, "Parent", made)
     assert status.code == 0
     joined = replicate(parent.url, "Parent", texas.url + "?token=" + secret, "Texas", made)
     assert joined.status == 0, joined.error
     cleared = clear_cluster(parent.url, "Parent", made)
-    texts = [json.dumps(status.to_dict()), "\n".join(status.lines()),
-             json.dumps(joined.to_dict()), "\n".join(joined.lines()),
-             json.dumps(cleared.to_dict()), "\n".join(cleared.lines())]
+    texts = [
+        json.dumps(status.to_dict()),
+        "\n".join(status.lines()),
+        json.dumps(joined.to_dict()),
+        "\n".join(joined.lines()),
+        json.dumps(cleared.to_dict()),
+        "\n".join(cleared.lines()),
+    ]
     assert all(secret not in text for text in texts)
 
 
@@ -381,8 +400,7 @@ class _StockLike:
 
 def test_clear_names_a_replica_without_delete_node():
     with pytest.raises(SyncRefused, match="without the WorkflowSync extensions"):
-        clear_repository("http://stock/arcgis/rest/services/S/WMServer",
-                         lambda url: _StockLike())
+        clear_repository("http://stock/arcgis/rest/services/S/WMServer", lambda url: _StockLike())
 
 
 def test_restore_of_a_losing_delete_deletes_the_job_everywhere(three):

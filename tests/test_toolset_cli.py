@@ -20,8 +20,12 @@ DEAD = "http://127.0.0.1:9/arcgis/rest/services/Gone/WMServer"
 
 def run_cli(*args: str, timeout=60):
     return subprocess.run(
-        [sys.executable, "-m", "wmsync", *args, "--user", "tester"], capture_output=True,
-        text=True, timeout=timeout, env=dict(os.environ), stdin=subprocess.DEVNULL,
+        [sys.executable, "-m", "wmsync", *args, "--user", "tester"],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=dict(os.environ),
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -48,12 +52,17 @@ def one_line_error(done, *words):
 
 @pytest.mark.parametrize("command", TOOLSET)
 def test_help_of_each_toolset_command(command):
-    done = subprocess.run([sys.executable, "-m", "wmsync", command, "--help"],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "wmsync", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0
     assert f"usage: wmsync {command}" in done.stdout
-    top = subprocess.run([sys.executable, "-m", "wmsync", "--help"], capture_output=True,
-                         text=True, timeout=60)
+    top = subprocess.run(
+        [sys.executable, "-m", "wmsync", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert command in top.stdout
 
 
@@ -90,7 +99,8 @@ def test_conflicts_list_and_restore(three):
     assert "winner AZ  loser Ohio  fields: description" in listed.stdout
     data = json.loads(run_cli("conflicts", *url, "--json").stdout)
     assert [(c["number"], c["id"], c["fields"]) for c in data["conflicts"]] == [
-        (1, job_id, ["description"])]
+        (1, job_id, ["description"])
+    ]
     missing = run_cli("conflicts", *url, "--restore", "9")
     assert missing.returncode == 2
     one_line_error(missing, "no conflict #9")
@@ -124,16 +134,23 @@ def test_clear_one_child_and_bad_input(three):
 
 def test_replicate_and_its_bad_input(three, emulator):
     texas = emulator("Texas")
-    args = ["--parent-url", three.parent.url, "--parent-name", "Parent",
-            "--child-url", texas.url, "--child-name", "Texas"]
+    args = [
+        "--parent-url",
+        three.parent.url,
+        "--parent-name",
+        "Parent",
+        "--child-url",
+        texas.url,
+        "--child-name",
+        "Texas",
+    ]
     wrong = run_cli("replicate", *args[:6], "--child-name", "Dallas")
     assert wrong.returncode == 2
     one_line_error(wrong, "is the repository 'Texas', not 'Dallas'", "nothing changed")
     dead = run_cli("replicate", *args[:4], "--child-url", DEAD, "--child-name", "Gone")
     assert dead.returncode == 2
     one_line_error(dead, "Gone", "127.0.0.1:9", "nothing changed")
-    bad = run_cli("replicate", *args[:4], "--child-url", "hq/WMServer",
-                  "--child-name", "X")
+    bad = run_cli("replicate", *args[:4], "--child-url", "hq/WMServer", "--child-name", "X")
     assert bad.returncode == 2
     one_line_error(bad, "--child-url")
     assert node_names(three.client("Parent")) == ["AZ", "Ohio", "Parent"]

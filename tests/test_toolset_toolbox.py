@@ -20,8 +20,7 @@ DEAD = "http://127.0.0.1:9/arcgis/rest/services/Gone/WMServer"
 def three(emulator, monkeypatch):
     monkeypatch.setenv("WMSYNC_USER", "tester")
     cluster = make_cluster(emulator, "Parent", "Ohio", "AZ")
-    assert synchronize(cluster.parent.url, "Parent", cluster.table(),
-                       user="tester").status == 0
+    assert synchronize(cluster.parent.url, "Parent", cluster.table(), user="tester").status == 0
     yield cluster
     cluster.close()
 
@@ -69,8 +68,9 @@ def test_replicate_then_synchronize_in_a_script(three, emulator, wmx, arcpy):
 
     with WMServerClient(texas.url, user="tester") as client:
         create_job(client, "from texas")
-        joined = arcpy.CreateJobDataReplica_wmx(three.parent.url, "Parent",
-                                                f"Texas true {texas.url}")
+        joined = arcpy.CreateJobDataReplica_wmx(
+            three.parent.url, "Parent", f"Texas true {texas.url}"
+        )
         assert joined.getOutput(0) == "0"
         rows = parse_children(joined.getOutput(1))
         assert [(r.name, r.connected) for r in rows] == [("Texas", True)]
@@ -87,8 +87,7 @@ def test_replicate_a_child_of_another_cluster_fails_the_tool(three, emulator, wm
     other = emulator("Other")
     with pytest.raises(arcpy.ExecuteError):
         arcpy.CreateJobDataReplica_wmx(other.url, "Other", f"Ohio true {three.children[0].url}")
-    assert any("already belongs to the cluster of Parent" in t
-               for _, t in arcpy._fake.messages(1))
+    assert any("already belongs to the cluster of Parent" in t for _, t in arcpy._fake.messages(1))
 
 
 def test_clear_a_child_then_the_whole_cluster(three, wmx, arcpy):

@@ -91,7 +91,10 @@ def problems_of(value):
 def test_esri_sample_parses_into_two_children():
     ohio, az = parse_children(ESRI_SAMPLE)
     assert (ohio.row, ohio.name, ohio.connected, ohio.connected_text) == (
-        1, "Ohio_Repository", True, "true",
+        1,
+        "Ohio_Repository",
+        True,
+        "true",
     )
     assert ohio.url == "http://ohioServer/arcgis/rest/services/SO/WMServer"
     assert ohio.time_text == "2011-08-08 12:00"
@@ -99,7 +102,9 @@ def test_esri_sample_parses_into_two_children():
     assert ohio.last_sync == datetime(2011, 8, 8, 16, 0, tzinfo=UTC)
     assert ohio.last_sync.tzinfo is not None
     assert (az.row, az.name, az.url) == (
-        2, "AZ_Repository", "http://AZServer/arcgis/rest/services/AZ/WMServer",
+        2,
+        "AZ_Repository",
+        "http://AZServer/arcgis/rest/services/AZ/WMServer",
     )
     assert az.last_sync == ohio.last_sync
 
@@ -112,7 +117,10 @@ def test_quoted_values_trailing_separator_and_blank_rows():
     )
     ohio, az, nm = parse_children(text)
     assert (ohio.row, ohio.name, ohio.connected, ohio.connected_text) == (
-        1, "Ohio Repository", True, "TRUE",
+        1,
+        "Ohio Repository",
+        True,
+        "TRUE",
     )
     assert ohio.time_text == "08/01/2013 11:30:45"
     assert ohio.last_sync is not None
@@ -147,7 +155,12 @@ def test_list_of_lists_with_python_values():
             ["A", True, "http://a/WMServer", naive],
             ("B", "true", "https://b:8443/arcgis/rest/services/B/WMServer"),
             ["C", False, "http://c/WMServer", aware],
-            ["D", "TRUE", "http://d/WMServer", "", ],
+            [
+                "D",
+                "TRUE",
+                "http://d/WMServer",
+                "",
+            ],
             "E true http://e/WMServer 2011-08-08",
             [],  # blank rows are ignored but still count in the numbering
             ["F", "true", "http://f/WMServer", None],
@@ -254,21 +267,42 @@ def test_unreadable_value_is_an_error():
 @pytest.mark.parametrize(
     ("text", "naive", "style"),
     [
-        ("08/01/2013 11:30:45", datetime(2013, 8, 1, 11, 30, 45),
-         TimeStyle(form="mdy", seconds=True)),
+        (
+            "08/01/2013 11:30:45",
+            datetime(2013, 8, 1, 11, 30, 45),
+            TimeStyle(form="mdy", seconds=True),
+        ),
         ("08/01/2013 11:30", datetime(2013, 8, 1, 11, 30), TimeStyle(form="mdy", seconds=False)),
-        ("08/01/2013 11:30:45 PM", datetime(2013, 8, 1, 23, 30, 45),
-         TimeStyle(form="mdy", ampm=True)),
-        ("8/1/2013 2:05 pm", datetime(2013, 8, 1, 14, 5),
-         TimeStyle(form="mdy", seconds=False, ampm=True, padded=False)),
-        ("08/01/2013 12:00 AM", datetime(2013, 8, 1, 0, 0),
-         TimeStyle(form="mdy", seconds=False, ampm=True)),
-        ("08/01/2013 12:59:59 AM", datetime(2013, 8, 1, 0, 59, 59),
-         TimeStyle(form="mdy", ampm=True)),
-        ("08/01/2013 12:00 PM", datetime(2013, 8, 1, 12, 0),
-         TimeStyle(form="mdy", seconds=False, ampm=True)),
-        ("08/01/2013 11:59:59PM", datetime(2013, 8, 1, 23, 59, 59),
-         TimeStyle(form="mdy", ampm=True)),
+        (
+            "08/01/2013 11:30:45 PM",
+            datetime(2013, 8, 1, 23, 30, 45),
+            TimeStyle(form="mdy", ampm=True),
+        ),
+        (
+            "8/1/2013 2:05 pm",
+            datetime(2013, 8, 1, 14, 5),
+            TimeStyle(form="mdy", seconds=False, ampm=True, padded=False),
+        ),
+        (
+            "08/01/2013 12:00 AM",
+            datetime(2013, 8, 1, 0, 0),
+            TimeStyle(form="mdy", seconds=False, ampm=True),
+        ),
+        (
+            "08/01/2013 12:59:59 AM",
+            datetime(2013, 8, 1, 0, 59, 59),
+            TimeStyle(form="mdy", ampm=True),
+        ),
+        (
+            "08/01/2013 12:00 PM",
+            datetime(2013, 8, 1, 12, 0),
+            TimeStyle(form="mdy", seconds=False, ampm=True),
+        ),
+        (
+            "08/01/2013 11:59:59PM",
+            datetime(2013, 8, 1, 23, 59, 59),
+            TimeStyle(form="mdy", ampm=True),
+        ),
         ("08/01/2013", datetime(2013, 8, 1), TimeStyle(form="mdy", seconds=False, date_only=True)),
         ("2011-08-08 12:00", datetime(2011, 8, 8, 12, 0), TimeStyle(seconds=False)),
         ("2011-08-08 12:00:07", datetime(2011, 8, 8, 12, 0, 7), TimeStyle()),
@@ -292,8 +326,11 @@ def test_local_date_forms(text, naive, style):
         ("2011-08-08T12:00:00Z", datetime(2011, 8, 8, 12, 0, tzinfo=UTC), "T"),
         ("2011-08-08t12:00:00z", datetime(2011, 8, 8, 12, 0, tzinfo=UTC), "T"),
         ("2011-08-08T12:00:00+02:00", datetime(2011, 8, 8, 10, 0, tzinfo=UTC), "T"),
-        ("2011-08-08T12:00:00.123456-05:30", datetime(2011, 8, 8, 17, 30, 0, 123456, tzinfo=UTC),
-         "T"),
+        (
+            "2011-08-08T12:00:00.123456-05:30",
+            datetime(2011, 8, 8, 17, 30, 0, 123456, tzinfo=UTC),
+            "T",
+        ),
         ("2011-08-08 12:00+0200", datetime(2011, 8, 8, 10, 0, tzinfo=UTC), " "),
         ("2011-08-08T12:00:00+02", datetime(2011, 8, 8, 10, 0, tzinfo=UTC), "T"),
     ],
@@ -380,8 +417,14 @@ def test_format_time_keeps_the_row_style(row_time, written):
 
 @pytest.mark.parametrize(
     ("hour", "written"),
-    [(0, "12:00:00 AM"), (1, "01:00:00 AM"), (11, "11:00:00 AM"), (12, "12:00:00 PM"),
-     (13, "01:00:00 PM"), (23, "11:00:00 PM")],
+    [
+        (0, "12:00:00 AM"),
+        (1, "01:00:00 AM"),
+        (11, "11:00:00 AM"),
+        (12, "12:00:00 PM"),
+        (13, "01:00:00 PM"),
+        (23, "11:00:00 PM"),
+    ],
 )
 def test_format_time_twelve_hour_clock(hour, written):
     style = parse_time("01/01/2020 01:00:00 AM")[1]
@@ -513,8 +556,10 @@ def test_validate_children_refuses_the_parent_url(child_url):
 
 def test_validate_children_other_host_or_port_is_not_the_parent():
     parent = "http://hq/arcgis/rest/services/Parent/WMServer"
-    table = [["A", "true", "https://hq/arcgis/rest/services/Parent/WMServer"],
-             ["B", "true", "http://hq:8080/arcgis/rest/services/Parent/WMServer"]]
+    table = [
+        ["A", "true", "https://hq/arcgis/rest/services/Parent/WMServer"],
+        ["B", "true", "http://hq:8080/arcgis/rest/services/Parent/WMServer"],
+    ]
     assert validate_children(table, parent) == []
 
 
@@ -594,8 +639,12 @@ def test_output_row_keeps_style_and_old_time():
 
 def test_thousand_rows_are_quick():
     rows = [
-        [f"Child {i}", "true", f"http://host{i}/arcgis/rest/services/C{i}/WMServer",
-         "08/01/2013 11:30:45 PM"]
+        [
+            f"Child {i}",
+            "true",
+            f"http://host{i}/arcgis/rest/services/C{i}/WMServer",
+            "08/01/2013 11:30:45 PM",
+        ]
         for i in range(1000)
     ]
     started = time.perf_counter()
@@ -627,14 +676,29 @@ _INSTANTS = st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2100
 _STYLES = st.sampled_from(
     [
         parse_time(t, order="mdy")[1]
-        for t in ["2011-08-08 12:00", "2011-08-08T12:00:00Z", "2011-08-08T12:00:00",
-                  "08/01/2013 11:30:45 AM", "8/1/2013 1:30 PM", "08/01/2013", "2011-08-08"]
+        for t in [
+            "2011-08-08 12:00",
+            "2011-08-08T12:00:00Z",
+            "2011-08-08T12:00:00",
+            "08/01/2013 11:30:45 AM",
+            "8/1/2013 1:30 PM",
+            "08/01/2013",
+            "2011-08-08",
+        ]
     ]
 )
 _TIMES = st.one_of(
     st.builds(format_time, _INSTANTS, _STYLES),
-    st.sampled_from(["", " ", "2011-08-08 12:00", "08/01/2013  11:30:45   am",
-                     "2011-08-08T12:00:00.5+02:00", "2011-08-08\t12:00"]),
+    st.sampled_from(
+        [
+            "",
+            " ",
+            "2011-08-08 12:00",
+            "08/01/2013  11:30:45   am",
+            "2011-08-08T12:00:00.5+02:00",
+            "2011-08-08\t12:00",
+        ]
+    ),
 )
 _ROWS = st.lists(
     st.tuples(_NAMES, _CONNECTED, _URLS, st.one_of(st.none(), _TIMES)).map(
@@ -676,8 +740,10 @@ def test_child_spec_is_frozen():
 def test_an_unquoted_hash_is_an_empty_cell_as_arcpy_writes_it():
     from wmsync.valuetable import parse_children
 
-    specs = parse_children("Ohio true http://o/arcgis/rest/services/O/WMServer #;"
-                           "'#' true http://a/arcgis/rest/services/A/WMServer")
+    specs = parse_children(
+        "Ohio true http://o/arcgis/rest/services/O/WMServer #;"
+        "'#' true http://a/arcgis/rest/services/A/WMServer"
+    )
     assert specs[0].last_sync is None and specs[0].time_text == ""
     assert specs[1].name == "#"  # quoted, it is a value
     import pytest
@@ -710,10 +776,13 @@ def test_a_day_first_system_reads_a_slashed_date_day_first_and_writes_it_back(mo
     assert output_row(dots, datetime(2026, 5, 7, 14, 4, 9))[3] == "7.5.2026 14:04:09"
 
 
-@pytest.mark.parametrize(("order", "reading", "other"), [
-    ("dmy", "read day-first as 3 April 2026", "read month-first it would be 4 March 2026"),
-    ("mdy", "read month-first as 4 March 2026", "read day-first it would be 3 April 2026"),
-])
+@pytest.mark.parametrize(
+    ("order", "reading", "other"),
+    [
+        ("dmy", "read day-first as 3 April 2026", "read month-first it would be 4 March 2026"),
+        ("mdy", "read month-first as 4 March 2026", "read day-first it would be 3 April 2026"),
+    ],
+)
 def test_an_ambiguous_date_names_both_readings(monkeypatch, order, reading, other):
     import wmsync.valuetable
 
@@ -726,12 +795,19 @@ def test_an_ambiguous_date_names_both_readings(monkeypatch, order, reading, othe
     assert plain.notes == ()  # both readings are the same day
 
 
-@pytest.mark.parametrize(("written", "order"), [
-    ("22/11/2003", "dmy"), ("22.11.03", "dmy"), ("11/22/03", "mdy"), ("11/22/2003", "mdy"),
-    ("2003-11-22", "ymd"), ("2003/11/22", "ymd"), ("Sat Nov 22", "mdy"),
-])
-def test_the_locale_probe_reads_the_order_of_the_systems_short_date(monkeypatch, written,
-                                                                   order):
+@pytest.mark.parametrize(
+    ("written", "order"),
+    [
+        ("22/11/2003", "dmy"),
+        ("22.11.03", "dmy"),
+        ("11/22/03", "mdy"),
+        ("11/22/2003", "mdy"),
+        ("2003-11-22", "ymd"),
+        ("2003/11/22", "ymd"),
+        ("Sat Nov 22", "mdy"),
+    ],
+)
+def test_the_locale_probe_reads_the_order_of_the_systems_short_date(monkeypatch, written, order):
     import wmsync.valuetable as vt
 
     monkeypatch.setattr(vt.sys, "platform", "linux")
@@ -743,14 +819,14 @@ def test_an_unreadable_date_refuses_the_table_naming_the_row_and_the_other_readi
     # docs/design.md section 2: a date that cannot be read is an error for its row, and
     # an invalid row refuses the whole run.
     with pytest.raises(ValueTableError) as refused:
-        parse_children("Ohio true " + URL + " 31/12/2020 10:00;"
-                       "AZ true http://az/WMServer yesterday")
+        parse_children(
+            "Ohio true " + URL + " 31/12/2020 10:00;AZ true http://az/WMServer yesterday"
+        )
     first, second = refused.value.problems
     assert first.startswith("Row 1:") and "'31/12/2020 10:00'" in first
     assert "31 December 2020" in first  # the day-first reading is named as a hint
     assert second.startswith("Row 2:") and "'yesterday'" in second
-    assert [m.level for m in validate_children("Ohio true " + URL + " 31/12/2020")] == [
-        "error"]
+    assert [m.level for m in validate_children("Ohio true " + URL + " 31/12/2020")] == ["error"]
 
 
 CHICAGO_RULE = "CST6CDT,M3.2.0,M11.1.0"
@@ -758,8 +834,12 @@ CHICAGO_RULE = "CST6CDT,M3.2.0,M11.1.0"
 FIRST_0130 = datetime(2026, 11, 1, 6, 30, tzinfo=UTC)
 SECOND_0130 = datetime(2026, 11, 1, 7, 30, tzinfo=UTC)
 # the styles of rows written like these (the last one on a day-first system)
-STYLED = [("", "mdy"), ("11/01/2026 01:30 AM", "mdy"), ("2026-11-01T01:30", "mdy"),
-          ("01/11/2026 01:30", "dmy")]
+STYLED = [
+    ("", "mdy"),
+    ("11/01/2026 01:30 AM", "mdy"),
+    ("2026-11-01T01:30", "mdy"),
+    ("01/11/2026 01:30", "dmy"),
+]
 
 
 @pytest.mark.parametrize(("styled", "order"), STYLED)
@@ -822,8 +902,10 @@ def test_rows_naming_the_parent_itself():
     from wmsync.valuetable import rows_naming_parent
 
     parent = "http://hq/arcgis/rest/services/Parent/WMServer"
-    specs = parse_children(f"Ohio true {URL};parent true http://x/WMServer;"
-                           "Copy true HTTP://HQ/arcgis/rest/services/Parent/wmserver/")
+    specs = parse_children(
+        f"Ohio true {URL};parent true http://x/WMServer;"
+        "Copy true HTTP://HQ/arcgis/rest/services/Parent/wmserver/"
+    )
     problems = rows_naming_parent(specs, parent, "Parent")
     assert len(problems) == 2
     assert problems[0].startswith("Row 2:") and "parent repository itself" in problems[0]

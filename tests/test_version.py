@@ -35,8 +35,18 @@ def test_a_drop_in_toolbox_copy_knows_its_version(tmp_path):
     folder = os.path.dirname(install_toolbox(os.fspath(tmp_path / "WorkflowSync")))
     assert not [n for n in os.listdir(folder) if n.endswith((".dist-info", ".egg-info"))]
     out = subprocess.run(
-        [sys.executable, "-I", "-c", "import sys; sys.path.insert(0, sys.argv[1]); "
-         "import wmsync; print(wmsync.__version__, wmsync.__file__.startswith(sys.argv[1]))",
-         folder],
-        capture_output=True, text=True, cwd=folder, timeout=60, check=False)
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "import wmsync; print(wmsync.__version__, wmsync.__file__.startswith(sys.argv[1]))",
+            folder,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=folder,
+        timeout=60,
+        check=False,
+    )
     assert out.stdout.split() == [wmsync.__version__, "True"], out.stderr

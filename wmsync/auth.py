@@ -217,12 +217,14 @@ def generate_token(
     }
     failure: Optional[Exception] = None
     try:
-        answer = requests.post(token_url, data=form, timeout=(10.0, timeout), verify=verify,
-                               allow_redirects=False)
+        answer = requests.post(
+            token_url, data=form, timeout=(10.0, timeout), verify=verify, allow_redirects=False
+        )
         content = answer.content or b""  # read here: a broken transfer is a transport error
     except requests.RequestException as exc:
-        failure = ConnectionFailed(f"cannot reach the token service ({type(exc).__name__})",
-                                   token_url)
+        failure = ConnectionFailed(
+            f"cannot reach the token service ({type(exc).__name__})", token_url
+        )
     if failure is not None:
         raise failure
     payload = _token_answer(answer, content, token_url)

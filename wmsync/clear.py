@@ -35,8 +35,12 @@ class Cleared:
     error: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"repository": self.repository, "url": self.url, "removed": self.removed,
-                "error": self.error}
+        return {
+            "repository": self.repository,
+            "url": self.url,
+            "removed": self.removed,
+            "error": self.error,
+        }
 
 
 @dataclass
@@ -51,8 +55,7 @@ class ClearResult:
         return sum(1 for r in self.repositories if r.error)
 
     def to_dict(self) -> Dict[str, Any]:
-        return {"status": self.status,
-                "repositories": [r.to_dict() for r in self.repositories]}
+        return {"status": self.status, "repositories": [r.to_dict() for r in self.repositories]}
 
     def lines(self) -> List[str]:
         out = []
@@ -60,8 +63,7 @@ class ClearResult:
             if repo.error:
                 out.append(f"{repo.repository}: NOT cleared on its side: {repo.error}")
             elif repo.removed:
-                out.append(f"{repo.repository}: removed the rows of "
-                           f"{', '.join(repo.removed)}")
+                out.append(f"{repo.repository}: removed the rows of {', '.join(repo.removed)}")
             else:
                 out.append(f"{repo.repository}: nothing to remove")
         out.append("Jobs were not touched; each repository keeps its own job id block.")
@@ -75,7 +77,8 @@ def _deleter(replica: Replica) -> Any:
     if delete is None:
         raise SyncRefused(
             f"{replica.display_url} is a server without the WorkflowSync extensions: "
-            "clearing its replication information is not supported yet")
+            "clearing its replication information is not supported yet"
+        )
     return delete
 
 
@@ -102,14 +105,19 @@ def clear_cluster(
         info = parent.replication_info()
         name = canonical_name(info, parent_name, parent_url, "parent")
         delete = _deleter(parent)
-        rows = [r for r in _rows(info)
-                if not r.get("isParent") and not same_name(str(r.get("name", "")), name)]
+        rows = [
+            r
+            for r in _rows(info)
+            if not r.get("isParent") and not same_name(str(r.get("name", "")), name)
+        ]
         if child is not None:
             row = node_row(info, child)
             if row is None or row.get("isParent") or same_name(child, name):
                 known = ", ".join(str(r.get("name")) for r in rows) or "none"
-                raise SyncRefused(f"{child!r} is not a child of {name} (its children: "
-                                  f"{known}); nothing was changed")
+                raise SyncRefused(
+                    f"{child!r} is not a child of {name} (its children: "
+                    f"{known}); nothing was changed"
+                )
             rows = [row]
         top = Cleared(name, redact_url(parent_url))
         result = ClearResult([top])
@@ -123,8 +131,7 @@ def clear_cluster(
         parent.close()
 
 
-def _clear_child_side(row: Mapping[str, Any], parent_name: str,
-                      factory: ReplicaFactory) -> Cleared:
+def _clear_child_side(row: Mapping[str, Any], parent_name: str, factory: ReplicaFactory) -> Cleared:
     name = str(row.get("name", ""))
     url = str(row.get("serverURL") or "").rstrip("/")
     done = Cleared(name, redact_url(url) or "-")
@@ -152,8 +159,7 @@ def _clear_child_side(row: Mapping[str, Any], parent_name: str,
     return done
 
 
-def clear_repository(url: str, factory: ReplicaFactory,
-                     name: Optional[str] = None) -> ClearResult:
+def clear_repository(url: str, factory: ReplicaFactory, name: Optional[str] = None) -> ClearResult:
     """Remove every node row of the repository at *url* but its own: it then belongs
     to no cluster (its side of a cluster cleared while it was unreachable, or a
     cluster whose parent is gone).
@@ -169,8 +175,9 @@ def clear_repository(url: str, factory: ReplicaFactory,
         if name is not None:
             own = canonical_name(info, name, url, "repository")
         if not own:
-            raise SyncRefused(f"the server at {redact_url(url)} does not report its "
-                              "repository name")
+            raise SyncRefused(
+                f"the server at {redact_url(url)} does not report its repository name"
+            )
         delete = _deleter(replica)
         done = Cleared(own, redact_url(url))
         for row in _rows(info):

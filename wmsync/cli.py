@@ -134,8 +134,11 @@ def _signals_cancel(listener: _CliListener) -> Iterator[None]:
         seen.append(signum)
         if len(seen) == 1:
             listener.request_cancel()
-            os.write(2, b"wmsync: cancelling at the next safe point "
-                        b"(press Ctrl-C again to abort at once)\n")
+            os.write(
+                2,
+                b"wmsync: cancelling at the next safe point "
+                b"(press Ctrl-C again to abort at once)\n",
+            )
         else:
             os.write(2, b"wmsync: aborted\n")
             os._exit(128 + signum)
@@ -178,8 +181,9 @@ def _check_writable_file(path: str, option: str) -> None:
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".wmsync-check-"):
             pass
     except OSError as exc:
-        raise UsageError(f"{option} {path!r}: cannot write in {folder!r} "
-                         f"({exc.strerror or exc})") from None
+        raise UsageError(
+            f"{option} {path!r}: cannot write in {folder!r} ({exc.strerror or exc})"
+        ) from None
     if os.path.exists(path) and not os.access(path, os.W_OK):
         raise UsageError(f"{option} {path!r} is not writable")
 
@@ -198,8 +202,10 @@ def _check_args(args: argparse.Namespace) -> None:
     token = args.token or os.environ.get("WMSYNC_TOKEN")
     if args.token_url and not token and not os.environ.get("WMSYNC_PASSWORD"):
         if sys.stdin is None or not sys.stdin.isatty():
-            raise UsageError("--token-url needs a password: set WMSYNC_PASSWORD "
-                             "(there is no terminal to ask for it on)")
+            raise UsageError(
+                "--token-url needs a password: set WMSYNC_PASSWORD "
+                "(there is no terminal to ask for it on)"
+            )
 
 
 def _state_path(given: Optional[str]) -> str:
@@ -217,19 +223,24 @@ def _state_path(given: Optional[str]) -> str:
     while not os.path.exists(existing) and os.path.dirname(existing) != existing:
         existing = os.path.dirname(existing)
     if not os.path.isdir(existing):
-        raise UsageError(f"--state {path!r}: the folder {folder!r} cannot be created "
-                         f"({existing!r} is not a folder)")
+        raise UsageError(
+            f"--state {path!r}: the folder {folder!r} cannot be created "
+            f"({existing!r} is not a folder)"
+        )
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise UsageError(f"--state {path!r}: the folder {folder!r} cannot be created "
-                         f"or written in (no write access to {existing!r})")
+        raise UsageError(
+            f"--state {path!r}: the folder {folder!r} cannot be created "
+            f"or written in (no write access to {existing!r})"
+        )
     return path
 
 
 def _children_lines(text: str) -> List[str]:
     """The lines of a children file that hold rows: blank lines and lines starting
     with ``#`` (comments) are left out."""
-    return [line for line in text.splitlines()
-            if line.strip() and not line.lstrip().startswith("#")]
+    return [
+        line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    ]
 
 
 def _read_children(args: argparse.Namespace) -> str:
@@ -259,7 +270,7 @@ def _write_back(path: str, rows: List[List[str]]) -> None:
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#"):
             count = row_count(line)
-            line = format_rows(rows[index:index + count])
+            line = format_rows(rows[index : index + count])
             index += count
         out.append(line)
     if index != len(rows):  # cannot happen: the rows were read from this very file
@@ -267,8 +278,7 @@ def _write_back(path: str, rows: List[List[str]]) -> None:
     folder = os.path.dirname(os.path.abspath(path))
     fd, temp = tempfile.mkstemp(dir=folder, prefix=".wmsync-", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8-sig" if bom else "utf-8",
-                       newline="") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8-sig" if bom else "utf-8", newline="") as handle:
             handle.write(newline.join(out) + newline)
             handle.flush()
             os.fsync(handle.fileno())
@@ -323,15 +333,18 @@ def _credentials(
         return None
     from .credentials import load_credentials
 
-    credentials = load_credentials(args.credentials, verify=verify, timeout=args.timeout,
-                                   on_secret=redactor.add)
+    credentials = load_credentials(
+        args.credentials, verify=verify, timeout=args.timeout, on_secret=redactor.add
+    )
     for secret in credentials.secrets:
         redactor.add(secret)
     return credentials
 
 
 def _client_factory(
-    args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
+    args: argparse.Namespace,
+    credentials: Optional[Credentials],
+    token: TokenLike,
     verify: Any,
 ) -> Optional[Callable[[str], Any]]:
     """With --credentials, clients made per server URL with that server's token (else
@@ -341,12 +354,19 @@ def _client_factory(
     from . import engine
     from .credentials import per_url_factory
 
-    return per_url_factory(credentials, token, lambda source: engine.default_client_factory(
-        user=args.user, token=source, timeout=args.timeout, verify=verify))
+    return per_url_factory(
+        credentials,
+        token,
+        lambda source: engine.default_client_factory(
+            user=args.user, token=source, timeout=args.timeout, verify=verify
+        ),
+    )
 
 
 def _sync_access(
-    args: argparse.Namespace, credentials: Optional[Credentials], token: TokenLike,
+    args: argparse.Namespace,
+    credentials: Optional[Credentials],
+    token: TokenLike,
     verify: Any,
 ) -> Tuple[Optional[Callable[[str], Any]], Any]:
     """(factory, state) for sync and plan. With --credentials, replicas made per server
@@ -360,8 +380,13 @@ def _sync_access(
     from .stock import StockReplicas
 
     builder = StockReplicas(args.state)
-    factory = per_url_factory(credentials, token, lambda source: default_replica_factory(
-        user=args.user, token=source, timeout=args.timeout, verify=verify, stock=builder))
+    factory = per_url_factory(
+        credentials,
+        token,
+        lambda source: default_replica_factory(
+            user=args.user, token=source, timeout=args.timeout, verify=verify, stock=builder
+        ),
+    )
     return factory, builder
 
 
@@ -393,23 +418,32 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .report import PlanResult, SyncResult
 
     _check_args(args)
-    known = [args.token or "", os.environ.get("WMSYNC_TOKEN", ""),
-             os.environ.get("WMSYNC_PASSWORD", "")]
+    known = [
+        args.token or "",
+        os.environ.get("WMSYNC_TOKEN", ""),
+        os.environ.get("WMSYNC_PASSWORD", ""),
+    ]
     redactor = configure_logging(args.verbose, args.log_file, known)
     verify = _verify(args)
     credentials = _credentials(args, verify, redactor)
     token = _token(args, redactor, verify)
     children = _read_children(args)
     refused = _parent_rows(args, children)
-    factory, state = (None, None) if refused else _sync_access(args, credentials,
-                                                               token, verify)
+    factory, state = (None, None) if refused else _sync_access(args, credentials, token, verify)
     if args.dry_run:
         if refused:
             planned = PlanResult(-1, args.parent_name, args.parent_url, error=refused)
         else:
             planned = engine.plan(
-                args.parent_url, args.parent_name, children, user=args.user, token=token,
-                client_factory=factory, full=args.full, timeout=args.timeout, verify=verify,
+                args.parent_url,
+                args.parent_name,
+                children,
+                user=args.user,
+                token=token,
+                client_factory=factory,
+                full=args.full,
+                timeout=args.timeout,
+                verify=verify,
                 state=state,
             )
             for warning in planned.warnings:
@@ -420,14 +454,21 @@ def cmd_sync(args: argparse.Namespace) -> int:
     listener = _CliListener()
     if refused:
         moment = datetime.now(timezone.utc)
-        result = SyncResult(-1, args.parent_name, args.parent_url, moment, moment,
-                            error=refused)
+        result = SyncResult(-1, args.parent_name, args.parent_url, moment, moment, error=refused)
     else:
         with _signals_cancel(listener):
             result = engine.synchronize(
-                args.parent_url, args.parent_name, children, user=args.user, token=token,
-                client_factory=factory, listener=listener, full=args.full,
-                timeout=args.timeout, verify=verify, max_workers=args.max_workers,
+                args.parent_url,
+                args.parent_name,
+                children,
+                user=args.user,
+                token=token,
+                client_factory=factory,
+                listener=listener,
+                full=args.full,
+                timeout=args.timeout,
+                verify=verify,
+                max_workers=args.max_workers,
                 state=state,
             )
     if listener.cancelled():
@@ -444,8 +485,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return _exit_code(result.status)
 
 
-def _show(args: argparse.Namespace, lines: List[str], status: int,
-          error: Optional[str]) -> None:
+def _show(args: argparse.Namespace, lines: List[str], status: int, error: Optional[str]) -> None:
     """The summary on stdout, once; with -q nothing there, and only a run that could
     not be done at all says so, on stderr (failed children were warned about already)."""
     if not args.quiet:
@@ -499,8 +539,11 @@ def cmd_install_toolbox(args: argparse.Namespace) -> int:
 def _file_session(args: argparse.Namespace) -> Any:
     """Logging, TLS, credentials and token as ``sync`` sets them up; the replica
     factory for the one repository (None: the default one)."""
-    known = [args.token or "", os.environ.get("WMSYNC_TOKEN", ""),
-             os.environ.get("WMSYNC_PASSWORD", "")]
+    known = [
+        args.token or "",
+        os.environ.get("WMSYNC_TOKEN", ""),
+        os.environ.get("WMSYNC_PASSWORD", ""),
+    ]
     redactor = configure_logging(args.verbose, args.log_file, known)
     verify = _verify(args)
     credentials = _credentials(args, verify, redactor)
@@ -511,22 +554,34 @@ def _file_session(args: argparse.Namespace) -> Any:
 def cmd_export(args: argparse.Namespace) -> int:
     from .filesync import export_job_data
 
-    out_dir = args.out if os.path.isdir(args.out) else os.path.dirname(
-        os.path.abspath(args.out))
+    out_dir = args.out if os.path.isdir(args.out) else os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--out: the folder {out_dir} does not exist")
     token, verify, factory = _file_session(args)
     outcome = export_job_data(
-        args.url, args.to, args.out, register_child=args.register_child,
-        child_url=args.child_url or "", user=args.user, token=token,
-        replica_factory=factory, timeout=args.timeout, verify=verify,
+        args.url,
+        args.to,
+        args.out,
+        register_child=args.register_child,
+        child_url=args.child_url or "",
+        user=args.user,
+        token=token,
+        replica_factory=factory,
+        timeout=args.timeout,
+        verify=verify,
     )
     if not args.quiet:
         print(outcome.line())
         print(f"Written: {outcome.path}")
-    _write_report(args.report, {"status": 0, "file": outcome.path,
-                                "manifest": outcome.manifest.to_dict(),
-                                "registered": outcome.registered})
+    _write_report(
+        args.report,
+        {
+            "status": 0,
+            "file": outcome.path,
+            "manifest": outcome.manifest.to_dict(),
+            "registered": outcome.registered,
+        },
+    )
     return EXIT_OK
 
 
@@ -537,71 +592,120 @@ def cmd_import(args: argparse.Namespace) -> int:
         raise UsageError(f"--file: {args.file} is not a file")
     token, verify, factory = _file_session(args)
     outcome = import_job_data(
-        args.url, args.file, user=args.user, token=token, replica_factory=factory,
-        timeout=args.timeout, verify=verify,
+        args.url,
+        args.file,
+        user=args.user,
+        token=token,
+        replica_factory=factory,
+        timeout=args.timeout,
+        verify=verify,
     )
     for warning in outcome.warnings:
         log.warning("%s: %s", outcome.target, warning)
     if not args.quiet:
         print(outcome.line())
-    _write_report(args.report, {
-        "status": 0, "file": args.file, "repository": outcome.target,
-        "manifest": outcome.manifest.to_dict(), "received": outcome.received,
-        "conflicts": outcome.conflicts, "renumbered": outcome.renumbered,
-        "alreadyImported": outcome.already, "watermarksMoved": outcome.marks_taken,
-        "gap": outcome.gap, "joined": outcome.joined,
-    })
+    _write_report(
+        args.report,
+        {
+            "status": 0,
+            "file": args.file,
+            "repository": outcome.target,
+            "manifest": outcome.manifest.to_dict(),
+            "received": outcome.received,
+            "conflicts": outcome.conflicts,
+            "renumbered": outcome.renumbered,
+            "alreadyImported": outcome.already,
+            "watermarksMoved": outcome.marks_taken,
+            "gap": outcome.gap,
+            "joined": outcome.joined,
+        },
+    )
     return EXIT_OK
 
 
 def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
     """The connection options of ``sync`` that concern one repository."""
     parser.add_argument("--url", required=True, help="the repository's WMServer URL")
-    parser.add_argument("--user", default=None,
-                        help="the Workflow Manager user acting (default: the OS user)")
-    parser.add_argument("--token", default=None,
-                        help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)")
-    parser.add_argument("--token-url", default=None,
-                        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt")
+    parser.add_argument(
+        "--user", default=None, help="the Workflow Manager user acting (default: the OS user)"
+    )
+    parser.add_argument(
+        "--token", default=None, help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)"
+    )
+    parser.add_argument(
+        "--token-url",
+        default=None,
+        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt",
+    )
     parser.add_argument("--username", default=None, help="user name for --token-url")
-    parser.add_argument("--credentials", default=None, metavar="FILE",
-                        help="JSON file: a token or a token URL per server URL prefix")
+    parser.add_argument(
+        "--credentials",
+        default=None,
+        metavar="FILE",
+        help="JSON file: a token or a token URL per server URL prefix",
+    )
     parser.add_argument("--report", default=None, help="write a JSON report to this file")
-    parser.add_argument("--timeout", type=_positive(float, "a number of seconds"),
-                        default=60.0, help="per-request read timeout in seconds (default 60)")
+    parser.add_argument(
+        "--timeout",
+        type=_positive(float, "a number of seconds"),
+        default=60.0,
+        help="per-request read timeout in seconds (default 60)",
+    )
     parser.add_argument("--log-file", default=None, help="also log to this file (redacted)")
     parser.add_argument("--ca-bundle", default=None, help="a CA bundle to trust in addition")
-    parser.add_argument("--insecure", action="store_true",
-                        help="turn TLS certificate checks off (prints a warning)")
+    parser.add_argument(
+        "--insecure", action="store_true", help="turn TLS certificate checks off (prints a warning)"
+    )
     loudness = parser.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="count", default=0,
-                          help="progress messages (-v); debug messages too (-vv)")
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="progress messages (-v); debug messages too (-vv)",
+    )
     loudness.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
 
 def _add_file_commands(commands: Any) -> None:
     export = commands.add_parser(
-        "export", help="write a file of the changes a disconnected peer lacks",
+        "export",
+        help="write a file of the changes a disconnected peer lacks",
         description="Export Job Data: write the changes PEER has not acknowledged, with a "
         "manifest (acknowledgement, syncId, SHA-256), for a parent or child without a "
-        "network connection.")
+        "network connection.",
+    )
     _add_file_arguments(export)
-    export.add_argument("--to", required=True, metavar="PEER",
-                        help="the repository the file is for (the parent or a child)")
-    export.add_argument("--out", required=True, metavar="FILE",
-                        help="the file to write (or a folder to write it into)")
-    export.add_argument("--register-child", action="store_true",
-                        help="PEER is a new child joining by file: register it here "
-                        "(node row and job id block) and put its registration in the file")
-    export.add_argument("--child-url", default=None,
-                        help="with --register-child: the child's URL, for its node row")
+    export.add_argument(
+        "--to",
+        required=True,
+        metavar="PEER",
+        help="the repository the file is for (the parent or a child)",
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        metavar="FILE",
+        help="the file to write (or a folder to write it into)",
+    )
+    export.add_argument(
+        "--register-child",
+        action="store_true",
+        help="PEER is a new child joining by file: register it here "
+        "(node row and job id block) and put its registration in the file",
+    )
+    export.add_argument(
+        "--child-url", default=None, help="with --register-child: the child's URL, for its node row"
+    )
     export.set_defaults(func=cmd_export)
 
     imp = commands.add_parser(
-        "import", help="import a file written by 'wmsync export'",
+        "import",
+        help="import a file written by 'wmsync export'",
         description="Import Job Data: check the file (digest, recipient, cluster), import "
         "it atomically and take its acknowledgement; a repeated or older file changes "
-        "nothing.")
+        "nothing.",
+    )
     _add_file_arguments(imp)
     imp.add_argument("--file", required=True, help="the file written by 'wmsync export'")
     imp.set_defaults(func=cmd_import)
@@ -619,53 +723,87 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         help="child value table: 'name connected URL last_sync_time' rows separated by ';'",
     )
     source.add_argument("--children-file", help="a file holding the child table (one row a line)")
-    parser.add_argument("--user", default=None,
-                        help="the Workflow Manager user acting (default: the OS user)")
-    parser.add_argument("--token", default=None,
-                        help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)")
-    parser.add_argument("--token-url", default=None,
-                        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt")
+    parser.add_argument(
+        "--user", default=None, help="the Workflow Manager user acting (default: the OS user)"
+    )
+    parser.add_argument(
+        "--token", default=None, help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)"
+    )
+    parser.add_argument(
+        "--token-url",
+        default=None,
+        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt",
+    )
     parser.add_argument("--username", default=None, help="user name for --token-url")
     parser.add_argument("--report", default=None, help="write a JSON report to this file")
-    parser.add_argument("--timeout", type=_positive(float, "a number of seconds"),
-                        default=60.0, help="per-request read timeout in seconds (default 60)")
-    parser.add_argument("--full", action="store_true",
-                        help="ignore watermarks: exchange everything both ways")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="report what would move and change nothing")
-    parser.add_argument("--max-workers", type=_positive(int, "a whole number"), default=4,
-                        help="children synchronized at once (default 4)")
-    parser.add_argument("--credentials", default=None, metavar="FILE",
-                        help="JSON file: a token or a token URL per server URL prefix "
-                        "(secrets by environment variable or file, never inline)")
-    parser.add_argument("--state", default=None, metavar="PATH",
-                        help="state store for stock servers (ArcGIS Workflow Manager "
-                        "without the replication extensions, synchronized through "
-                        "Esri's documented operations): default WMSYNC_STATE, else "
-                        "%%LOCALAPPDATA%%\\WorkflowSync\\state.sqlite on Windows, "
-                        "~/.local/state/WorkflowSync/state.sqlite elsewhere; its folder is "
-                        "made when a stock server needs it (docs/stock.md)")
-    parser.add_argument("--write-back", action="store_true",
-                        help="rewrite --children-file with the Last Synchronized rows "
-                        "(atomically), so that the next run picks up from this one")
+    parser.add_argument(
+        "--timeout",
+        type=_positive(float, "a number of seconds"),
+        default=60.0,
+        help="per-request read timeout in seconds (default 60)",
+    )
+    parser.add_argument(
+        "--full", action="store_true", help="ignore watermarks: exchange everything both ways"
+    )
+    parser.add_argument(
+        "--dry-run", action="store_true", help="report what would move and change nothing"
+    )
+    parser.add_argument(
+        "--max-workers",
+        type=_positive(int, "a whole number"),
+        default=4,
+        help="children synchronized at once (default 4)",
+    )
+    parser.add_argument(
+        "--credentials",
+        default=None,
+        metavar="FILE",
+        help="JSON file: a token or a token URL per server URL prefix "
+        "(secrets by environment variable or file, never inline)",
+    )
+    parser.add_argument(
+        "--state",
+        default=None,
+        metavar="PATH",
+        help="state store for stock servers (ArcGIS Workflow Manager "
+        "without the replication extensions, synchronized through "
+        "Esri's documented operations): default WMSYNC_STATE, else "
+        "%%LOCALAPPDATA%%\\WorkflowSync\\state.sqlite on Windows, "
+        "~/.local/state/WorkflowSync/state.sqlite elsewhere; its folder is "
+        "made when a stock server needs it (docs/stock.md)",
+    )
+    parser.add_argument(
+        "--write-back",
+        action="store_true",
+        help="rewrite --children-file with the Last Synchronized rows "
+        "(atomically), so that the next run picks up from this one",
+    )
     parser.add_argument("--log-file", default=None, help="also log to this file (redacted)")
     parser.add_argument("--ca-bundle", default=None, help="a CA bundle to trust in addition")
-    parser.add_argument("--insecure", action="store_true",
-                        help="turn TLS certificate checks off (prints a warning)")
+    parser.add_argument(
+        "--insecure", action="store_true", help="turn TLS certificate checks off (prints a warning)"
+    )
     loudness = parser.add_mutually_exclusive_group()
-    loudness.add_argument("-v", "--verbose", action="count", default=0,
-                          help="progress messages (-v); debug messages too (-vv)")
-    loudness.add_argument("-q", "--quiet", action="store_true",
-                          help="print nothing on success (warnings and errors still go "
-                          "to stderr)")
+    loudness.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="progress messages (-v); debug messages too (-vv)",
+    )
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing on success (warnings and errors still go to stderr)",
+    )
 
 
 class _OneLineParser(argparse.ArgumentParser):
     """Refuses bad arguments with one line on stderr and exit 2 (no usage block)."""
 
     def error(self, message: str) -> Any:
-        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message} "
-                                f"(see '{self.prog} --help')\n")
+        self.exit(EXIT_REFUSED, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -677,35 +815,52 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
-    sync = commands.add_parser("sync", help="two-way synchronization of a cluster",
-                               description="Pull every connected child into the parent, "
-                               "then push the parent's changes to every child.")
+    sync = commands.add_parser(
+        "sync",
+        help="two-way synchronization of a cluster",
+        description="Pull every connected child into the parent, "
+        "then push the parent's changes to every child.",
+    )
     _add_sync_arguments(sync)
     sync.set_defaults(func=cmd_sync)
 
-    plan = commands.add_parser("plan", help="what a sync would move (changes nothing)",
-                               description="Same as 'sync --dry-run'.")
+    plan = commands.add_parser(
+        "plan",
+        help="what a sync would move (changes nothing)",
+        description="Same as 'sync --dry-run'.",
+    )
     _add_sync_arguments(plan)
     plan.set_defaults(func=cmd_sync, dry_run=True)  # parser defaults win over --dry-run's
 
-    serve = commands.add_parser("serve", help="run one emulated WMServer repository",
-                                description="Start a local Workflow Manager REST emulator; "
-                                "its first output line is its root URL.")
+    serve = commands.add_parser(
+        "serve",
+        help="run one emulated WMServer repository",
+        description="Start a local Workflow Manager REST emulator; "
+        "its first output line is its root URL.",
+    )
     add_serve_arguments(serve)
     serve.set_defaults(func=cmd_serve)
 
-    demo = commands.add_parser("demo", help="a parent and two children on loopback, synchronized",
-                               description="Start three emulated repositories, change each, "
-                               "synchronize, and show that all hold the same jobs.")
-    demo.add_argument("--stock", action="store_true",
-                      help="three stock servers (no replication extensions), synchronized "
-                      "through Esri's documented operations and a state store in a "
-                      "temporary folder")
+    demo = commands.add_parser(
+        "demo",
+        help="a parent and two children on loopback, synchronized",
+        description="Start three emulated repositories, change each, "
+        "synchronize, and show that all hold the same jobs.",
+    )
+    demo.add_argument(
+        "--stock",
+        action="store_true",
+        help="three stock servers (no replication extensions), synchronized "
+        "through Esri's documented operations and a state store in a "
+        "temporary folder",
+    )
     demo.set_defaults(func=cmd_demo)
 
     install = commands.add_parser(
-        "install-toolbox", help="write a drop-in toolbox folder for ArcGIS Pro",
-        description="Copy WorkflowSync.pyt, its metadata and the wmsync package into DEST.")
+        "install-toolbox",
+        help="write a drop-in toolbox folder for ArcGIS Pro",
+        description="Copy WorkflowSync.pyt, its metadata and the wmsync package into DEST.",
+    )
     install.add_argument("dest", help="folder to write (created if missing)")
     install.add_argument("--force", action="store_true", help="replace an existing copy")
     install.set_defaults(func=cmd_install_toolbox)

@@ -450,13 +450,12 @@ class WMServerClient:
             raise ProtocolError(f"{op} answered a lastSync that is not an integer", self._where(op))
         return last_sync
 
-    def new_incarnation(
-        self, since_gen: int, job_id_floor: Optional[int] = None
-    ) -> Dict[str, Any]:
+    def new_incarnation(self, since_gen: int, job_id_floor: Optional[int] = None) -> Dict[str, Any]:
         """``POST replication/incarnation``: the repository went back in time; it takes
         a new incarnation and re-stamps what it changed after *since_gen*."""
         return self._json(
-            "POST", "replication/incarnation",
+            "POST",
+            "replication/incarnation",
             form={"sinceGen": since_gen, "jobIdFloor": job_id_floor},
         )
 
@@ -491,8 +490,13 @@ class WMServerClient:
         :raises ProtocolError: when the answer lacks a key or has the wrong type.
         """
         op = "replication/export"
-        params = {"sinceGen": since_gen, "excludeVia": exclude_via, "maxCount": max_count,
-                  "untilGen": until_gen, "after": after}
+        params = {
+            "sinceGen": since_gen,
+            "excludeVia": exclude_via,
+            "maxCount": max_count,
+            "untilGen": until_gen,
+            "after": after,
+        }
         answer = self._json("GET", op, params=params, transfer=True)
         jxl_url = answer.get("jxlURL")
         numbers: List[int] = []
@@ -507,11 +511,16 @@ class WMServerClient:
             )
         more, cursor = answer.get("more") is True, answer.get("after")
         if more and (not isinstance(cursor, str) or not cursor):
-            raise ProtocolError(f"{op} answered more=true without an after cursor",
-                                self._where(op))
+            raise ProtocolError(f"{op} answered more=true without an after cursor", self._where(op))
         generation, export_time, count = numbers
-        return ExportInfo(urljoin(self.url + "/", jxl_url), generation, export_time, count,
-                          more=more, after=cursor if more else None)
+        return ExportInfo(
+            urljoin(self.url + "/", jxl_url),
+            generation,
+            export_time,
+            count,
+            more=more,
+            after=cursor if more else None,
+        )
 
     def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:
         """``replication/export?countOnly=true``: what :meth:`export` would hold, counted;
@@ -523,8 +532,9 @@ class WMServerClient:
         answer = self.get(op, sinceGen=since_gen, excludeVia=exclude_via, countOnly="true")
         count = answer.get("count")
         if not isinstance(count, int) or isinstance(count, bool):
-            raise ProtocolError(f"{op}?countOnly=true answered without an integer count",
-                                self._where(op))
+            raise ProtocolError(
+                f"{op}?countOnly=true answered without an integer count", self._where(op)
+            )
         return count
 
     def download(self, jxl_url: str, dest: BinaryIO) -> int:
@@ -636,10 +646,13 @@ class WMServerClient:
             if text is not None:
                 fields[key] = _wm_user(text) if key == "user" else text
         request = self._build(
-            method, self._op_url(op), transfer,
+            method,
+            self._op_url(op),
+            transfer,
             query=None if form is not None else fields,
             form=fields if form is not None else None,
-            upload=upload, headers=dict(headers or {}),
+            upload=upload,
+            headers=dict(headers or {}),
         )
         return self._request(request, read_json)
 
@@ -657,8 +670,13 @@ class WMServerClient:
         """A :class:`Request` with this client's timeout and retry count for it."""
         retried = method in SAFE_METHODS or urlsplit(url).path.endswith(IDEMPOTENT_POSTS)
         return Request(
-            method, url, self._transfer_timeout if transfer else self._timeout,
-            query=query, form=form, upload=upload, headers=headers or {},
+            method,
+            url,
+            self._transfer_timeout if transfer else self._timeout,
+            query=query,
+            form=form,
+            upload=upload,
+            headers=headers or {},
             retries=self._retries if retried else 0,
         )
 

@@ -28,15 +28,33 @@ __all__ = ["ConflictEntry", "conflict_entries", "restore"]
 STAGE_CLOSED = 5  # Workflow Manager's stage of a closed job
 
 #: Job content fields restored through ``jobs/{id}/update`` as they are (text).
-_TEXT_KEYS = ("name", "description", "ownedBy", "assignedTo", "dataWorkspaceId",
-              "parentVersion", "versionName")
+_TEXT_KEYS = (
+    "name",
+    "description",
+    "ownedBy",
+    "assignedTo",
+    "dataWorkspaceId",
+    "parentVersion",
+    "versionName",
+)
 #: Job content fields restored as integers (``update`` key: content field).
-_NUMBER_KEYS = {"assignedType": "assignedType", "priority": "priority",
-                "status": "status", "percent": "percentageComplete"}
+_NUMBER_KEYS = {
+    "assignedType": "assignedType",
+    "priority": "priority",
+    "status": "status",
+    "percent": "percentageComplete",
+}
 _DATE_KEYS = {"startDate": "clearStartDate", "dueDate": "clearDueDate"}
 #: Content fields the REST shape of a job shows under the same key.
-_COMPARABLE = (*_TEXT_KEYS, "assignedType", "priority", "status", "percentageComplete",
-               "startDate", "dueDate")
+_COMPARABLE = (
+    *_TEXT_KEYS,
+    "assignedType",
+    "priority",
+    "status",
+    "percentageComplete",
+    "startDate",
+    "dueDate",
+)
 
 
 @dataclass
@@ -58,19 +76,28 @@ class ConflictEntry:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "number": self.number, "guid": self.guid, "kind": self.kind,
-            "id": self.job_id, "name": self.name, "time": _iso(self.time),
-            "winner": self.winner_origin, "loser": self.loser_origin,
-            "loser_deleted": self.loser_deleted, "fields": self.fields,
-            "reason": self.reason, "loser_content": dict(self.loser.get("content") or {}),
+            "number": self.number,
+            "guid": self.guid,
+            "kind": self.kind,
+            "id": self.job_id,
+            "name": self.name,
+            "time": _iso(self.time),
+            "winner": self.winner_origin,
+            "loser": self.loser_origin,
+            "loser_deleted": self.loser_deleted,
+            "fields": self.fields,
+            "reason": self.reason,
+            "loser_content": dict(self.loser.get("content") or {}),
         }
 
     def line(self) -> str:
         job = f"job {self.job_id}" if self.job_id is not None else "-"
         fields = "?" if self.fields is None else (", ".join(self.fields) or "-")
         loser = f"{self.loser_origin}{' (delete)' if self.loser_deleted else ''}"
-        return (f"#{self.number}  {self.kind}  {job}  {self.name or ''!s}  {_iso(self.time)}"
-                f"  winner {self.winner_origin}  loser {loser}  fields: {fields}")
+        return (
+            f"#{self.number}  {self.kind}  {job}  {self.name or ''!s}  {_iso(self.time)}"
+            f"  winner {self.winner_origin}  loser {loser}  fields: {fields}"
+        )
 
 
 def _iso(ms: Optional[int]) -> Optional[str]:
@@ -82,10 +109,11 @@ def _iso(ms: Optional[int]) -> Optional[str]:
 
 def _jobs_api(replica: Any) -> Any:
     """The replica, when it can use the jobs API (``get``/``post``); else refused."""
-    if not callable(getattr(replica, "get", None)) or not callable(
-            getattr(replica, "post", None)):
-        raise SyncRefused(f"{replica.display_url}: this repository's replica offers no "
-                          "jobs API; restoring is not supported for it yet")
+    if not callable(getattr(replica, "get", None)) or not callable(getattr(replica, "post", None)):
+        raise SyncRefused(
+            f"{replica.display_url}: this repository's replica offers no "
+            "jobs API; restoring is not supported for it yet"
+        )
     return replica
 
 
@@ -122,9 +150,12 @@ def _as_text(value: Any) -> str:
 
 def _differences(content: Mapping[str, Any], current: Mapping[str, Any]) -> List[str]:
     """The fields a loser's content and the current job (its REST shape) differ in."""
-    differ = [key for key in _COMPARABLE
-              if _as_text(content.get(key)) != _as_text(current.get(key))
-              and not (content.get(key) is None and current.get(key) in ("", 0, None))]
+    differ = [
+        key
+        for key in _COMPARABLE
+        if _as_text(content.get(key)) != _as_text(current.get(key))
+        and not (content.get(key) is None and current.get(key) in ("", 0, None))
+    ]
     if _as_text(content.get("notes")) != _as_text(current.get("notes")):
         differ.append("notes")
     return differ
@@ -151,18 +182,25 @@ def conflict_entries(replica: Any) -> List[ConflictEntry]:
             if job_id is None:
                 guid = entry.get("guid") if kind == "Job" else content.get("job")
                 job_id = jobs.id_of(str(guid or ""))
-            if fields is None and kind == "Job" and job_id is not None \
-                    and not loser.get("deleted"):
+            if fields is None and kind == "Job" and job_id is not None and not loser.get("deleted"):
                 current = jobs.current(int(job_id))
                 fields = _differences(content, current) if current is not None else None
-        found.append(ConflictEntry(
-            number=number, guid=str(entry.get("guid") or ""), kind=kind,
-            job_id=None if job_id is None else int(job_id),
-            name=entry.get("name") or content.get("name") or content.get("userName"),
-            time=entry.get("time"), winner_origin=winner.get("origin"),
-            loser_origin=loser.get("origin"), loser_deleted=bool(loser.get("deleted")),
-            fields=fields, reason=entry.get("reason"), loser=loser,
-        ))
+        found.append(
+            ConflictEntry(
+                number=number,
+                guid=str(entry.get("guid") or ""),
+                kind=kind,
+                job_id=None if job_id is None else int(job_id),
+                name=entry.get("name") or content.get("name") or content.get("userName"),
+                time=entry.get("time"),
+                winner_origin=winner.get("origin"),
+                loser_origin=loser.get("origin"),
+                loser_deleted=bool(loser.get("deleted")),
+                fields=fields,
+                reason=entry.get("reason"),
+                loser=loser,
+            )
+        )
     return found
 
 
@@ -192,16 +230,17 @@ class Restored:
     not_restored: List[str] = field(default_factory=list)
 
     def lines(self) -> List[str]:
-        head = (f"Conflict #{self.entry.number}: the version of {self.entry.loser_origin} "
-                f"is the current version of job {self.entry.job_id} again (a new local "
-                "edit: the next synchronization carries it to every repository)")
+        head = (
+            f"Conflict #{self.entry.number}: the version of {self.entry.loser_origin} "
+            f"is the current version of job {self.entry.job_id} again (a new local "
+            "edit: the next synchronization carries it to every repository)"
+        )
         out = [head] + [f"  {text}" for text in self.done]
         out += [f"  not restored: {text}" for text in self.not_restored]
         return out
 
 
-def restore(replica: Any, which: str, entries: Optional[List[ConflictEntry]] = None
-            ) -> Restored:
+def restore(replica: Any, which: str, entries: Optional[List[ConflictEntry]] = None) -> Restored:
     """Make the loser of conflict *which* the current version again, as a local edit.
 
     :raises SyncRefused: no such conflict, not a job, or the job no longer exists;
@@ -213,18 +252,22 @@ def restore(replica: Any, which: str, entries: Optional[List[ConflictEntry]] = N
         raise SyncRefused(
             f"conflict #{entry.number} is of a {entry.kind}: only a job's losing version "
             "can be restored through Workflow Manager's documented operations; the "
-            "loser's content is in 'wmsync conflicts --json'")
+            "loser's content is in 'wmsync conflicts --json'"
+        )
     api = _jobs_api(replica)
     jobs = _Jobs(api)
     if entry.job_id is None:
-        raise SyncRefused(f"conflict #{entry.number}: its job is no longer in this "
-                          "repository; nothing was changed")
+        raise SyncRefused(
+            f"conflict #{entry.number}: its job is no longer in this "
+            "repository; nothing was changed"
+        )
     current = jobs.current(entry.job_id)
     if current is None:
         raise SyncRefused(
             f"conflict #{entry.number}: job {entry.job_id} was deleted since; a deleted "
             "job cannot be created again under its identity over REST. The loser's "
-            "content is in 'wmsync conflicts --json'; nothing was changed")
+            "content is in 'wmsync conflicts --json'; nothing was changed"
+        )
     done = Restored(entry)
     job = entry.job_id
     if entry.loser_deleted:
@@ -247,8 +290,9 @@ def restore(replica: Any, which: str, entries: Optional[List[ConflictEntry]] = N
     return done
 
 
-def _restore_stage(api: Any, job: int, content: Mapping[str, Any],
-                   current: Mapping[str, Any], done: Restored) -> None:
+def _restore_stage(
+    api: Any, job: int, content: Mapping[str, Any], current: Mapping[str, Any], done: Restored
+) -> None:
     was_closed = _as_text(content.get("stage")) == str(STAGE_CLOSED)
     is_closed = _as_text(current.get("stage")) == str(STAGE_CLOSED)
     if was_closed and not is_closed:
@@ -259,8 +303,9 @@ def _restore_stage(api: Any, job: int, content: Mapping[str, Any],
         done.done.append("reopened")
 
 
-def _properties(api: Any, jobs: _Jobs, content: Mapping[str, Any],
-                current: Mapping[str, Any], done: Restored) -> Dict[str, Any]:
+def _properties(
+    api: Any, jobs: _Jobs, content: Mapping[str, Any], current: Mapping[str, Any], done: Restored
+) -> Dict[str, Any]:
     """The ``properties`` of ``jobs/{id}/update`` that bring the loser's fields back."""
     properties: Dict[str, Any] = {}
     for key in _TEXT_KEYS:
@@ -268,7 +313,8 @@ def _properties(api: Any, jobs: _Jobs, content: Mapping[str, Any],
             properties[key] = _as_text(content.get(key))
     for key, name in _NUMBER_KEYS.items():
         if content.get(name) is not None and _as_text(content.get(name)) != _as_text(
-                current.get(name)):
+            current.get(name)
+        ):
             properties[key] = int(content[name])
     for key, clear in _DATE_KEYS.items():
         if _as_text(content.get(key)) != _as_text(current.get(key)):
@@ -278,8 +324,7 @@ def _properties(api: Any, jobs: _Jobs, content: Mapping[str, Any],
                 properties[key] = int(content[key])
     type_guid = content.get("jobType")
     if type_guid:
-        types = {str(t.get("guid")): t.get("id") for t in
-                 api.get("jobTypes").get("jobTypes") or []}
+        types = {str(t.get("guid")): t.get("id") for t in api.get("jobTypes").get("jobTypes") or []}
         type_id = types.get(str(type_guid))
         if type_id is None:
             done.not_restored.append("jobType (that job type is not in this repository)")

@@ -38,8 +38,16 @@ from .errors import WMSyncError
 __all__ = ["Credentials", "CredentialsError", "load_credentials", "per_url_factory"]
 
 _INLINE_SECRETS = ("token", "password", "secret", "api_key", "apikey")
-_KNOWN = {"url", "token_env", "token_file", "token_url", "username", "password_env",
-          "password_file", "comment"}
+_KNOWN = {
+    "url",
+    "token_env",
+    "token_file",
+    "token_url",
+    "username",
+    "password_env",
+    "password_file",
+    "comment",
+}
 
 
 class CredentialsError(WMSyncError):
@@ -115,8 +123,9 @@ def _read_secret(
         name = str(entry[env_key])
         value = os.environ.get(name, "")
         if not value:
-            raise CredentialsError(f"{where}: environment variable {name} ({env_key}) is "
-                                   "not set or empty")
+            raise CredentialsError(
+                f"{where}: environment variable {name} ({env_key}) is not set or empty"
+            )
         return value
     if file_key in entry:
         path = os.path.join(base, os.path.expanduser(str(entry[file_key])))
@@ -124,8 +133,9 @@ def _read_secret(
             with open(path, encoding="utf-8-sig") as handle:
                 value = handle.read().strip()
         except OSError as exc:
-            raise CredentialsError(f"{where}: cannot read {file_key} {path!r}: "
-                                   f"{exc.strerror or exc}") from None
+            raise CredentialsError(
+                f"{where}: cannot read {file_key} {path!r}: {exc.strerror or exc}"
+            ) from None
         if not value:
             raise CredentialsError(f"{where}: {file_key} {path!r} is empty")
         return value
@@ -150,8 +160,9 @@ def load_credentials(
         with open(path, encoding="utf-8-sig") as handle:
             text = handle.read()
     except OSError as exc:
-        raise CredentialsError(f"cannot read the credentials file {path!r}: "
-                               f"{exc.strerror or exc}") from None
+        raise CredentialsError(
+            f"cannot read the credentials file {path!r}: {exc.strerror or exc}"
+        ) from None
     try:
         data = json.loads(text)
     except ValueError as exc:
@@ -172,21 +183,25 @@ def load_credentials(
             occurrence = counts.get(key, 0)
             counts[key] = occurrence + 1
             if key.lower() in _INLINE_SECRETS:
-                refer = f"{key}_env or {key}_file" if key.lower() in ("token", "password") \
+                refer = (
+                    f"{key}_env or {key}_file"
+                    if key.lower() in ("token", "password")
                     else "an *_env or *_file key"
+                )
                 raise CredentialsError(
                     f"{path}, line {_line_of(text, key, occurrence)}: {key!r} holds a secret "
-                    f"inline; refer to it instead ({refer})")
+                    f"inline; refer to it instead ({refer})"
+                )
             if key not in _KNOWN:
-                raise CredentialsError(f"{path}, line {_line_of(text, key, occurrence)}: "
-                                       f"unknown key {key!r}")
+                raise CredentialsError(
+                    f"{path}, line {_line_of(text, key, occurrence)}: unknown key {key!r}"
+                )
         url = entry.get("url")
         prefix = _key(url) if isinstance(url, str) else None
         if prefix is None:
             raise CredentialsError(f"{where}: 'url' must be an http(s) URL prefix")
         if prefix in seen:
-            raise CredentialsError(f"{where}: {url!r} is listed twice (also server "
-                                   f"{seen[prefix]})")
+            raise CredentialsError(f"{where}: {url!r} is listed twice (also server {seen[prefix]})")
         seen[prefix] = index
         source = _source(entry, where, base, secrets_, verify, timeout, on_secret)
         entries.append(_Entry(prefix, source))
@@ -223,8 +238,7 @@ def _source(
     secrets_.append(password)
 
     def fetch() -> str:
-        fetched = generate_token(token_url, username, password, verify=verify,
-                                 timeout=timeout)
+        fetched = generate_token(token_url, username, password, verify=verify, timeout=timeout)
         if on_secret is not None:
             on_secret(fetched)
         return fetched

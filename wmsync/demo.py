@@ -63,8 +63,7 @@ def _make_changes(parent: WMServerClient, ohio: WMServerClient, az: WMServerClie
 
 
 def _show(out: Printer, name: str, snap: Dict[str, Any]) -> None:
-    out(f"  {name}: {len(snap['jobs'])} jobs, job types {snap['jobTypes']}, "
-        f"users {snap['users']}")
+    out(f"  {name}: {len(snap['jobs'])} jobs, job types {snap['jobTypes']}, users {snap['users']}")
     for job_id, job_name, notes, holds in snap["jobs"]:
         extra = f"  notes: {notes!r}" if notes else ""
         extra += f"  holds: {holds}" if holds else ""
@@ -77,19 +76,22 @@ def run_demo(out: Printer = print) -> int:
 
     names = ["Parent", "Ohio_Repository", "AZ_Repository"]
     with tempfile.TemporaryDirectory(prefix="wmsync-demo-") as folder, ExitStack() as stack:
-        servers = [stack.enter_context(start_in_thread(name, f"{folder}/{name}.sqlite"))
-                   for name in names]
+        servers = [
+            stack.enter_context(start_in_thread(name, f"{folder}/{name}.sqlite")) for name in names
+        ]
         clients = [stack.enter_context(WMServerClient(s.url, user=DEMO_USER)) for s in servers]
         out("Started three Workflow Manager emulators on loopback:")
         for name, server in zip(names, servers):
             out(f"  {name:16} {server.url}")
 
-        table = ";".join(f"{name} true {server.url} ''"
-                         for name, server in zip(names[1:], servers[1:]))
+        table = ";".join(
+            f"{name} true {server.url} ''" for name, server in zip(names[1:], servers[1:])
+        )
         out("\nConnecting the cluster: the first run registers each child with the parent")
         out("and hands it its own block of job ids, so a job keeps its id everywhere.")
-        first = synchronize(servers[0].url, names[0], table, user=DEMO_USER,
-                            listener=_PrintListener(out))
+        first = synchronize(
+            servers[0].url, names[0], table, user=DEMO_USER, listener=_PrintListener(out)
+        )
         out(f"  status {first.status}")
 
         out("\nMaking changes on each repository ...")
@@ -99,8 +101,13 @@ def run_demo(out: Printer = print) -> int:
 
         out(f"\nSynchronize Job Data\n  parent: {names[0]} {servers[0].url}")
         out(f"  children: {first.last_sync_text}")
-        result = synchronize(servers[0].url, names[0], first.last_sync_text, user=DEMO_USER,
-                             listener=_PrintListener(out))
+        result = synchronize(
+            servers[0].url,
+            names[0],
+            first.last_sync_text,
+            user=DEMO_USER,
+            listener=_PrintListener(out),
+        )
         out(f"  status {result.status}")
         out(f"  Last Synchronized: {result.last_sync_text}")
 
@@ -111,13 +118,17 @@ def run_demo(out: Printer = print) -> int:
         same = all(snap == snaps[0] for snap in snaps)
 
         out("\nA second run, fed with the Last Synchronized table, moves nothing:")
-        again = synchronize(servers[0].url, names[0], result.last_sync_text, user=DEMO_USER,
-                            listener=_PrintListener(out))
+        again = synchronize(
+            servers[0].url,
+            names[0],
+            result.last_sync_text,
+            user=DEMO_USER,
+            listener=_PrintListener(out),
+        )
         moved = sum(c.sent + c.received for c in again.children)
         out(f"  status {again.status}, elements moved: {moved}")
 
-        if first.status == 0 and result.status == 0 and same and again.status == 0 \
-                and moved == 0:
+        if first.status == 0 and result.status == 0 and same and again.status == 0 and moved == 0:
             out(f"\nOK: all three repositories hold the same {len(snaps[0]['jobs'])} jobs.")
             return 0
         out("\nFAILED: the repositories did not converge.")
@@ -135,8 +146,9 @@ def _stock_changes(parent: WMServerClient, ohio: WMServerClient, az: WMServerCli
     ohio_job = ohio.post("jobs/create", jobTypeId=1, name="Ohio parcels")["jobIds"][0]
     ohio.post(f"jobs/{ohio_job}/notes/update", notes="Started by the Ohio office.")
     ohio.post(f"jobs/{ohio_job}/holds/create", type=1, comments="Waiting for imagery")
-    az_jobs = [az.post("jobs/create", jobTypeId=1, name=f"AZ roads {n}")["jobIds"][0]
-               for n in (1, 2)]
+    az_jobs = [
+        az.post("jobs/create", jobTypeId=1, name=f"AZ roads {n}")["jobIds"][0] for n in (1, 2)
+    ]
     az.post(f"jobs/{az_jobs[0]}/update", properties='{"name": "AZ roads (north)"}')
     az.post(f"jobs/{az_jobs[1]}/activity/logAction", type=7, comments="Checked on site")
 
@@ -144,9 +156,11 @@ def _stock_changes(parent: WMServerClient, ohio: WMServerClient, az: WMServerCli
 def _writes(client: WMServerClient) -> int:
     """Jobs, holds and activity records on a server: what a run that writes adds to."""
     ids = client.get("jobs").get("jobIds", [])
-    return len(ids) + sum(len(client.get(f"jobs/{i}/holds").get("holds", []))
-                          + len(client.get(f"jobs/{i}/activity").get("activity", []))
-                          for i in ids)
+    return len(ids) + sum(
+        len(client.get(f"jobs/{i}/holds").get("holds", []))
+        + len(client.get(f"jobs/{i}/activity").get("activity", []))
+        for i in ids
+    )
 
 
 def run_stock_demo(out: Printer = print) -> int:
@@ -160,22 +174,37 @@ def run_stock_demo(out: Printer = print) -> int:
     # What an administrator set up in Workflow Manager Administrator on every server.
     site = SiteConfig(job_types=(("Edit Data", "Edit parcels"),))
     with tempfile.TemporaryDirectory(prefix="wmsync-demo-") as folder, ExitStack() as stack:
-        servers = [stack.enter_context(start_in_thread(
-            name, f"{folder}/{name}.sqlite", stock=True, site=site)) for name in names]
+        servers = [
+            stack.enter_context(
+                start_in_thread(name, f"{folder}/{name}.sqlite", stock=True, site=site)
+            )
+            for name in names
+        ]
         clients = [stack.enter_context(WMServerClient(s.url, user=DEMO_USER)) for s in servers]
         state = f"{folder}/state/state.sqlite"
-        out("Started three STOCK Workflow Manager servers (emulated, no replication "
-            "extensions) on loopback:")
+        out(
+            "Started three STOCK Workflow Manager servers (emulated, no replication "
+            "extensions) on loopback:"
+        )
         for name, server in zip(names, servers):
             out(f"  {name:16} {server.url}")
         out(f"State store (what the extensions would keep on the server): {state}")
 
-        table = ";".join(f"{name} true {server.url} ''"
-                         for name, server in zip(names[1:], servers[1:]))
-        out("\nConnecting the cluster: each stock child gets its block of job ids "
-            "(updateConfigProperties JOB_ID_START_VALUE).")
-        first = synchronize(servers[0].url, names[0], table, user=DEMO_USER,
-                            listener=_PrintListener(out), state=state)
+        table = ";".join(
+            f"{name} true {server.url} ''" for name, server in zip(names[1:], servers[1:])
+        )
+        out(
+            "\nConnecting the cluster: each stock child gets its block of job ids "
+            "(updateConfigProperties JOB_ID_START_VALUE)."
+        )
+        first = synchronize(
+            servers[0].url,
+            names[0],
+            table,
+            user=DEMO_USER,
+            listener=_PrintListener(out),
+            state=state,
+        )
         out(f"  status {first.status}")
 
         out("\nMaking changes on each server ...")
@@ -184,8 +213,14 @@ def run_stock_demo(out: Printer = print) -> int:
             _show(out, name, snapshot(client))
 
         out(f"\nSynchronize Job Data\n  parent: {names[0]} {servers[0].url}")
-        result = synchronize(servers[0].url, names[0], first.last_sync_text, user=DEMO_USER,
-                             listener=_PrintListener(out), state=state)
+        result = synchronize(
+            servers[0].url,
+            names[0],
+            first.last_sync_text,
+            user=DEMO_USER,
+            listener=_PrintListener(out),
+            state=state,
+        )
         out(f"  status {result.status}")
 
         out("\nAfter the synchronization:")
@@ -196,13 +231,18 @@ def run_stock_demo(out: Printer = print) -> int:
 
         out("\nA second run writes nothing to any server:")
         before = [_writes(client) for client in clients]
-        again = synchronize(servers[0].url, names[0], result.last_sync_text, user=DEMO_USER,
-                            listener=_PrintListener(out), state=state)
+        again = synchronize(
+            servers[0].url,
+            names[0],
+            result.last_sync_text,
+            user=DEMO_USER,
+            listener=_PrintListener(out),
+            state=state,
+        )
         unchanged = [_writes(client) for client in clients] == before
         out(f"  status {again.status}, servers unchanged: {unchanged}")
 
-        if first.status == 0 and result.status == 0 and same and again.status == 0 \
-                and unchanged:
+        if first.status == 0 and result.status == 0 and same and again.status == 0 and unchanged:
             out(f"\nOK: all three stock servers hold the same {len(snaps[0]['jobs'])} jobs.")
             return 0
         out("\nFAILED: the stock servers did not converge.")

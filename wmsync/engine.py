@@ -121,8 +121,12 @@ def claim_block(parent: Replica, name: str, url: str, block: int) -> int:
     """
     for _ in range(CLAIM_ATTEMPTS):
         parent.update_node(
-            name, server_url=url, is_parent=False, is_connected=True,
-            job_id_start=block, job_id_block=JOB_ID_BLOCK,
+            name,
+            server_url=url,
+            is_parent=False,
+            is_connected=True,
+            job_id_start=block,
+            job_id_block=JOB_ID_BLOCK,
         )
         nodes = _rows(parent.replication_info())
         others = [n for n in nodes if not same_name(str(n.get("name", "")), name)]
@@ -396,8 +400,11 @@ class _Run:
         if pair.extended:
             pair.child_instance = str(info["instanceId"])
             pair.parent_instance = str(parent_info["instanceId"])
-            pair.seq = max(_int_or_none((row or {}).get(key)) or 0
-                           for row in (p_row, c_row) for key in ("syncSeq", "peerSeq"))
+            pair.seq = max(
+                _int_or_none((row or {}).get(key)) or 0
+                for row in (p_row, c_row)
+                for key in ("syncSeq", "peerSeq")
+            )
             child_back = gone_back(info, p_row, c_row)
             parent_back = gone_back(parent_info, c_row, p_row)
         if child_back or parent_back:
@@ -422,24 +429,34 @@ class _Run:
             block = claim_block(parent, name, url, block)
         if c_row is None:
             child.update_node(
-                self.parent_name, server_url=self.parent_url, is_parent=True,
+                self.parent_name,
+                server_url=self.parent_url,
+                is_parent=True,
                 is_connected=True,
             )
         if own is None or _int_or_none(own.get("jobIdStart")) != block:
             child.update_node(
-                name, server_url=url, is_parent=False, is_connected=True,
-                job_id_start=block, job_id_block=JOB_ID_BLOCK,
+                name,
+                server_url=url,
+                is_parent=False,
+                is_connected=True,
+                job_id_start=block,
+                job_id_block=JOB_ID_BLOCK,
             )
         if pair.extended and not pair.trusted:
             # Both sides record each other's identity now, and the sequence moves past
             # both rows: a restore handled here is not found again by the next run.
             pair.seq += 1
             child.update_node(
-                self.parent_name, sync_seq=pair.seq, peer_instance=pair.parent_instance,
+                self.parent_name,
+                sync_seq=pair.seq,
+                peer_instance=pair.parent_instance,
                 peer_gen_seen=_int_or_none(parent_info.get("generation")),
             )
             parent.update_node(
-                name, sync_seq=pair.seq, peer_instance=pair.child_instance,
+                name,
+                sync_seq=pair.seq,
+                peer_instance=pair.child_instance,
                 peer_gen_seen=_int_or_none(info.get("generation")),
             )
         pair.result.full_exchange = not pair.trusted
@@ -470,8 +487,11 @@ class _Run:
         with self._parent_back_lock:
             if self.parent_back is not None:
                 return
-            marks = [_int_or_none(n.get("lastSyncGen")) or 0 for n in _rows(parent_info)
-                     if not same_name(str(n.get("name", "")), self.parent_name)]
+            marks = [
+                _int_or_none(n.get("lastSyncGen")) or 0
+                for n in _rows(parent_info)
+                if not same_name(str(n.get("name", "")), self.parent_name)
+            ]
             answer = _new_incarnation(parent, min(marks, default=0), None)
             self.parent_back = str(answer.get("incarnation") or "")
             self.events.warning(_went_back_text(self.parent_name, reasons, answer))
@@ -492,8 +512,14 @@ class _Run:
     ) -> Feed:
         """A started :class:`Feed` of one export window of *source_url* for *members*."""
         feed = Feed(
-            lambda: self.factory(source_url), since_gen, exclude_via, label, members,
-            self.workdir, self.events.cancelled, gzip_level=UPLOAD_GZIP_LEVEL,
+            lambda: self.factory(source_url),
+            since_gen,
+            exclude_via,
+            label,
+            members,
+            self.workdir,
+            self.events.cancelled,
+            gzip_level=UPLOAD_GZIP_LEVEL,
         )
         feed.start()
         return feed
@@ -518,12 +544,10 @@ class _Run:
                 continue
             self.check_cancel()
             if import_lock is None:
-                answers.append(target.import_document(chunk.path, merge=True,
-                                                      gzip=chunk.gzip))
+                answers.append(target.import_document(chunk.path, merge=True, gzip=chunk.gzip))
             else:
                 with import_lock:
-                    answers.append(target.import_document(chunk.path, merge=True,
-                                                          gzip=chunk.gzip))
+                    answers.append(target.import_document(chunk.path, merge=True, gzip=chunk.gzip))
             moved += chunk.count
         assert feed.generation is not None  # set before the first chunk
         return moved, feed.generation, answers
@@ -538,8 +562,9 @@ class _Run:
             self.conflicts.extend(_conflict_entry(c, repository) for c in conflicts)
             self.relayed.update(warnings)
         for warning in warnings:
-            self.events.warning(warning if warning.startswith(f"{repository}: ")
-                                else f"{repository}: {warning}")
+            self.events.warning(
+                warning if warning.startswith(f"{repository}: ") else f"{repository}: {warning}"
+            )
 
     def guarded(
         self,
@@ -574,9 +599,7 @@ class _Run:
             via = self.parent_name if pair.trusted else None
             feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1)
             try:
-                sent, generation, answers = self.transfer(
-                    feed, 0, parent, self.parent_import_lock
-                )
+                sent, generation, answers = self.transfer(feed, 0, parent, self.parent_import_lock)
             finally:
                 feed.leave(0)
                 feed.join()
@@ -588,11 +611,16 @@ class _Run:
                 # A new syncId at every watermark move, the moved side first.
                 sync_id, extra = self.renewal(pair)
                 child.update_node(
-                    self.parent_name, last_sync_gen=generation, sync_id=sync_id,
+                    self.parent_name,
+                    last_sync_gen=generation,
+                    sync_id=sync_id,
                     **extra(pair.parent_instance, _last_generation(answers)),
                 )
-                parent.update_node(pair.name, sync_id=sync_id,
-                                   **extra(pair.child_instance, generation, confirmed=True))
+                parent.update_node(
+                    pair.name,
+                    sync_id=sync_id,
+                    **extra(pair.child_instance, generation, confirmed=True),
+                )
             else:
                 # A full exchange gets its syncId only once both directions committed.
                 child.update_node(self.parent_name, last_sync_gen=generation)
@@ -638,7 +666,9 @@ class _Run:
             return shared
         totals = self.count_windows([(mark, None) for mark, _ in groups])
         cut: List[Tuple[int, Optional[str]]] = [
-            (mark, pair.name) for mark, group in groups for pair in group
+            (mark, pair.name)
+            for mark, group in groups
+            for pair in group
             if totals.get((mark, None), -1) > 0
         ]
         counts = self.count_windows(cut)
@@ -693,11 +723,17 @@ class _Run:
                 # restored to before this push then holds an older one.
                 sync_id, extra = self.renewal(pair)
                 stamped = parent.update_node(
-                    name, last_sync_gen=generation, sync_id=sync_id, stamp_last_sync=both,
+                    name,
+                    last_sync_gen=generation,
+                    sync_id=sync_id,
+                    stamp_last_sync=both,
                     **extra(pair.child_instance, _last_generation(answers)),
                 )
-                child.update_node(self.parent_name, sync_id=sync_id,
-                                  **extra(pair.parent_instance, generation, confirmed=True))
+                child.update_node(
+                    self.parent_name,
+                    sync_id=sync_id,
+                    **extra(pair.parent_instance, generation, confirmed=True),
+                )
             else:
                 # A full exchange whose pull failed: no syncId, so the next run is a full
                 # exchange again, without echo suppression.
@@ -725,8 +761,12 @@ class _Run:
         ) -> Dict[str, Any]:
             if not pair.extended:
                 return {}
-            return {"sync_seq": seq, "peer_seq": seq if confirmed else None,
-                    "peer_instance": instance, "peer_gen_seen": generation}
+            return {
+                "sync_seq": seq,
+                "peer_seq": seq if confirmed else None,
+                "peer_instance": instance,
+                "peer_gen_seen": generation,
+            }
 
         return secrets.token_hex(8), extra
 
@@ -801,8 +841,10 @@ def _check_row_time(pair: _Pair) -> Optional[Tuple[str, str]]:
     server = pair.server_last_sync
     name = pair.name
     if server is None:
-        return ("warning",
-                f"row time ignored; {name} has no recorded synchronization: full exchange")
+        return (
+            "warning",
+            f"row time ignored; {name} has no recorded synchronization: full exchange",
+        )
     recorded = datetime.fromtimestamp(server / 1000, timezone.utc)
     if abs((recorded - row).total_seconds()) > 60:
         local = recorded.astimezone().strftime("%Y-%m-%d %H:%M:%S")
@@ -839,8 +881,12 @@ def _factory(
     verify: Any,
     stock: Optional[StockReplicas] = None,
 ) -> ReplicaFactory:
-    return replica_factory or client_factory or default_replica_factory(
-        user=user, token=token, timeout=timeout, verify=verify, stock=stock
+    return (
+        replica_factory
+        or client_factory
+        or default_replica_factory(
+            user=user, token=token, timeout=timeout, verify=verify, stock=stock
+        )
     )
 
 
@@ -913,13 +959,23 @@ def synchronize(
     listener = listener or SyncListener()
     started = datetime.now(timezone.utc)
 
-    def done(status: int, results: List[ChildResult], error: Optional[str] = None,
-             conflicts: Optional[List[Dict[str, Any]]] = None,
-             warnings: Optional[List[str]] = None) -> SyncResult:
+    def done(
+        status: int,
+        results: List[ChildResult],
+        error: Optional[str] = None,
+        conflicts: Optional[List[Dict[str, Any]]] = None,
+        warnings: Optional[List[str]] = None,
+    ) -> SyncResult:
         return SyncResult(
-            status=status, parent_name=parent_name, parent_url=parent_url, started=started,
-            finished=datetime.now(timezone.utc), children=results,
-            conflicts=conflicts or [], error=error, warnings=warnings or [],
+            status=status,
+            parent_name=parent_name,
+            parent_url=parent_url,
+            started=started,
+            finished=datetime.now(timezone.utc),
+            children=results,
+            conflicts=conflicts or [],
+            error=error,
+            warnings=warnings or [],
         )
 
     try:
@@ -937,13 +993,23 @@ def synchronize(
     try:
         builder = stock_builder(state, parent_url, parent_name, inputs.connected)
     except (OSError, WMSyncError) as exc:
-        return done(-1, list(skipped.values()),
-                    f"the state store of stock servers cannot be used: {exc}")
+        return done(
+            -1, list(skipped.values()), f"the state store of stock servers cannot be used: {exc}"
+        )
     try:
-        factory = _factory(replica_factory, client_factory, user, token, timeout, verify,
-                           builder)
-        return _synchronize(parent_url, parent_name, inputs, skipped, factory, listener,
-                            full, max_workers, builder, done)
+        factory = _factory(replica_factory, client_factory, user, token, timeout, verify, builder)
+        return _synchronize(
+            parent_url,
+            parent_name,
+            inputs,
+            skipped,
+            factory,
+            listener,
+            full,
+            max_workers,
+            builder,
+            done,
+        )
     finally:
         if builder is not None:
             builder.close()  # releases the stock repositories' locks, even on failure
@@ -969,21 +1035,26 @@ def _synchronize(
             parent_info = run.register_parent(parent_info)
         except (SyncRefused, RepositoryError) as exc:
             message = f"parent {parent_name}: {exc}"
-            unused = [ChildResult(spec, error="not attempted: the parent could not be used")
-                      for spec in inputs.connected]
+            unused = [
+                ChildResult(spec, error="not attempted: the parent could not be used")
+                for spec in inputs.connected
+            ]
             warnings, _ = _stock_findings(builder, set())
             for warning in warnings:
                 listener.warning(warning)
-            return done(-1, _in_table_order(inputs.specs, skipped, unused), message,
-                        None, warnings)
+            return done(-1, _in_table_order(inputs.specs, skipped, unused), message, None, warnings)
         results = _in_table_order(inputs.specs, skipped, [p.result for p in run.pairs])
 
         blocks = run.allocate_blocks(parent_info)
         try:
             _run_all(
-                [_prepare_task(run, pair, parent_info, blocks[pair.spec.row])
-                 for pair in run.pairs],
-                run.events, listener, max_workers,
+                [
+                    _prepare_task(run, pair, parent_info, blocks[pair.spec.row])
+                    for pair in run.pairs
+                ],
+                run.events,
+                listener,
+                max_workers,
             )
             ready = [pair for pair in run.pairs if pair.ready]
             for pair in ready:
@@ -992,12 +1063,15 @@ def _synchronize(
                     (listener.warning if note[0] == "warning" else listener.info)(note[1])
             # Only children that are ready have steps: one per phase.
             listener.begin(len(ready) * 2, "Synchronizing job data")
-            _run_all([_bind(run.pull, pair) for pair in ready], run.events, listener,
-                     max_workers)
+            _run_all([_bind(run.pull, pair) for pair in ready], run.events, listener, max_workers)
             feeds = run.push_feeds(ready)
             try:
-                _run_all([_bind_push(run, pair, *feeds[id(pair)]) for pair in ready],
-                         run.events, listener, max_workers)
+                _run_all(
+                    [_bind_push(run, pair, *feeds[id(pair)]) for pair in ready],
+                    run.events,
+                    listener,
+                    max_workers,
+                )
             finally:
                 for feed, _ in feeds.values():
                     feed.leave_all()
@@ -1008,8 +1082,9 @@ def _synchronize(
         for warning in warnings:
             listener.warning(warning)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
-        outcome = done(failed, results, None, run.conflicts + stock_conflicts,
-                       sorted(run.relayed) + warnings)
+        outcome = done(
+            failed, results, None, run.conflicts + stock_conflicts, sorted(run.relayed) + warnings
+        )
         outcome.parent_kind = repository_kind(parent_info)
         outcome.parent_name = parent_name  # the server's own spelling
         if run.events.cancelled():
@@ -1041,8 +1116,9 @@ def _prepare_task(
     run: _Run, pair: _Pair, parent_info: Mapping[str, Any], block: int
 ) -> Callable[[], None]:
     def task() -> None:
-        run.guarded(pair, lambda child, parent: run.prepare(pair, child, parent,
-                                                            parent_info, block))
+        run.guarded(
+            pair, lambda child, parent: run.prepare(pair, child, parent, parent_info, block)
+        )
 
     return task
 
@@ -1075,8 +1151,7 @@ def plan(
     try:
         inputs = _read_inputs(children)
     except ValueTableError as exc:
-        return PlanResult(-1, parent_name, parent_url,
-                          error=f"the child table was refused: {exc}")
+        return PlanResult(-1, parent_name, parent_url, error=f"the child table was refused: {exc}")
     entries = [PlanEntry(spec, error=_not_connected(spec)) for spec in inputs.specs]
     result = PlanResult(0, parent_name, parent_url, entries)
     if not inputs.connected:
@@ -1089,8 +1164,7 @@ def plan(
         result.error = f"the state store of stock servers cannot be used: {exc}"
         return result
     try:
-        factory = _factory(replica_factory, client_factory, user, token, timeout, verify,
-                           builder)
+        factory = _factory(replica_factory, client_factory, user, token, timeout, verify, builder)
         _plan(result, entries, parent_url, parent_name, factory, full)
         result.warnings, _ = _stock_findings(builder, set())
     finally:
@@ -1116,9 +1190,11 @@ def _plan(
     parent = factory(parent_url)
     try:
         own = {
-            entry.spec.row: _plan_child(entry, parent, parent_info, result.parent_name,
-                                        parent_url, factory, full)
-            for entry in entries if entry.spec.connected
+            entry.spec.row: _plan_child(
+                entry, parent, parent_info, result.parent_name, parent_url, factory, full
+            )
+            for entry in entries
+            if entry.spec.connected
         }
     finally:
         parent.close()
@@ -1126,8 +1202,7 @@ def _plan(
     for entry in planned:
         # The push sends the parent's own changes plus what the pulls bring: the other
         # children's, and with no echo cut (a full exchange) the child's own as well.
-        brought = sum(other.pull for other in planned
-                      if other is not entry or entry.full_exchange)
+        brought = sum(other.pull for other in planned if other is not entry or entry.full_exchange)
         entry.push_estimate = own[entry.spec.row] + brought
     result.status = sum(1 for entry in entries if entry.state == FAILED)
 

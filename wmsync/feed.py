@@ -90,8 +90,9 @@ class Feed:
 
     def start(self) -> None:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._produce, name=f"feed {self.label}",
-                                            daemon=True)
+            self._thread = threading.Thread(
+                target=self._produce, name=f"feed {self.label}", daemon=True
+            )
             self._thread.start()
 
     def join(self) -> None:
@@ -149,8 +150,13 @@ class Feed:
         if not splits:
             return source.export(self.since_gen, self.exclude_via)
         export: Any = source.export  # the split export's keywords are optional
-        return export(self.since_gen, self.exclude_via, max_count=self._chunk_elements,
-                      until_gen=self.generation, after=after)
+        return export(
+            self.since_gen,
+            self.exclude_via,
+            max_count=self._chunk_elements,
+            until_gen=self.generation,
+            after=after,
+        )
 
     def _fetch(self, source: Replica, info: Any, index: int) -> Chunk:
         """Download, validate and compress one chunk."""

@@ -176,8 +176,10 @@ class ExportOutcome:
 
     def line(self) -> str:
         m = self.manifest
-        text = (f"{m.source} -> {m.peer}: {m.count} elements (generations {m.since_gen}"
-                f"-{m.generation}), acknowledging {m.peer}'s changes up to {m.ack}")
+        text = (
+            f"{m.source} -> {m.peer}: {m.count} elements (generations {m.since_gen}"
+            f"-{m.generation}), acknowledging {m.peer}'s changes up to {m.ack}"
+        )
         if self.registered:
             text += f"; registered {m.peer} with job ids from {_block_start(m)}"
         return text
@@ -203,10 +205,14 @@ class ImportOutcome:
     def line(self) -> str:
         m = self.manifest
         if self.already:
-            return f"{self.target}: the file from {m.source} (generation {m.generation}) " \
-                   f"was already imported; nothing changed"
-        text = (f"{self.target} <- {m.source}: {self.received} elements, "
-                f"{len(self.conflicts)} conflicts")
+            return (
+                f"{self.target}: the file from {m.source} (generation {m.generation}) "
+                f"was already imported; nothing changed"
+            )
+        text = (
+            f"{self.target} <- {m.source}: {self.received} elements, "
+            f"{len(self.conflicts)} conflicts"
+        )
         if self.joined:
             text += f"; joined the cluster of {m.cluster}"
         if self.gap:
@@ -221,8 +227,11 @@ class ImportOutcome:
 
 
 def _factory(
-    replica_factory: Optional[ReplicaFactory], user: Optional[str], token: TokenLike,
-    timeout: float, verify: Any,
+    replica_factory: Optional[ReplicaFactory],
+    user: Optional[str],
+    token: TokenLike,
+    timeout: float,
+    verify: Any,
 ) -> ReplicaFactory:
     return replica_factory or default_replica_factory(
         user=user, token=token, timeout=timeout, verify=verify
@@ -308,12 +317,8 @@ def export_job_data(
             with open(document, "wb") as handle:
                 replica.download(export.jxl_url, handle)
             header, count = exchange.validate_file(document)
-            if header.generation != int(export.generation) or not same_name(
-                header.repository, me
-            ):
-                raise SyncRefused(
-                    f"the export of {me} does not match what the server announced"
-                )
+            if header.generation != int(export.generation) or not same_name(header.repository, me):
+                raise SyncRefused(f"the export of {me} does not match what the server announced")
             digest, size = _digest(document)
             manifest = Manifest(
                 source=me,
@@ -338,14 +343,24 @@ def export_job_data(
 
 
 def _register_child(
-    parent: FileReplica, info: Mapping[str, Any], me: str, url: str, child: str,
+    parent: FileReplica,
+    info: Mapping[str, Any],
+    me: str,
+    url: str,
+    child: str,
     child_url: str,
 ) -> Dict[str, Any]:
     """The parent's own row and block (as a run would make them), then the child's."""
     own = node_row(info, me)
     if own is None or _int_or_none(own.get("jobIdStart")) is None:
-        parent.update_node(me, server_url=url.rstrip("/"), is_parent=True, is_connected=True,
-                           job_id_start=1, job_id_block=JOB_ID_BLOCK)
+        parent.update_node(
+            me,
+            server_url=url.rstrip("/"),
+            is_parent=True,
+            is_connected=True,
+            job_id_start=1,
+            job_id_block=JOB_ID_BLOCK,
+        )
         info = parent.replication_info()
     block = max([1 + JOB_ID_BLOCK, *_block_ends(_rows(info))])
     claim_block(parent, child, child_url, block)
@@ -378,8 +393,7 @@ def _write_zip(path: str, manifest: Manifest, document: str) -> None:
     os.close(fd)
     try:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.writestr(MANIFEST, json.dumps(manifest.to_dict(), indent=2,
-                                                  sort_keys=True))
+            archive.writestr(MANIFEST, json.dumps(manifest.to_dict(), indent=2, sort_keys=True))
             archive.write(document, DOCUMENT)
         os.replace(partial, path)
     except BaseException:
@@ -437,9 +451,12 @@ def read_file(path: str, document_out: str) -> Manifest:
         header, count = exchange.validate_file(document_out)
     except ExchangeFormatError as exc:
         raise FileRefused(f"its document is not a valid exchange document: {exc}") from None
-    if (not same_name(header.repository, manifest.source)
-            or header.generation != manifest.generation
-            or header.since_gen != manifest.since_gen or count != manifest.count):
+    if (
+        not same_name(header.repository, manifest.source)
+        or header.generation != manifest.generation
+        or header.since_gen != manifest.since_gen
+        or count != manifest.count
+    ):
         raise FileRefused("its document and its manifest disagree")
     return manifest
 
@@ -490,8 +507,7 @@ class _Plan:
 def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _Plan:
     if not same_name(manifest.peer, me):
         raise FileRefused(
-            f"the file is meant for {manifest.peer}, not for {me} (it came from "
-            f"{manifest.source})"
+            f"the file is meant for {manifest.peer}, not for {me} (it came from {manifest.source})"
         )
     if same_name(manifest.source, me):
         raise FileRefused(f"the file came from {me} itself")
@@ -507,12 +523,14 @@ def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _
         try:
             check_child(info, me, manifest.source)
         except SyncRefused as exc:
-            raise FileRefused(f"the file is from the cluster of {manifest.cluster}, but "
-                              f"{me} {exc}") from None
+            raise FileRefused(
+                f"the file is from the cluster of {manifest.cluster}, but {me} {exc}"
+            ) from None
         registration = manifest.registration or {}
-        if not same_name(str(registration.get("child") or ""), me) or _int_or_none(
-            registration.get("jobIdStart")
-        ) is None:
+        if (
+            not same_name(str(registration.get("child") or ""), me)
+            or _int_or_none(registration.get("jobIdStart")) is None
+        ):
             raise FileRefused(f"the file carries no registration of {me}")
         own = node_row(info, me)
         held = _int_or_none(own.get("jobIdStart")) if own else None
@@ -536,8 +554,10 @@ def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _
             f"parent: it is from another cluster"
         )
     if row is None or row.get("isParent"):
-        raise FileRefused(f"{manifest.source} is not a child of {me}: it is from another "
-                          f"cluster, or the child was removed")
+        raise FileRefused(
+            f"{manifest.source} is not a child of {me}: it is from another "
+            f"cluster, or the child was removed"
+        )
     check_parent(info, me)
     held = _int_or_none(row.get("jobIdStart"))
     sent = _int_or_none((manifest.registration or {}).get("jobIdStart"))
@@ -551,7 +571,12 @@ def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _
 
 
 def _apply(
-    replica: FileReplica, manifest: Manifest, plan: _Plan, document: str, me: str, work: str,
+    replica: FileReplica,
+    manifest: Manifest,
+    plan: _Plan,
+    document: str,
+    me: str,
+    work: str,
 ) -> ImportOutcome:
     outcome = ImportOutcome(manifest, me, joined=plan.join)
     source = manifest.source
@@ -560,11 +585,16 @@ def _apply(
             replica.reset_node(str(plan.row.get("name")))
         registration = manifest.registration or {}
         replica.update_node(
-            source, server_url=str(registration.get("parentURL") or ""), is_parent=True,
-            is_connected=False, sync_id=manifest.sync_id,
+            source,
+            server_url=str(registration.get("parentURL") or ""),
+            is_parent=True,
+            is_connected=False,
+            sync_id=manifest.sync_id,
         )
         replica.update_node(
-            me, is_parent=False, is_connected=True,
+            me,
+            is_parent=False,
+            is_connected=True,
             job_id_start=_int_or_none(registration.get("jobIdStart")),
             job_id_block=_int_or_none(registration.get("jobIdBlock")) or JOB_ID_BLOCK,
         )
@@ -583,8 +613,10 @@ def _apply(
         outcome.warnings = [str(w) for w in answer.get("warnings") or []]
     if not plan.trusted:
         row = plan.row
-        if manifest.source_role == "child" and row is not None and (
-            manifest.sync_id or _int_or_none(row.get("lastSyncGen"))
+        if (
+            manifest.source_role == "child"
+            and row is not None
+            and (manifest.sync_id or _int_or_none(row.get("lastSyncGen")))
         ):
             # The child speaks of another pairing (restored, or the pair changed
             # meanwhile): the parent's next file is a full one with a new syncId.

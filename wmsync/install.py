@@ -89,9 +89,7 @@ def install_toolbox(dest: str, *, overwrite: bool = False, root: str = _SOURCE_R
 
     package_copy = os.path.join(dest, PACKAGE)
     existing = [
-        path
-        for path in (package_copy, os.path.join(dest, TOOLBOX_FILE))
-        if os.path.lexists(path)
+        path for path in (package_copy, os.path.join(dest, TOOLBOX_FILE)) if os.path.lexists(path)
     ]
     if existing and not overwrite:
         raise WMSyncError(f"{dest} already holds a toolbox; use --force to update it")

@@ -43,9 +43,7 @@ def canonical_name(info: Mapping[str, Any], typed: str, url: str, role: str) -> 
     """
     actual = str(info.get("repository") or "")
     if not actual:
-        raise SyncRefused(
-            f"the {role} at {redact_url(url)} does not report its repository name"
-        )
+        raise SyncRefused(f"the {role} at {redact_url(url)} does not report its repository name")
     if not same_name(actual, typed):
         raise SyncRefused(
             f"the {role} at {redact_url(url)} is the repository {actual!r}, not {typed!r}"
@@ -97,8 +95,10 @@ def _parent_row(info: Mapping[str, Any], own: str, allowed: str) -> Optional[Map
     """A row marking as parent a repository other than *own* and *allowed*."""
     for node in _rows(info):
         row_name = str(node.get("name", ""))
-        if node.get("isParent") and not same_name(row_name, own) and not same_name(
-            row_name, allowed
+        if (
+            node.get("isParent")
+            and not same_name(row_name, own)
+            and not same_name(row_name, allowed)
         ):
             return node
     return None

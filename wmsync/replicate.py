@@ -53,15 +53,19 @@ class ReplicateResult:
             return [f"not replicated, nothing changed: {self.error}"]
         child = self.sync.children[0]
         if self.status:
-            return [f"{child.name}: the exchange failed: {child.error} (run it again: "
-                    "what was not exchanged is sent next time)"]
+            return [
+                f"{child.name}: the exchange failed: {child.error} (run it again: "
+                "what was not exchanged is sent next time)"
+            ]
         out = [f"{child.name} joined the cluster of {self.sync.parent_name}"]
         if self.id_block:
             first, size = self.id_block
             out.append(f"job id block: {first}-{first + size - 1}")
-        out.append(f"sent to the parent: {child.sent} elements; received from it: "
-                   f"{child.received}; conflicts: {child.conflicts}; jobs renumbered: "
-                   f"{child.renumbered}")
+        out.append(
+            f"sent to the parent: {child.sent} elements; received from it: "
+            f"{child.received}; conflicts: {child.conflicts}; jobs renumbered: "
+            f"{child.renumbered}"
+        )
         return out
 
 
@@ -90,10 +94,18 @@ def replicate(
         from datetime import datetime, timezone
 
         moment = datetime.now(timezone.utc)
-        return ReplicateResult(SyncResult(-1, parent_name, parent_url, moment, moment,
-                                          error=f"{child_name}: {exc}"))
-    result = engine.synchronize(parent_url, parent_name, [row], replica_factory=factory,
-                                listener=listener, full=True, max_workers=1)
+        return ReplicateResult(
+            SyncResult(-1, parent_name, parent_url, moment, moment, error=f"{child_name}: {exc}")
+        )
+    result = engine.synchronize(
+        parent_url,
+        parent_name,
+        [row],
+        replica_factory=factory,
+        listener=listener,
+        full=True,
+        max_workers=1,
+    )
     outcome = ReplicateResult(result)
     if result.status == 0:
         joined = result.children[0].name
@@ -103,6 +115,8 @@ def replicate(
         finally:
             parent.close()
         if found is not None and found.get("jobIdStart") is not None:
-            outcome.id_block = [int(found["jobIdStart"]),
-                                int(found.get("jobIdBlock") or engine.JOB_ID_BLOCK)]
+            outcome.id_block = [
+                int(found["jobIdStart"]),
+                int(found.get("jobIdBlock") or engine.JOB_ID_BLOCK),
+            ]
     return outcome

@@ -100,8 +100,11 @@ class SyncResult:
     def to_dict(self) -> Dict[str, Any]:
         return {
             "status": self.status,
-            "parent": {"name": self.parent_name, "url": redact_url(self.parent_url),
-                       "kind": self.parent_kind},
+            "parent": {
+                "name": self.parent_name,
+                "url": redact_url(self.parent_url),
+                "kind": self.parent_kind,
+            },
             "started": _iso_utc(self.started),
             "finished": _iso_utc(self.finished),
             "error": self.error,
@@ -191,8 +194,11 @@ class PlanResult:
         return {
             "status": self.status,
             "dry_run": True,
-            "parent": {"name": self.parent_name, "url": redact_url(self.parent_url),
-                       "kind": self.parent_kind},
+            "parent": {
+                "name": self.parent_name,
+                "url": redact_url(self.parent_url),
+                "kind": self.parent_kind,
+            },
             "error": self.error,
             "children": [entry.to_dict() for entry in self.children],
             "warnings": self.warnings,

@@ -21,22 +21,35 @@ EXIT_OK, EXIT_REFUSED = 0, 2
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the emulator's options to *parser*."""
     parser.add_argument("--repository", required=True, help="repository (and service) name")
-    parser.add_argument("--db", default=None,
-                        help="SQLite file of the repository (default ./<repository>.sqlite)")
+    parser.add_argument(
+        "--db", default=None, help="SQLite file of the repository (default ./<repository>.sqlite)"
+    )
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="port (0 picks a free one)")
-    parser.add_argument("--token-file", default=None,
-                        help="require the token held in this file on every request "
-                        "(or set WMSYNC_SERVER_TOKEN)")
-    parser.add_argument("--stock", action="store_true",
-                        help="answer only Esri's documented operations, as a stock "
-                        "Workflow Manager server does")
-    parser.add_argument("--config", default=None, metavar="FILE",
-                        help="JSON job types, users and groups to add at start when missing")
-    parser.add_argument("--clock-offset-ms", type=int, default=0,
-                        help="skew this server's clock (tests)")
-    parser.add_argument("--no-gzip", action="store_true",
-                        help="serve exports uncompressed even to clients that accept gzip")
+    parser.add_argument(
+        "--token-file",
+        default=None,
+        help="require the token held in this file on every request (or set WMSYNC_SERVER_TOKEN)",
+    )
+    parser.add_argument(
+        "--stock",
+        action="store_true",
+        help="answer only Esri's documented operations, as a stock Workflow Manager server does",
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="JSON job types, users and groups to add at start when missing",
+    )
+    parser.add_argument(
+        "--clock-offset-ms", type=int, default=0, help="skew this server's clock (tests)"
+    )
+    parser.add_argument(
+        "--no-gzip",
+        action="store_true",
+        help="serve exports uncompressed even to clients that accept gzip",
+    )
 
 
 def _token(args: argparse.Namespace) -> Optional[str]:

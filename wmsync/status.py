@@ -106,18 +106,27 @@ class ClusterStatus:
 
     def lines(self) -> List[str]:
         """The status as a text table, then the warnings."""
-        header = ["repository", "role", "id block", "last sync", "to parent", "to child",
-                  "conflicts", "reachable", "URL"]
+        header = [
+            "repository",
+            "role",
+            "id block",
+            "last sync",
+            "to parent",
+            "to child",
+            "conflicts",
+            "reachable",
+            "URL",
+        ]
         rows = [header] + [_row(repo) for repo in self.repositories]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
-        out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip()
-               for row in rows]
+        out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
         for repo in self.repositories:
             if repo.error:
                 out.append(f"error: {repo.name}: {repo.error}")
         out += [f"warning: {text}" for text in self.warnings]
-        verdict = {HEALTHY: "healthy", UNHEALTHY: "unhealthy",
-                   UNREADABLE: "nothing readable"}[self.code]
+        verdict = {HEALTHY: "healthy", UNHEALTHY: "unhealthy", UNREADABLE: "nothing readable"}[
+            self.code
+        ]
         out.append(f"Cluster of {self.parent.name}: {len(self.children)} children, {verdict}")
         return out
 
@@ -132,8 +141,9 @@ def _iso(ms: Optional[int]) -> Optional[str]:
 def _local(ms: Optional[int]) -> str:
     if ms is None:
         return "never"
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone().strftime(
-        "%Y-%m-%d %H:%M:%S")
+    return (
+        datetime.fromtimestamp(ms / 1000, timezone.utc).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    )
 
 
 def _count(value: Optional[int], full: bool) -> str:
@@ -147,7 +157,9 @@ def _row(repo: RepositoryStatus) -> List[str]:
     if repo.id_block:
         block = f"{repo.id_block[0]}-{repo.id_block[0] + repo.id_block[1] - 1}"
     return [
-        repo.name, repo.role, block,
+        repo.name,
+        repo.role,
+        block,
         _local(repo.last_sync) if repo.role == "child" else "-",
         _count(repo.to_parent, repo.full_exchange),
         _count(repo.to_child, repo.full_exchange),
@@ -212,18 +224,22 @@ def cluster_status(
                 continue
             if row.get("isParent"):
                 top.warnings.append(
-                    f"{top.name} names {name} as its parent: it is a child in another "
-                    f"cluster too")
+                    f"{top.name} names {name} as its parent: it is a child in another cluster too"
+                )
                 continue
             result.children.append(_child_status(parent, top.name, row, factory))
     finally:
         parent.close()
     for child in result.children:
         if result._too_old(child):
-            when = ("never synchronized" if child.last_sync is None
-                    else f"last synchronized at {_local(child.last_sync)}")
+            when = (
+                "never synchronized"
+                if child.last_sync is None
+                else f"last synchronized at {_local(child.last_sync)}"
+            )
             child.warnings.append(
-                f"{child.name}: {when}, longer ago than --max-age {max_age_hours:g} hours")
+                f"{child.name}: {when}, longer ago than --max-age {max_age_hours:g} hours"
+            )
     return result
 
 
@@ -232,8 +248,13 @@ def _child_status(
 ) -> RepositoryStatus:
     name = str(p_row.get("name", ""))
     url = str(p_row.get("serverURL") or "").rstrip("/")
-    repo = RepositoryStatus(name, "child", redact_url(url) or "-", id_block=_block(p_row),
-                            last_sync=_int(p_row.get("lastSync")))
+    repo = RepositoryStatus(
+        name,
+        "child",
+        redact_url(url) or "-",
+        id_block=_block(p_row),
+        last_sync=_int(p_row.get("lastSync")),
+    )
     if not url:
         repo.error = "the parent's row has no URL"
         repo.warnings.append(f"{name}: the parent's row has no URL; it cannot be reached")
@@ -250,21 +271,25 @@ def _child_status(
         repo.reachable = True
         actual = str(info.get("repository") or "")
         if actual and not same_name(actual, name):
-            repo.warnings.append(f"{name}: the server at {repo.url} is the repository "
-                                 f"{actual!r}, not {name!r}")
+            repo.warnings.append(
+                f"{name}: the server at {repo.url} is the repository {actual!r}, not {name!r}"
+            )
             return repo
         c_row = node_row(info, parent_name)
         if c_row is None or not c_row.get("isParent"):
             repo.warnings.append(
                 f"{name} no longer names {parent_name} as its parent: a stale row on "
                 f"{parent_name} (remove it with: wmsync clear --parent-url <parent URL> "
-                f"--parent-name {parent_name} --child {name})")
+                f"--parent-name {parent_name} --child {name})"
+            )
         for other in _rows(info):
             other_name = str(other.get("name", ""))
-            if other.get("isParent") and not same_name(other_name, parent_name) \
-                    and not same_name(other_name, name):
-                repo.warnings.append(f"{name} has two parents: {parent_name} and "
-                                     f"{other_name}")
+            if (
+                other.get("isParent")
+                and not same_name(other_name, parent_name)
+                and not same_name(other_name, name)
+            ):
+                repo.warnings.append(f"{name} has two parents: {parent_name} and {other_name}")
         trusted, p_mark, c_mark = watermarks(p_row, c_row, False)
         repo.full_exchange = not trusted
         repo.to_parent = child.count_changes(c_mark, parent_name if trusted else None)

@@ -211,8 +211,11 @@ def _engine_access(
         listener.add_secret(secret)
     builder = StockReplicas(state_path())
     user = acting_user()
-    factory = per_url_factory(credentials, token, lambda source: default_replica_factory(
-        user=user, token=source, stock=builder))
+    factory = per_url_factory(
+        credentials,
+        token,
+        lambda source: default_replica_factory(user=user, token=source, stock=builder),
+    )
     return factory, builder
 
 
@@ -315,8 +318,10 @@ def closing_summary(result: SyncResult) -> Optional[str]:
 
 def _rows(result: SyncResult) -> str:
     """Last Synchronized as value-table text for a message: URLs without secrets."""
-    rows = [[name, connected, redact_url(url), when]
-            for name, connected, url, when in result.last_sync_rows]
+    rows = [
+        [name, connected, redact_url(url), when]
+        for name, connected, url, when in result.last_sync_rows
+    ]
     return valuetable.format_rows(rows)
 
 
@@ -354,9 +359,14 @@ def run(arcpy: Any, messages: Any, parent_url: str, parent_name: str, children: 
             messages.addErrorMessage(text)
             raise arcpy.ExecuteError(text) from None
         result = engine.synchronize(
-            parent_url, parent_name, children,
-            user=acting_user(), token=token, listener=listener,
-            replica_factory=factory, state=state,
+            parent_url,
+            parent_name,
+            children,
+            user=acting_user(),
+            token=token,
+            listener=listener,
+            replica_factory=factory,
+            state=state,
         )
         summary = closing_summary(result)
         if result.status == -1 or result.cancelled:
@@ -390,8 +400,7 @@ EXPORT_TOOL = (
 )
 EXPORT_PARAMETERS = [
     ("Input_Repository_URL", "Input Repository URL", "GPString", "Required", "Input"),
-    ("Input_Peer_Repository_Name", "Input Peer Repository Name", "GPString", "Required",
-     "Input"),
+    ("Input_Peer_Repository_Name", "Input Peer Repository Name", "GPString", "Required", "Input"),
     ("Output_File", "Output File", "DEFile", "Required", "Output"),
     ("Input_Register_Child", "Register New Child", "GPBoolean", "Optional", "Input"),
     ("Input_Child_URL", "Input Child URL", "GPString", "Optional", "Input"),
@@ -414,8 +423,9 @@ def file_tool_parameters(arcpy: Any, specs: Sequence[Sequence[str]]) -> List[Any
     """The ``arcpy.Parameter`` list of a file tool (a Boolean starts unchecked)."""
     params = []
     for name, label, datatype, kind, direction in specs:
-        param = arcpy.Parameter(name=name, displayName=label, datatype=datatype,
-                                parameterType=kind, direction=direction)
+        param = arcpy.Parameter(
+            name=name, displayName=label, datatype=datatype, parameterType=kind, direction=direction
+        )
         if datatype == "GPBoolean":
             param.value = False
         params.append(param)
@@ -434,8 +444,15 @@ def file_tool_values(parameters: Sequence[Any]) -> List[Any]:
     return values
 
 
-def run_export(arcpy: Any, messages: Any, url: str, peer: str, out: str,
-               register_child: bool = False, child_url: str = "") -> int:
+def run_export(
+    arcpy: Any,
+    messages: Any,
+    url: str,
+    peer: str,
+    out: str,
+    register_child: bool = False,
+    child_url: str = "",
+) -> int:
     """Export Job Data (docs/design.md §11): one call into :mod:`wmsync.filesync`.
 
     :returns: the status, 0; a refused export is an error message and
@@ -447,8 +464,13 @@ def run_export(arcpy: Any, messages: Any, url: str, peer: str, out: str,
     listener = ArcpyListener(arcpy, messages, token)
     try:
         outcome = filesync.export_job_data(
-            url, peer, out, register_child=register_child, child_url=child_url or "",
-            user=acting_user(), token=token,
+            url,
+            peer,
+            out,
+            register_child=register_child,
+            child_url=child_url or "",
+            user=acting_user(),
+            token=token,
         )
     except WMSyncError as exc:
         text = listener.scrub(f"Export refused, nothing written: {exc}")

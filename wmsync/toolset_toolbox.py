@@ -30,14 +30,18 @@ __all__ = [
 
 #: Columns of Cluster Status's output table (one row per repository).
 STATUS_COLUMNS = [
-    ["GPString", "repository"], ["GPString", "role"], ["GPString", "id_block"],
-    ["GPString", "last_sync"], ["GPString", "waiting_to_parent"],
-    ["GPString", "waiting_to_child"], ["GPString", "conflicts"],
-    ["GPString", "reachable"], ["GPString", "URL"],
+    ["GPString", "repository"],
+    ["GPString", "role"],
+    ["GPString", "id_block"],
+    ["GPString", "last_sync"],
+    ["GPString", "waiting_to_parent"],
+    ["GPString", "waiting_to_child"],
+    ["GPString", "conflicts"],
+    ["GPString", "reachable"],
+    ["GPString", "URL"],
 ]
 #: Replicate Job Data's child table, as Esri's: name, connected, URL.
-CHILD_COLUMNS = [["GPString", "child_repository"], ["GPString", "connected"],
-                 ["GPString", "URL"]]
+CHILD_COLUMNS = [["GPString", "child_repository"], ["GPString", "connected"], ["GPString", "URL"]]
 
 
 # --------------------------------------------------------------------------- validation
@@ -81,8 +85,9 @@ def _fail(arcpy: Any, messages: Any, listener: ArcpyListener, text: str) -> NoRe
     raise arcpy.ExecuteError(text)
 
 
-def run_status(arcpy: Any, messages: Any, parent_url: str, parent_name: str,
-               max_age_hours: Optional[float]) -> Tuple[int, Any]:
+def run_status(
+    arcpy: Any, messages: Any, parent_url: str, parent_name: str, max_age_hours: Optional[float]
+) -> Tuple[int, Any]:
     """Cluster Status: (status 0/1/2, the output table). Status 2 (nothing readable)
     fails the tool."""
     from .status import cluster_status
@@ -91,15 +96,20 @@ def run_status(arcpy: Any, messages: Any, parent_url: str, parent_name: str,
     listener = ArcpyListener(arcpy, messages, token)
     arcpy.SetProgressor("default", "Reading the cluster")
     try:
-        result = cluster_status(parent_url, parent_name, factory,
-                                max_age_hours=max_age_hours or None)
+        result = cluster_status(
+            parent_url, parent_name, factory, max_age_hours=max_age_hours or None
+        )
         if result.code == 2:
-            _fail(arcpy, messages, listener,
-                  f"parent {parent_name}: {result.parent.error or 'nothing readable'}")
+            _fail(
+                arcpy,
+                messages,
+                listener,
+                f"parent {parent_name}: {result.parent.error or 'nothing readable'}",
+            )
         lines = result.lines()
         for line in lines:
             if line.startswith("warning: "):
-                listener.warning(line[len("warning: "):])
+                listener.warning(line[len("warning: ") :])
             elif not line.startswith("error: "):
                 listener.info(line)
         table = arcpy.ValueTable([c[0] for c in STATUS_COLUMNS])
@@ -118,16 +128,21 @@ def _status_row(repo: Any) -> List[str]:
         return "" if value is None else str(value)
 
     return [
-        data["name"], data["role"],
+        data["name"],
+        data["role"],
         "" if not block else f"{block[0]}-{block[0] + block[1] - 1}",
-        shown(data["last_sync"]), shown(data["waiting_to_parent"]),
-        shown(data["waiting_to_child"]), shown(data["conflicts"]),
-        "true" if data["reachable"] else "false", data["url"],
+        shown(data["last_sync"]),
+        shown(data["waiting_to_parent"]),
+        shown(data["waiting_to_child"]),
+        shown(data["conflicts"]),
+        "true" if data["reachable"] else "false",
+        data["url"],
     ]
 
 
-def run_clear(arcpy: Any, messages: Any, url: str, name: Optional[str],
-              child: Optional[str]) -> int:
+def run_clear(
+    arcpy: Any, messages: Any, url: str, name: Optional[str], child: Optional[str]
+) -> int:
     """Clear Job Replication Information on the repository at *url*:
 
     - with *child*: remove that child from the cluster whose parent is at *url*;
@@ -170,13 +185,15 @@ def _role(factory: ReplicaFactory, url: str) -> Tuple[str, bool]:
         replica.close()
     own = str(info.get("repository") or "")
     rows = [n for n in info.get("nodes") or [] if isinstance(n, dict)]
-    children = [n for n in rows if not n.get("isParent")
-                and not same_name(str(n.get("name", "")), own)]
+    children = [
+        n for n in rows if not n.get("isParent") and not same_name(str(n.get("name", "")), own)
+    ]
     return own, bool(children)
 
 
-def run_replicate(arcpy: Any, messages: Any, parent_url: str, parent_name: str,
-                  children: Any) -> Tuple[int, List[List[str]]]:
+def run_replicate(
+    arcpy: Any, messages: Any, parent_url: str, parent_name: str, children: Any
+) -> Tuple[int, List[List[str]]]:
     """Replicate Job Data: join every connected child of the table, one after the
     other. Returns (how many failed or were refused, Last Synchronized rows); -1 (no
     connected child, or none could join) fails the tool."""
@@ -201,8 +218,9 @@ def run_replicate(arcpy: Any, messages: Any, parent_url: str, parent_name: str,
                 rows.append([spec.name, spec.connected_text, spec.url, ""])
                 continue
             arcpy.SetProgressorLabel(f"Replicating {spec.name}")
-            result = replicate(parent_url, parent_name, spec.url, spec.name, factory,
-                               listener=_Quiet(listener))
+            result = replicate(
+                parent_url, parent_name, spec.url, spec.name, factory, listener=_Quiet(listener)
+            )
             for line in result.lines():
                 (listener.warning if result.status else listener.info)(line)
             failed += 1 if result.status else 0

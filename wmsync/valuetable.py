@@ -142,8 +142,20 @@ _YMD = re.compile(
     r"(?:\s*" + _OFFSET + r")?)?",
     re.ASCII | re.IGNORECASE,
 )
-_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
-           "September", "October", "November", "December")
+_MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
 _FORMS = "MM/DD/YYYY HH:MM[:SS][ AM|PM], YYYY-MM-DD HH:MM[:SS] or ISO 8601"
 
 
@@ -172,8 +184,7 @@ def _probe_date_order() -> str:
             locale.setlocale(locale.LC_TIME, saved)
     except (locale.Error, ValueError):
         return "mdy"
-    return _order_of({"d": written.find("22"), "m": written.find("11"),
-                      "y": written.find("03")})
+    return _order_of({"d": written.find("22"), "m": written.find("11"), "y": written.find("03")})
 
 
 def _order_of(found: Dict[str, int]) -> str:
@@ -242,9 +253,7 @@ def parse_time(
         raise ValueError(f"unreadable date {text!r}") from exc
 
 
-def _slashed(
-    m: re.Match[str], day_first: bool, tz: Optional[tzinfo]
-) -> Tuple[datetime, TimeStyle]:
+def _slashed(m: re.Match[str], day_first: bool, tz: Optional[tzinfo]) -> Tuple[datetime, TimeStyle]:
     first, sep, second, year, hour, minute, second_, fraction, meridiem, offset = m.groups()
     month, day = (second, first) if day_first else (first, second)
     h = int(hour) if hour is not None else 0
@@ -253,7 +262,12 @@ def _slashed(
             raise ValueError(f"hour {h} with {meridiem}")
         h = h % 12 + (12 if meridiem.upper() == "PM" else 0)
     naive = datetime(
-        int(year), int(month), int(day), h, int(minute or 0), int(second_ or 0),
+        int(year),
+        int(month),
+        int(day),
+        h,
+        int(minute or 0),
+        int(second_ or 0),
         _micro(fraction),
     )
     style = TimeStyle(
@@ -278,8 +292,13 @@ def _parse_time(text: str, order: str, tz: Optional[tzinfo]) -> Tuple[datetime, 
     if m:
         year, month, day, sep, hour, minute, second, fraction, offset = m.groups()
         value = datetime(
-            int(year), int(month), int(day), int(hour or 0), int(minute or 0),
-            int(second or 0), _micro(fraction),
+            int(year),
+            int(month),
+            int(day),
+            int(hour or 0),
+            int(minute or 0),
+            int(second or 0),
+            _micro(fraction),
         )
         style = TimeStyle(
             form="ymd",
@@ -308,20 +327,30 @@ def _read_row_time(
     except ValueError:
         other = _other_reading(text, order)
         hint = f"; read {other[0]} it would be {_spoken(other[1])}" if other else ""
-        return None, DEFAULT_STYLE, RowMessage(
-            row, "error",
-            f"Row {row}: last_sync_time {text.strip()!r} is not a date in this system's "
-            f"format ({_FORMS.replace('MM/DD', 'DD/MM') if order == 'dmy' else _FORMS})"
-            f"{hint}",
+        return (
+            None,
+            DEFAULT_STYLE,
+            RowMessage(
+                row,
+                "error",
+                f"Row {row}: last_sync_time {text.strip()!r} is not a date in this system's "
+                f"format ({_FORMS.replace('MM/DD', 'DD/MM') if order == 'dmy' else _FORMS})"
+                f"{hint}",
+            ),
         )
     other = _other_reading(text, order)
     if value is None or other is None or other[1].date() == value.date():
         return value, style, None
     reading = "day-first" if order == "dmy" else "month-first"
-    return value, style, RowMessage(
-        row, "info",
-        f"Row {row}: last_sync_time {text.strip()!r} read {reading} as {_spoken(value)} "
-        f"(this system's date format); read {other[0]} it would be {_spoken(other[1])}",
+    return (
+        value,
+        style,
+        RowMessage(
+            row,
+            "info",
+            f"Row {row}: last_sync_time {text.strip()!r} read {reading} as {_spoken(value)} "
+            f"(this system's date format); read {other[0]} it would be {_spoken(other[1])}",
+        ),
     )
 
 
@@ -378,15 +407,17 @@ def format_time(
             suffix = " AM" if local.hour < 12 else " PM"
         else:
             clock, suffix = f"{local.hour:02d}", ""
-        first, second = (local.day, local.month) if style.form == "dmy" else (
-            local.month, local.day)
+        first, second = (
+            (local.day, local.month) if style.form == "dmy" else (local.month, local.day)
+        )
         sep = style.datesep
         if style.padded:
             day = f"{first:02d}{sep}{second:02d}{sep}{local.year:04d}"
         else:
             day = f"{first}{sep}{second}{sep}{local.year:04d}"
-        return (f"{day} {clock}:{local.minute:02d}:{local.second:02d}{suffix}"
-                + (f" {offset}" if offset else ""))
+        return f"{day} {clock}:{local.minute:02d}:{local.second:02d}{suffix}" + (
+            f" {offset}" if offset else ""
+        )
     text = (
         f"{local.year:04d}-{local.month:02d}-{local.day:02d}{style.sep}"
         f"{local.hour:02d}:{local.minute:02d}:{local.second:02d}"
@@ -735,9 +766,7 @@ def validate_children(value: object, parent_url: Optional[str] = None) -> List[R
     return sorted(errors + warnings, key=lambda m: (m.row or 0, m.level != "error"))
 
 
-def rows_naming_parent(
-    specs: Sequence[ChildSpec], parent_url: str, parent_name: str
-) -> List[str]:
+def rows_naming_parent(specs: Sequence[ChildSpec], parent_url: str, parent_name: str) -> List[str]:
     """The rows that name the parent repository itself, by name or by URL, one problem
     text each (the command line refuses such a table, as the dialog does)."""
     parent = _normalized_url(parent_url)
@@ -746,8 +775,9 @@ def rows_naming_parent(
         if spec.name.casefold() == parent_name.strip().casefold():
             problems.append(f"Row {spec.row}: {spec.name!r} is the parent repository itself")
         elif parent is not None and _normalized_url(spec.url) == parent:
-            problems.append(f"Row {spec.row}: URL {_shown(spec.url)!r} is the parent "
-                            "repository's URL")
+            problems.append(
+                f"Row {spec.row}: URL {_shown(spec.url)!r} is the parent repository's URL"
+            )
     return problems
 
 
@@ -776,8 +806,7 @@ def check_parent_url(url: str) -> Optional[str]:
 def _needs_quotes(text: str) -> bool:
     # "#" first: an unquoted "#" is an empty cell, and a line starting with one is a
     # comment in a children file.
-    return text.startswith("#") or "'" in text or ";" in text or any(
-        c.isspace() for c in text)
+    return text.startswith("#") or "'" in text or ";" in text or any(c.isspace() for c in text)
 
 
 def _is_date(text: str) -> bool:

@@ -100,7 +100,7 @@ class _FakeState:
         if token is None:
             self.signin_token = None
         else:
-            self.signin_token = {"token": token, "referer": referer, "expires": 2 ** 31}
+            self.signin_token = {"token": token, "referer": referer, "expires": 2**31}
 
     def request_cancel(self):
         """The user pressed Cancel in the Geoprocessing pane."""
@@ -133,8 +133,7 @@ def _check_thread(what):
     """Refuse an arcpy call from a thread other than the running tool's."""
     if _fake.current is not None and threading.get_ident() != _fake.tool_thread:
         _fake.off_thread_calls.append(what)
-        raise RuntimeError(f"arcpy {what} called from a worker thread: arcpy is not "
-                           "thread-safe")
+        raise RuntimeError(f"arcpy {what} called from a worker thread: arcpy is not thread-safe")
 
 
 def _arcpy_call():
@@ -345,9 +344,21 @@ _TYPE_NAMES = {
 }
 
 _KNOWN_TYPES = {
-    "GPString", "GPLong", "GPDouble", "GPBoolean", "GPDate", "GPValueTable", "DEFile",
-    "DEFolder", "DEWorkspace", "DETable", "GPFeatureLayer", "DEFeatureClass", "Field",
-    "GPSQLExpression", "GPVariant",
+    "GPString",
+    "GPLong",
+    "GPDouble",
+    "GPBoolean",
+    "GPDate",
+    "GPValueTable",
+    "DEFile",
+    "DEFolder",
+    "DEWorkspace",
+    "DETable",
+    "GPFeatureLayer",
+    "DEFeatureClass",
+    "Field",
+    "GPSQLExpression",
+    "GPVariant",
 }
 
 
@@ -488,8 +499,16 @@ class Filter:
 # --------------------------------------------------------------------------- Parameter
 
 _FROZEN_IN_VALIDATION = {
-    "category", "controlCLSID", "datatype", "direction", "displayName", "displayOrder",
-    "multiValue", "name", "parameterDependencies", "parameterType",
+    "category",
+    "controlCLSID",
+    "datatype",
+    "direction",
+    "displayName",
+    "displayOrder",
+    "multiValue",
+    "name",
+    "parameterDependencies",
+    "parameterType",
 }
 
 
@@ -650,8 +669,9 @@ class Parameter:
             AddArgument1 if AddArgument1 is not None else self.displayName, AddArgument2
         )
         severity = 2 if str(messageType).upper() == "ERROR" else 1
-        object.__setattr__(self, "_message", (f"{str(messageType).upper()} {int(messageID):06d}: "
-                                              f"{text}", severity))
+        object.__setattr__(
+            self, "_message", (f"{str(messageType).upper()} {int(messageID):06d}: {text}", severity)
+        )
 
     def clearMessage(self):
         object.__setattr__(self, "_message", ("", -1))
@@ -861,15 +881,19 @@ def _internal_validation(params, scripted):
                 p.setIDMessage("ERROR", 735, p.displayName)
             continue
         if isinstance(v, _Invalid):
-            p.setErrorMessage(f"ERROR 000622: Failed to execute. {p.displayName}: "
-                              f"{v.raw!r} is not a valid {p.datatype}")
+            p.setErrorMessage(
+                f"ERROR 000622: Failed to execute. {p.displayName}: "
+                f"{v.raw!r} is not a valid {p.datatype}"
+            )
             continue
         if isinstance(v, ValueTable):
             for r in range(v.rowCount):
                 for c, cell in enumerate(v.getTrueRow(r)):
                     if isinstance(cell, _Invalid):
-                        p.setErrorMessage(f"ERROR 000622: {p.displayName}: {cell.raw!r} is not "
-                                          f"a valid {v._types[c]}")
+                        p.setErrorMessage(
+                            f"ERROR 000622: {p.displayName}: {cell.raw!r} is not "
+                            f"a valid {v._types[c]}"
+                        )
                     elif c < len(p.filters) and not p.filters[c]._accepts(cell):
                         p.setIDMessage("ERROR", 800, None, p.filters[c]._text())
             continue
@@ -1022,8 +1046,11 @@ def _run_tool(tool_class, args, kwargs):
     _validate(tool, params, scripted=True)
     problems = [p.message for p in params if p.hasError()]
     if problems:
-        for text in ["Failed to execute. Parameters are not valid.", *problems,
-                     f"Failed to execute ({tool_name})."]:
+        for text in [
+            "Failed to execute. Parameters are not valid.",
+            *problems,
+            f"Failed to execute ({tool_name}).",
+        ]:
             run.add(2, text)
         raise ExecuteError(run.error_text())
     for p in params:

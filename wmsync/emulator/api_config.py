@@ -61,19 +61,22 @@ def update_config_properties(ctx: Context, call: Call) -> Dict[str, Any]:
         try:
             loaded = json.loads(text)
         except ValueError:
-            raise BadRequest("Invalid value for parameter properties (JSON)",
-                             ["properties"]) from None
+            raise BadRequest(
+                "Invalid value for parameter properties (JSON)", ["properties"]
+            ) from None
         if not isinstance(loaded, dict):
-            raise BadRequest("Invalid value for parameter properties (a JSON object)",
-                             ["properties"])
+            raise BadRequest(
+                "Invalid value for parameter properties (a JSON object)", ["properties"]
+            )
         values.update(loaded)
     if JOB_ID_START_VALUE not in values and call.text(JOB_ID_START_VALUE) is not None:
         values[JOB_ID_START_VALUE] = call.text(JOB_ID_START_VALUE)
     if JOB_ID_START_VALUE in values:
         start = shapes.parse_int(JOB_ID_START_VALUE, values[JOB_ID_START_VALUE])
         if start is None or not 1 <= start < _LARGEST_JOB_ID:
-            raise BadRequest(f"Invalid value for parameter {JOB_ID_START_VALUE}",
-                             [JOB_ID_START_VALUE])
+            raise BadRequest(
+                f"Invalid value for parameter {JOB_ID_START_VALUE}", [JOB_ID_START_VALUE]
+            )
         own = ctx.store.node(ctx.repository)
         block = own.job_id_block if own is not None and own.job_id_block else None
         ctx.store.update_node(
@@ -108,8 +111,9 @@ def job_type(ctx: Context, call: Call, type_id: int) -> Dict[str, Any]:
 
 def job_types_with_identity(ctx: Context, call: Call) -> Dict[str, Any]:
     with ctx.store.reading() as s:
-        return {"jobTypes": [{**shapes.job_type(t), **shapes.identity(t)}
-                             for t in s.live("JobType")]}
+        return {
+            "jobTypes": [{**shapes.job_type(t), **shapes.identity(t)} for t in s.live("JobType")]
+        }
 
 
 def job_type_with_identity(ctx: Context, call: Call, type_id: int) -> Dict[str, Any]:

@@ -96,8 +96,9 @@ def _reference(s: Session, kind: str, name: str, local_id: Optional[int]) -> str
         return ""
     found = s.by_id(kind, local_id)
     if found is None:
-        raise BadRequest(f"Invalid value for parameter {name}: {kind} {local_id} "
-                         "does not exist", [name])
+        raise BadRequest(
+            f"Invalid value for parameter {name}: {kind} {local_id} does not exist", [name]
+        )
     return found.guid
 
 
@@ -130,8 +131,7 @@ def jobs_create(ctx: Context, call: Call) -> Dict[str, Any]:
             name = call.text("name") or defaults.get("defaultJobName") or "Job [JOB:ID]"
             fields: Dict[str, Optional[str]] = {
                 "name": name.replace("[JOB:ID]", str(local_id)),
-                "description": call.text("description")
-                or defaults.get("defaultDescription"),
+                "description": call.text("description") or defaults.get("defaultDescription"),
                 "createdBy": user,
                 "ownedBy": shapes.user_name(call.text("ownedBy") or user),
                 "assignedType": _int_text("assignedType", call.text("assignedType"))
@@ -244,8 +244,7 @@ def _change_job(
         return False
     if message is None:
         changed = sorted(
-            k for k in set(clean) | set(current.fields)
-            if clean.get(k) != current.fields.get(k)
+            k for k in set(clean) | set(current.fields) if clean.get(k) != current.fields.get(k)
         )
         message = f"Job {current.local_id} updated: {', '.join(changed)}"
     s.edit("Job", current.guid, clean)
@@ -299,7 +298,8 @@ def jobs_reopen(ctx: Context, call: Call, job_id: Optional[int] = None) -> Dict[
                 raise Conflict(f"Job {one} is not closed")
             fields: Dict[str, Optional[str]] = dict(current.fields)
             fields.update(
-                stage=str(catalog.STAGE_READY), status=str(catalog.STATUS_READY),
+                stage=str(catalog.STAGE_READY),
+                status=str(catalog.STATUS_READY),
                 endDate=None,
             )
             _change_job(s, current, fields, user, "ReopenJob", f"Job {one} reopened")
@@ -318,7 +318,11 @@ def jobs_assign(ctx: Context, call: Call, job_id: Optional[int] = None) -> Dict[
             fields: Dict[str, Optional[str]] = dict(current.fields)
             fields.update(assignedType=str(assigned_type), assignedTo=assigned_to or None)
             _change_job(
-                s, current, fields, user, "AssignJob",
+                s,
+                current,
+                fields,
+                user,
+                "AssignJob",
                 f"Job {one} assigned to {assigned_to or 'nobody'}",
             )
     return {"success": True}

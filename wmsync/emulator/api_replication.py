@@ -30,8 +30,15 @@ from .envelope import BadRequest, NotFound
 EXTENSIONS = ["wmsync-replication/1"]
 
 #: The node keys Esri documents in ``replication/info``.
-_DOCUMENTED_NODE_KEYS = ("id", "name", "description", "serverURL", "isParent",
-                         "isConnected", "lastSync")
+_DOCUMENTED_NODE_KEYS = (
+    "id",
+    "name",
+    "description",
+    "serverURL",
+    "isParent",
+    "isConnected",
+    "lastSync",
+)
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _CHUNK = 1024 * 1024
 
@@ -44,10 +51,13 @@ def replication_info(ctx: Context, call: Call) -> Dict[str, Any]:
     row for itself, where its id block is kept, is bookkeeping and not listed)."""
     call.user()
     with ctx.store.reading() as s:
-        return {"nodes": [
-            {key: value for key, value in n.to_dict().items() if key in _DOCUMENTED_NODE_KEYS}
-            for n in s.nodes() if n.name != ctx.repository
-        ]}
+        return {
+            "nodes": [
+                {key: value for key, value in n.to_dict().items() if key in _DOCUMENTED_NODE_KEYS}
+                for n in s.nodes()
+                if n.name != ctx.repository
+            ]
+        }
 
 
 def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
@@ -82,9 +92,7 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         server_url=call.text("serverURL"),
         description=call.text("description"),
         is_parent=None if call.text("isParent") is None else call.boolean("isParent"),
-        is_connected=None
-        if call.text("isConnected") is None
-        else call.boolean("isConnected"),
+        is_connected=None if call.text("isConnected") is None else call.boolean("isConnected"),
         last_sync_gen=call.integer("lastSyncGen"),
         sync_id=call.text("syncId") or None,
         stamp_last_sync=call.boolean("stampLastSync"),
@@ -153,8 +161,14 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     if max_count is not None and max_count < 1:
         raise BadRequest("Invalid value for parameter maxCount", ["maxCount"])
     try:
-        info = ctx.store.export(ctx.exports.path, since_gen, exclude_via, until_gen=until_gen,
-                                max_count=max_count, after=call.text("after") or None)
+        info = ctx.store.export(
+            ctx.exports.path,
+            since_gen,
+            exclude_via,
+            until_gen=until_gen,
+            max_count=max_count,
+            after=call.text("after") or None,
+        )
     except ValueError:
         raise BadRequest("Invalid value for parameter after", ["after"]) from None
     answer: Dict[str, Any] = {
@@ -281,7 +295,7 @@ def _fetch(ctx: Context, call: Call, url: str, spool: Any) -> None:
         raise BadRequest("jxlURL must point to this server or to loopback", ["jxlURL"])
     own_exports = f"{call.root}/replication/exports/".lower()
     if url.lower().startswith(own_exports):
-        name = url[len(own_exports):].split("?")[0].lower()
+        name = url[len(own_exports) :].split("?")[0].lower()
         path = ctx.exports.file_of(name[:-4] if name.endswith(".jxl") else "")
         if path is None:
             raise BadRequest("jxlURL names no export of this server", ["jxlURL"])

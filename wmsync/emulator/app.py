@@ -184,8 +184,7 @@ class WMServerApp:
             if added:
                 log.info("added %d configuration item(s) to %s", added, config.repository)
         work = Path(config.work_dir) if config.work_dir else Path(f"{config.db_path}.d")
-        self.exports = ExportFolder(work / "exports", config.export_keep_seconds,
-                                    config.wall_clock)
+        self.exports = ExportFolder(work / "exports", config.export_keep_seconds, config.wall_clock)
         self.spool_dir = work / "spool"
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.context = Context(config, self.store, self.exports, self.spool_dir)

@@ -13,7 +13,14 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from .envelope import ServerFault
 
 FAULT_KINDS = (
-    "latency", "stall", "error", "http500", "drop", "html", "truncate", "wrongtype",
+    "latency",
+    "stall",
+    "error",
+    "http500",
+    "drop",
+    "html",
+    "truncate",
+    "wrongtype",
 )
 _AFTER_KINDS = ("truncate", "wrongtype")  # applied to the real answer
 #: The service root in a path (any case): what a fault's ``path`` is matched below.
@@ -122,11 +129,13 @@ class FaultMiddleware:
             body = ServerFault("Injected fault").get_response().get_data()
             return _answer(start_response, "200 OK", "application/json", body)
         if fault.kind == "http500":
-            return _answer(start_response, "500 INTERNAL SERVER ERROR", "text/plain",
-                           b"Injected fault")
+            return _answer(
+                start_response, "500 INTERNAL SERVER ERROR", "text/plain", b"Injected fault"
+            )
         if fault.kind == "html":
-            return _answer(start_response, f"{fault.status} Injected", "text/html",
-                           _HTML_PAGE.encode("utf-8"))
+            return _answer(
+                start_response, f"{fault.status} Injected", "text/html", _HTML_PAGE.encode("utf-8")
+            )
         sock = environ.get("werkzeug.socket")  # drop, stall: no answer at all
         if sock is not None:
             try:
@@ -164,10 +173,13 @@ class FaultMiddleware:
             if close is not None:
                 close()
         if fault.kind == "wrongtype":
-            kept = [(k, v) for k, v in headers
-                    if k.lower() not in ("content-type", "content-length")]
-            start_response(status, [*kept, ("Content-Type", fault.content_type),
-                                    ("Content-Length", str(len(data)))])
+            kept = [
+                (k, v) for k, v in headers if k.lower() not in ("content-type", "content-length")
+            ]
+            start_response(
+                status,
+                [*kept, ("Content-Type", fault.content_type), ("Content-Length", str(len(data)))],
+            )
             return [data]
         half = data[: len(data) // 2] if wanted is None else data[:wanted]
         kept = [(k, v) for k, v in headers if k.lower() not in ("content-length", "connection")]
@@ -181,5 +193,3 @@ def _answer(
 ) -> Iterable[bytes]:
     start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
     return [body]
-
-

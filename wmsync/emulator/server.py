@@ -162,7 +162,11 @@ def _build(
     app = create_app(config)
     handler = QuietRequestHandler if quiet else WSGIRequestHandler
     server = make_server(
-        host, port, _closing(app), threaded=True, request_handler=handler,
+        host,
+        port,
+        _closing(app),
+        threaded=True,
+        request_handler=handler,
         ssl_context=ssl_context,
     )
     scheme = "https" if ssl_context is not None else "http"

@@ -223,8 +223,7 @@ def service_info(
         "currentVersion": 10.91,
         "serviceDescription": f"Workflow Manager emulator for repository {repository}",
         "jobTypes": [
-            {"id": t.local_id, "name": t.fields.get("name", "")}
-            for t in session.live("JobType")
+            {"id": t.local_id, "name": t.fields.get("name", "")} for t in session.live("JobType")
         ],
         "jobPriorities": catalog.JOB_PRIORITIES,
         "jobStatuses": catalog.JOB_STATUSES,

@@ -24,8 +24,11 @@ from wmsync.repository.store import Store
 from . import shapes
 from .limits import MAX_TEXT_CHARS
 
-_KEYS = {"jobTypes": ("name", "description"), "users": ("userName", "fullName"),
-         "groups": ("name", "users")}
+_KEYS = {
+    "jobTypes": ("name", "description"),
+    "users": ("userName", "fullName"),
+    "groups": ("name", "users"),
+}
 
 
 class SiteConfigError(ValueError):
@@ -62,8 +65,9 @@ def parse_site_config(payload: Any, source: str = "configuration") -> SiteConfig
         raise SiteConfigError(f"{source}: a JSON object is expected")
     unknown = sorted(set(payload) - set(_KEYS))
     if unknown:
-        raise SiteConfigError(f"{source}: unknown key {unknown[0]!r} (expected "
-                              "jobTypes, users, groups)")
+        raise SiteConfigError(
+            f"{source}: unknown key {unknown[0]!r} (expected jobTypes, users, groups)"
+        )
     lists: Dict[str, List[Mapping[str, Any]]] = {}
     for key in _KEYS:
         items = payload.get(key, [])
@@ -71,8 +75,10 @@ def parse_site_config(payload: Any, source: str = "configuration") -> SiteConfig
             raise SiteConfigError(f"{source}: {key!r} must be a list of objects")
         lists[key] = items
     job_types = [
-        (_text(f"{source} jobTypes[{n}]", i, "name", True),
-         _text(f"{source} jobTypes[{n}]", i, "description", False))
+        (
+            _text(f"{source} jobTypes[{n}]", i, "name", True),
+            _text(f"{source} jobTypes[{n}]", i, "description", False),
+        )
         for n, i in enumerate(lists["jobTypes"])
     ]
     users = []
@@ -88,8 +94,9 @@ def parse_site_config(payload: Any, source: str = "configuration") -> SiteConfig
             isinstance(m, str) and m.strip() for m in members
         ):
             raise SiteConfigError(f"{where}: 'users' must be a list of user names")
-        groups.append((_text(where, i, "name", True),
-                       [shapes.user_name(m.strip()) for m in members]))
+        groups.append(
+            (_text(where, i, "name", True), [shapes.user_name(m.strip()) for m in members])
+        )
     return SiteConfig(job_types, users, tuple(groups))
 
 
@@ -119,11 +126,17 @@ def apply_site_config(store: Store, site: SiteConfig) -> int:
         type_names = {t.fields.get("name") for t in s.live("JobType")}
         for name, description in site.job_types:
             if name not in type_names:
-                s.edit("JobType", guid_for_name("JobType", name), {
-                    "name": name, "description": description,
-                    "created": str(store.now_ms()),
-                    "defaultPriority": "0", "defaultAssignedType": "0",
-                })
+                s.edit(
+                    "JobType",
+                    guid_for_name("JobType", name),
+                    {
+                        "name": name,
+                        "description": description,
+                        "created": str(store.now_ms()),
+                        "defaultPriority": "0",
+                        "defaultAssignedType": "0",
+                    },
+                )
                 type_names.add(name)
                 added += 1
         for user_name, full_name in site.users:

@@ -28,6 +28,7 @@ _LONG_RANGE = (-(2**63), 2**63 - 1)
 # "let the XMLSchema decide" for that type.
 _SAFE_PATTERN = re.compile(r"(?:[A-Za-z0-9_.~%:,\[\]{}()?*+| -]|\\[-.])*")
 
+
 class _Rule(NamedTuple):
     """The compiled check of one simple type: *match* (an anchored regex's ``match``)
     must match; *low*/*high* bound the integer value when set."""
@@ -67,7 +68,7 @@ def _compile_simple(node: etree._Element) -> Optional[_Rule]:
     for facet in restriction:
         if not isinstance(facet.tag, str):
             continue  # a comment
-        name = facet.tag[len(XSD):] if facet.tag.startswith(XSD) else ""
+        name = facet.tag[len(XSD) :] if facet.tag.startswith(XSD) else ""
         value = str(facet.get("value", ""))
         if name == "pattern" and _SAFE_PATTERN.fullmatch(value):
             patterns.append(value)
@@ -187,9 +188,4 @@ def fast_valid(node: etree._Element, attrs: Dict[str, str], shape: Shape) -> boo
     if count != 1 or not shape.note:
         return False
     child = node[0]
-    return (
-        child.tag == NOTE
-        and len(child) == 0
-        and not child.attrib
-        and child.tail is None
-    )
+    return child.tag == NOTE and len(child) == 0 and not child.attrib and child.tail is None

@@ -31,8 +31,14 @@ ESCAPE = "\ue000"
 UNWRITABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 # What a flagged element escapes: those, and the escape character itself.
 _ESCAPABLE = [
-    *range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), *range(0xD800, 0xE000), 0xE000,
-    0xFFFE, 0xFFFF,
+    *range(0x00, 0x09),
+    0x0B,
+    0x0C,
+    *range(0x0E, 0x20),
+    *range(0xD800, 0xE000),
+    0xE000,
+    0xFFFE,
+    0xFFFF,
 ]
 _ESCAPES = {code: f"{ESCAPE}{code:04X}" for code in _ESCAPABLE}  # for str.translate
 _UNESCAPES = {f"{code:04X}": chr(code) for code in _ESCAPABLE}
@@ -73,9 +79,7 @@ def schema_error(schema: etree.XMLSchema) -> Tuple[str, Optional[int]]:
     return str(entry.message), (int(entry.line) or None)
 
 
-def read_header(
-    tag: str, attrib: Mapping[str, str], line: Optional[int] = None
-) -> ExchangeHeader:
+def read_header(tag: str, attrib: Mapping[str, str], line: Optional[int] = None) -> ExchangeHeader:
     """The document's header from its root start tag.
 
     :raises ExchangeFormatError: not our root, another version, or attributes the schema

@@ -40,8 +40,12 @@ def new_parser(
     )
     if stream is not None:
         iterator: Events = etree.iterparse(
-            stream, events=tuple(events), recover=False, remove_comments=True,
-            remove_pis=True, **options,
+            stream,
+            events=tuple(events),
+            recover=False,
+            remove_comments=True,
+            remove_pis=True,
+            **options,
         )
         return iterator
     return etree.XMLParser(target=target, **options)

@@ -13,9 +13,7 @@ from .common import CHILD_TAGS
 from .parsers import new_parser
 
 #: The XML Schema of the format, shipped in the ``wmsync`` package (beside this one).
-SCHEMA_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jxl.xsd"
-)
+SCHEMA_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "jxl.xsd")
 XSD = "{http://www.w3.org/2001/XMLSchema}"
 
 _schemas = threading.local()

@@ -57,9 +57,7 @@ class _Limited:
             raise ExchangeFormatError(f"corrupt gzip data: {exc}") from None
         self.count += len(data)
         if self.count > self._max_bytes:
-            raise ExchangeFormatError(
-                f"document larger than the limit of {self._max_bytes} bytes"
-            )
+            raise ExchangeFormatError(f"document larger than the limit of {self._max_bytes} bytes")
         return data
 
 

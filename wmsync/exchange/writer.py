@@ -20,9 +20,7 @@ FLUSH_EVERY = 1000
 _ALLOWED: Dict[str, FrozenSet[str]] = {kind: frozenset(FIELDS[kind]) for kind in KINDS}
 
 
-def write_document(
-    target: PathOrFile, header: ExchangeHeader, elements: Iterable[Element]
-) -> int:
+def write_document(target: PathOrFile, header: ExchangeHeader, elements: Iterable[Element]) -> int:
     """Write an exchange document, one element at a time, in the caller's order.
 
     Each element goes on a line of its own, so that a reader's errors name a useful line.
@@ -81,13 +79,19 @@ def _write(stream: IO[bytes], header: ExchangeHeader, elements: Iterable[Element
 _ATTR_SPECIAL = re.compile('[&<>"\t\n\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]')
 _TEXT_SPECIAL = re.compile("[&<>\r\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
 _ATTR_ESCAPES = str.maketrans(
-    {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "\t": "&#9;", "\n": "&#10;",
-     "\r": "&#13;"}
+    {
+        "&": "&amp;",
+        "<": "&lt;",
+        ">": "&gt;",
+        '"': "&quot;",
+        "\t": "&#9;",
+        "\n": "&#10;",
+        "\r": "&#13;",
+    }
 )
 _TEXT_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\r": "&#13;"})
 _NOT_XML_MESSAGE = (
-    "All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control "
-    "characters"
+    "All strings must be XML compatible: Unicode or ASCII, no NULL bytes or control characters"
 )
 _vv_texts: Dict[Tuple[Tuple[str, int], ...], str] = {}
 
@@ -141,13 +145,17 @@ def _element_text(element: Element, escaped: bool) -> str:
         raise ExchangeFormatError(f"cannot write an element of unknown kind {kind!r}")
     guid = element.guid
     tag = DELETED if element.deleted else kind
-    parts = [f'<{DELETED} kind="{kind}" guid="' if element.deleted else f'<{kind} guid="',
-             _escape_attr(guid, kind, tag, guid)]
+    parts = [
+        f'<{DELETED} kind="{kind}" guid="' if element.deleted else f'<{kind} guid="',
+        _escape_attr(guid, kind, tag, guid),
+    ]
     if element.local_id is not None:
         parts.append(f'" id="{int(element.local_id)}')
-    parts.append(f'" vv="{_escape_attr(_vv_text(element.vv), kind, tag, guid)}'
-                 f'" modified="{int(element.modified)}'
-                 f'" origin="{_escape_attr(element.origin, kind, tag, guid)}"')
+    parts.append(
+        f'" vv="{_escape_attr(_vv_text(element.vv), kind, tag, guid)}'
+        f'" modified="{int(element.modified)}'
+        f'" origin="{_escape_attr(element.origin, kind, tag, guid)}"'
+    )
     if escaped:
         parts.append(f' {ESCAPED_FLAG}="1"')
     note: Optional[str] = None

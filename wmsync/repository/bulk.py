@@ -65,8 +65,18 @@ def insert_jobs(
             for job_id in ids:
                 content = dict(base)
                 content["name"] = f"{name_prefix} {job_id}"
-                yield (new_guid(), "Job", job_id, dumps(content), vv, now,
-                       store.repository, 0, "", gen)
+                yield (
+                    new_guid(),
+                    "Job",
+                    job_id,
+                    dumps(content),
+                    vv,
+                    now,
+                    store.repository,
+                    0,
+                    "",
+                    gen,
+                )
 
         session.conn.executemany(
             f"INSERT INTO elements ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -61,8 +61,15 @@ ACTIVITY = {name: ident for ident, name, _ in _ACTIVITY}
 PRIVILEGES: List[Dict[str, object]] = [
     {"name": name}
     for name in (
-        "CreateJob", "UpdateProperties", "AssignAnyJob", "CloseJob", "ReopenClosedJobs",
-        "DeleteJobs", "CanAddComments", "ManageHolds", "UpdateNotes",
+        "CreateJob",
+        "UpdateProperties",
+        "AssignAnyJob",
+        "CloseJob",
+        "ReopenClosedJobs",
+        "DeleteJobs",
+        "CanAddComments",
+        "ManageHolds",
+        "UpdateNotes",
     )
 ]
 

@@ -169,7 +169,8 @@ class Importer:
         for kind, ids in wanted.items():
             marks = ", ".join("?" * len(ids))
             taken.update(
-                (kind, int(row[0])) for row in self._conn.execute(
+                (kind, int(row[0]))
+                for row in self._conn.execute(
                     f"SELECT local_id FROM elements WHERE kind = ? AND local_id IN ({marks})",
                     [kind, *ids],
                 )
@@ -221,8 +222,18 @@ class Importer:
                     elif local_id is None or (kind, local_id) not in taken:
                         # added as it is (merge.decide: ADD)
                         gen = self.session.new_generation()
-                        row = (guid, kind, local_id, fields_text, cached[1], modified,
-                               origin, 1 if deleted else 0, sender, gen)
+                        row = (
+                            guid,
+                            kind,
+                            local_id,
+                            fields_text,
+                            cached[1],
+                            modified,
+                            origin,
+                            1 if deleted else 0,
+                            sender,
+                            gen,
+                        )
                         pending.append(row)
                         rows[guid] = row
                         if local_id is not None:
@@ -350,22 +361,28 @@ class Importer:
         job_id = self._job_id(loser.kind, current, winner, loser)
         name = element_name(winner, loser)
         fields = differing_fields(winner, loser)
-        self.result.conflicts.append({
-            "guid": loser.guid,
-            "kind": loser.kind,
-            "id": job_id,
-            "name": name,
-            "fields": fields,
-            "winner": _version(winner),
-            "loser": _version(loser),
-            "reason": decision.reason,
-        })
+        self.result.conflicts.append(
+            {
+                "guid": loser.guid,
+                "kind": loser.kind,
+                "id": job_id,
+                "name": name,
+                "fields": fields,
+                "winner": _version(winner),
+                "loser": _version(loser),
+                "reason": decision.reason,
+            }
+        )
         loser_vv, loser_hash = dumps(dict(loser.vv)), loser.content_hash()
         seen = self._conn.execute(
             "SELECT 1 FROM conflicts WHERE guid = ? AND loser_vv = ? AND loser_hash = ? "
             "AND winner_vv = ? AND winner_modified = ? AND winner_origin = ?",
             (
-                loser.guid, loser_vv, loser_hash, dumps(dict(winner.vv)), winner.modified,
+                loser.guid,
+                loser_vv,
+                loser_hash,
+                dumps(dict(winner.vv)),
+                winner.modified,
                 winner.origin,
             ),
         ).fetchone()
@@ -381,10 +398,23 @@ class Importer:
             "loser_deleted, loser_content, loser_hash, job_id, name, fields) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
-                loser.guid, loser.kind, session.store.now_ms(), gen, decision.reason,
-                dumps(dict(winner.vv)), winner.modified, winner.origin,
-                loser_vv, loser.modified, loser.origin, 1 if loser.deleted else 0,
-                dumps(dict(loser.fields)), loser_hash, job_id, name, dumps(fields),
+                loser.guid,
+                loser.kind,
+                session.store.now_ms(),
+                gen,
+                decision.reason,
+                dumps(dict(winner.vv)),
+                winner.modified,
+                winner.origin,
+                loser_vv,
+                loser.modified,
+                loser.origin,
+                1 if loser.deleted else 0,
+                dumps(dict(loser.fields)),
+                loser_hash,
+                job_id,
+                name,
+                dumps(fields),
             ),
         )
 

@@ -47,7 +47,7 @@ class NotCertain(Exception):
 
 _PROBE = (
     b"<?xml version='1.0' encoding='UTF-8'?><!-- p -->\n<R a=\"x\ny\tz\" b=\"&#10;&lt;&gt;"
-    b"&quot;'&#x9;\xc3\xa9\xf0\x9f\x98\x80\" c=\"\"><N>a&lt;b&#38;<![CDATA[<c>]]>\r\n"
+    b'&quot;\'&#x9;\xc3\xa9\xf0\x9f\x98\x80" c=""><N>a&lt;b&#38;<![CDATA[<c>]]>\r\n'
     b"\xe2\x82\xac&gt;</N></R>"
 )
 _probe_result: Optional[bool] = None
@@ -85,8 +85,11 @@ def _quick_reading_works() -> bool:
             seen: Any = parser.close()  # the target's close(), not an element
             root = etree.fromstring(_PROBE, new_parser())
             expected = [
-                (root.tag, dict(root.attrib)), (root[0].tag, dict(root[0].attrib)),
-                ("text", root[0].text), ("/", root[0].tag), ("/", root.tag),
+                (root.tag, dict(root.attrib)),
+                (root[0].tag, dict(root[0].attrib)),
+                ("text", root[0].text),
+                ("/", root[0].tag),
+                ("/", root.tag),
             ]
             _probe_result = seen == expected
         except (etree.LxmlError, IndexError, TypeError, AttributeError):  # an odd lxml: give up

@@ -21,7 +21,6 @@ class WrongRepository(StoreError, ValueError):
     """The database file belongs to another repository."""
 
 
-
 @dataclass(frozen=True)
 class StoredElement:
     """The current version of one element, with where it came from and when."""
@@ -137,4 +136,3 @@ class ImportResult:
             "renamed": list(self.renamed),
             "warnings": list(self.warnings),
         }
-

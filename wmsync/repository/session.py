@@ -93,9 +93,7 @@ class Session:
             raise StoreError("read-only session")
         if self._gen is None:
             gen = self.generation() + 1
-            self.conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),)
-            )
+            self.conn.execute("UPDATE meta SET value = ? WHERE key = 'generation'", (str(gen),))
             self._gen = gen
         return self._gen
 

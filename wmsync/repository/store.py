@@ -336,9 +336,7 @@ class Store:
                 "description": current.description if description is None else description,
                 "serverURL": current.server_url if server_url is None else server_url,
                 "isParent": int(current.is_parent if is_parent is None else is_parent),
-                "isConnected": int(
-                    current.is_connected if is_connected is None else is_connected
-                ),
+                "isConnected": int(current.is_connected if is_connected is None else is_connected),
                 "lastSync": self.now_ms() if stamp_last_sync else current.last_sync,
                 "lastSyncGen": gen,
                 "syncId": current.sync_id if sync_id is None else sync_id,
@@ -347,16 +345,13 @@ class Store:
                 "peerGen": peer,
                 "syncSeq": _forward(current.sync_seq, sync_seq),
                 "peerSeq": _forward(current.peer_seq, peer_seq),
-                "peerInstance": current.peer_instance if peer_instance is None
-                else peer_instance,
+                "peerInstance": current.peer_instance if peer_instance is None else peer_instance,
                 # Set, not forward only: a run that handled a restore records the
                 # peer's generation anew.
                 "peerGenSeen": current.peer_gen_seen if peer_gen_seen is None else peer_gen_seen,
             }
             assignments = ", ".join(f"{k} = ?" for k in values)
-            conn.execute(
-                f"UPDATE nodes SET {assignments} WHERE name = ?", (*values.values(), name)
-            )
+            conn.execute(f"UPDATE nodes SET {assignments} WHERE name = ?", (*values.values(), name))
             updated = session.node(name)
             assert updated is not None
             return updated
@@ -365,8 +360,7 @@ class Store:
         """Forget a node row's watermark and ``syncId``; False if there is no such row."""
         with self.atomic() as session:
             cursor = session.conn.execute(
-                "UPDATE nodes SET lastSyncGen = NULL, syncId = NULL, peerGen = NULL "
-                "WHERE name = ?",
+                "UPDATE nodes SET lastSyncGen = NULL, syncId = NULL, peerGen = NULL WHERE name = ?",
                 (name,),
             )
             return cursor.rowcount > 0
@@ -561,9 +555,7 @@ class Store:
                 )
                 last: List[Element] = []
                 with open(partial, "wb") as target:
-                    count = exchange.write_document(
-                        target, header, _first(rows, max_count, last)
-                    )
+                    count = exchange.write_document(target, header, _first(rows, max_count, last))
                 more = max_count is not None and next(rows, None) is not None
                 rows.close()  # let go of its cursor now
             os.replace(partial, path)
@@ -571,9 +563,9 @@ class Store:
             if partial.exists():
                 partial.unlink()
         cursor = chunk_key_text(last[0]) if more and last else None
-        return ExportFile(export_id, path, generation, since_gen, export_time, count,
-                          more=more, after=cursor)
-
+        return ExportFile(
+            export_id, path, generation, since_gen, export_time, count, more=more, after=cursor
+        )
 
     # -- bulk loading (benchmarks) ----------------------------------------------------
 
@@ -588,7 +580,11 @@ class Store:
     ) -> List[int]:
         """:func:`wmsync.repository.bulk.insert_jobs` on this store."""
         return bulk.insert_jobs(
-            self, count, job_type_id=job_type_id, user=user, fields=fields,
+            self,
+            count,
+            job_type_id=job_type_id,
+            user=user,
+            fields=fields,
             name_prefix=name_prefix,
         )
 
@@ -597,9 +593,7 @@ class Store:
         return bulk.update_jobs(self, ids, changes)
 
 
-def _first(
-    rows: Iterator[Element], count: Optional[int], last: List[Element]
-) -> Iterator[Element]:
+def _first(rows: Iterator[Element], count: Optional[int], last: List[Element]) -> Iterator[Element]:
     """The first *count* of *rows* (all without a count), keeping the last one seen."""
     taken = 0
     while count is None or taken < count:

@@ -88,15 +88,23 @@ CREATE INDEX IF NOT EXISTS conflicts_guid ON conflicts (guid);
 
 #: Columns added to the conflict log after its first version (added on opening an older
 #: file): the job's id, the element's name and the fields that differ.
-CONFLICT_COLUMNS_ADDED = (("job_id", "INTEGER"), ("name", "TEXT"),
-                          ("fields", "TEXT NOT NULL DEFAULT '[]'"))
+CONFLICT_COLUMNS_ADDED = (
+    ("job_id", "INTEGER"),
+    ("name", "TEXT"),
+    ("fields", "TEXT NOT NULL DEFAULT '[]'"),
+)
 
 #: Columns added to the node table for restore detection (docs/design.md §4, "Restores
 #: and rebuilds"; added on opening an older file): the sequence number of the pair's
 #: syncId this side holds, and what it confirmed of the peer: the sequence number the
 #: peer holds, its instance id and its generation.
-NODE_COLUMNS_ADDED = (("peerGen", "INTEGER"), ("syncSeq", "INTEGER"), ("peerSeq", "INTEGER"),
-                      ("peerInstance", "TEXT"), ("peerGenSeen", "INTEGER"))
+NODE_COLUMNS_ADDED = (
+    ("peerGen", "INTEGER"),
+    ("syncSeq", "INTEGER"),
+    ("peerSeq", "INTEGER"),
+    ("peerInstance", "TEXT"),
+    ("peerGenSeen", "INTEGER"),
+)
 
 #: SQL ordering rows by kind in document order (model.KINDS).
 KIND_ORDER = "CASE kind " + " ".join(f"WHEN '{k}' THEN {i}" for i, k in enumerate(KINDS))
@@ -173,4 +181,3 @@ def element_row(element: Element, via: str, gen: int) -> Tuple[Any, ...]:
         via,
         gen,
     )
-

@@ -133,8 +133,15 @@ def stock_guid(kind: str, key: str) -> str:
 
 
 def _weak(kind: str, guid: str, fields: Dict[str, str], local_id: Optional[int]) -> Element:
-    return Element(kind=kind, guid=guid, vv={}, modified=0, origin=DEFAULT_ORIGIN,
-                   fields=fields, local_id=local_id)
+    return Element(
+        kind=kind,
+        guid=guid,
+        vv={},
+        modified=0,
+        origin=DEFAULT_ORIGIN,
+        fields=fields,
+        local_id=local_id,
+    )
 
 
 def job_guids(conn: Any) -> Dict[int, str]:
@@ -180,8 +187,14 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
             # the cluster's job types, and the job is folded by the next scan.
             state.set_seen(conn, "Pending", str(job_id), job_id, "", "")
         else:
-            seen_jobs[job_id] = _new_job(s, job_id, snapshot.jobs[job_id], types, seen_jobs,
-                                         rebuilt=first or str(job_id) in pending)
+            seen_jobs[job_id] = _new_job(
+                s,
+                job_id,
+                snapshot.jobs[job_id],
+                types,
+                seen_jobs,
+                rebuilt=first or str(job_id) in pending,
+            )
     rows = state.seen(conn, "Job")
     for job_id in sorted(snapshot.jobs):
         guid = seen_jobs.get(job_id)
@@ -221,8 +234,13 @@ def _unseen_shadow_job(s: Session, job_id: int, seen_jobs: Mapping[int, str]) ->
 
 
 def _new_job(
-    s: Session, job_id: int, read: JobRead, types: Mapping[int, str], jobs: Dict[int, str],
-    *, rebuilt: bool,
+    s: Session,
+    job_id: int,
+    read: JobRead,
+    types: Mapping[int, str],
+    jobs: Dict[int, str],
+    *,
+    rebuilt: bool,
 ) -> str:
     """A job new to the shadow: a local job with the GUID its tags name (a job the tool
     wrote here, met again by a rebuilt shadow) or the one its repository and id derive.
@@ -247,8 +265,14 @@ def _new_job(
     else:
         element = s.edit("Job", guid, fields, local_id=local_id)
     jobs[job_id] = element.guid
-    state.set_seen(s.conn, "Job", str(job_id), job_id, element.guid,
-                   views.dumps(views.job_view_of_fields(fields)))
+    state.set_seen(
+        s.conn,
+        "Job",
+        str(job_id),
+        job_id,
+        element.guid,
+        views.dumps(views.job_view_of_fields(fields)),
+    )
     _set_held_version(s.conn, job_id, element.guid, element.vv)
     _fold_children(s, job_id, element.guid, read, record=False, rebuilt=rebuilt)
     return element.guid
@@ -281,24 +305,34 @@ def _rebuilt_version(
     current = s.get(guid)
     vv = dict(current.element.vv) if current is not None else {}
     vv[incarnation] = vv.get(incarnation, 0) + 1
-    element = Element(kind="Job", guid=guid, vv=vv, modified=s.store.now_ms(),
-                      origin=s.repository, fields=fields,
-                      local_id=current.local_id if current is not None else local_id)
+    element = Element(
+        kind="Job",
+        guid=guid,
+        vv=vv,
+        modified=s.store.now_ms(),
+        origin=s.repository,
+        fields=fields,
+        local_id=current.local_id if current is not None else local_id,
+    )
     s.write(element, "")
     return element
 
 
 def _fold_job(
-    s: Session, job_id: int, guid: str, read: JobRead, types: Mapping[int, str],
-    jobs: Mapping[int, str], old_view: Mapping[str, str],
+    s: Session,
+    job_id: int,
+    guid: str,
+    read: JobRead,
+    types: Mapping[int, str],
+    jobs: Mapping[int, str],
+    old_view: Mapping[str, str],
 ) -> None:
     fields = server_job_fields(read, types, jobs)
     view = views.job_view_of_fields(fields)
     if view != old_view:
         current = s.get(guid)
         merged: Dict[str, str] = dict(current.fields) if current and not current.deleted else {}
-        for key in (*views.JOB_UPDATABLE, *views.JOB_SERVER_SET, "parentJob", "jobType",
-                    "notes"):
+        for key in (*views.JOB_UPDATABLE, *views.JOB_SERVER_SET, "parentJob", "jobType", "notes"):
             merged.pop(key, None)
         merged.update(fields)
         base = _held_version(s.conn, job_id)
@@ -318,13 +352,16 @@ def _held_version(conn: Any, job_id: int) -> Optional[Dict[str, int]]:
 
 
 def _set_held_version(conn: Any, job_id: int, guid: str, vv: Mapping[str, int]) -> None:
-    state.set_seen(conn, "Version", str(job_id), job_id, guid,
-                   json.dumps(dict(vv), sort_keys=True))
+    state.set_seen(conn, "Version", str(job_id), job_id, guid, json.dumps(dict(vv), sort_keys=True))
 
 
 def _edit_over_unwritten(
-    s: Session, current: Element, base: Mapping[str, int], fields: Dict[str, str],
-    *, deleted: bool = False,
+    s: Session,
+    current: Element,
+    base: Mapping[str, int],
+    fields: Dict[str, str],
+    *,
+    deleted: bool = False,
 ) -> Element:
     """A user's edit on the server of a job whose shadow version was not yet written
     there (it waits, or a run was writing it): the edit is made on the version the
@@ -333,9 +370,16 @@ def _edit_over_unwritten(
     own = max(current.vv.get(s.repository, 0), base.get(s.repository, 0)) + 1
     vv = dict(base)
     vv[s.repository] = own
-    edit = Element(kind="Job", guid=current.guid, vv=vv, modified=s.store.now_ms(),
-                   origin=s.repository, fields={} if deleted else fields, deleted=deleted,
-                   local_id=current.local_id)
+    edit = Element(
+        kind="Job",
+        guid=current.guid,
+        vv=vv,
+        modified=s.store.now_ms(),
+        origin=s.repository,
+        fields={} if deleted else fields,
+        deleted=deleted,
+        local_id=current.local_id,
+    )
     importer = Importer(s, "")
     importer.add([edit])
     importer.finish()
@@ -423,13 +467,17 @@ def _fold_children(
         if act_guid is None:
             act_guid = _match(free_acts, _activity_view, {"type": type_text, "message": message})
         if act_guid is None and not record and not (marks and _near(record_, marks)):
-            act_guid = s.edit("Activity", derived, {
-                "job": guid,
-                "type": type_text,
-                "user": views.text(record_.get("user")),
-                "date": views.text(record_.get("date")),
-                "message": message,
-            }).guid
+            act_guid = s.edit(
+                "Activity",
+                derived,
+                {
+                    "job": guid,
+                    "type": type_text,
+                    "user": views.text(record_.get("user")),
+                    "date": views.text(record_.get("date")),
+                    "message": message,
+                },
+            ).guid
         state.set_seen(conn, "Activity", key, job_id, act_guid or "", "")
 
 
@@ -500,7 +548,11 @@ def _local_delete(s: Session, guid: str, held: Optional[Dict[str, int]]) -> None
 
 
 def record_seen(
-    s: Session, job_id: int, guid: str, read: JobRead, types: Mapping[int, str],
+    s: Session,
+    job_id: int,
+    guid: str,
+    read: JobRead,
+    types: Mapping[int, str],
     jobs: Mapping[int, str],
 ) -> None:
     """Record a job as the server now holds it, editing nothing: the job's view, its
@@ -509,15 +561,20 @@ def record_seen(
     effects of the tool's writes)."""
     conn = s.conn
     fields = server_job_fields(read, types, jobs)
-    state.set_seen(conn, "Job", str(job_id), job_id, guid,
-                   views.dumps(views.job_view_of_fields(fields)))
+    state.set_seen(
+        conn, "Job", str(job_id), job_id, guid, views.dumps(views.job_view_of_fields(fields))
+    )
     current = s.get(guid)
     _set_held_version(conn, job_id, guid, current.element.vv if current is not None else {})
     _fold_children(s, job_id, guid, read, record=True)
 
 
 def adopt(
-    s: Session, job_id: int, guid: str, read: JobRead, types: Mapping[int, str],
+    s: Session,
+    job_id: int,
+    guid: str,
+    read: JobRead,
+    types: Mapping[int, str],
     jobs: Dict[int, str],
 ) -> None:
     """Take an unseen server job as the shadow's job *guid* (matched by id)."""

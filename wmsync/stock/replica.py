@@ -52,7 +52,8 @@ def service_name(url: str) -> str:
     if not match:
         raise RepositoryError(
             "cannot tell the repository name of a stock server from its URL (expected "
-            ".../services/<name>/WMServer); give the name with the URL", url
+            ".../services/<name>/WMServer); give the name with the URL",
+            url,
         )
     return match.group(1)
 
@@ -94,8 +95,9 @@ class _Repository:
                 self.first = state.meta(session.conn, "scanned") is None
                 fold.fold(session, snapshot, self.first)
             # Users' edits over versions not yet written there (decided by the rule).
-            self.conflicts = [dict(c, repository=self.name)
-                              for c in self.store.conflicts(since_gen=mark)]
+            self.conflicts = [
+                dict(c, repository=self.name) for c in self.store.conflicts(since_gen=mark)
+            ]
             self.config = snapshot.config
             self.scanned = True
             if write:
@@ -158,9 +160,15 @@ class StockReplica:
         peer_gen_seen: Optional[int] = None,
     ) -> Optional[int]:
         node = self._repo.store.update_node(
-            name, server_url=server_url, is_parent=is_parent, is_connected=is_connected,
-            last_sync_gen=last_sync_gen, sync_id=sync_id, stamp_last_sync=stamp_last_sync,
-            job_id_start=job_id_start, job_id_block=job_id_block,
+            name,
+            server_url=server_url,
+            is_parent=is_parent,
+            is_connected=is_connected,
+            last_sync_gen=last_sync_gen,
+            sync_id=sync_id,
+            stamp_last_sync=stamp_last_sync,
+            job_id_start=job_id_start,
+            job_id_block=job_id_block,
         )
         if job_id_start is not None and name.lower() == self.name.lower():
             self._apply_block(job_id_start)
@@ -234,8 +242,9 @@ class StockReplica:
         self, path: Union[str, os.PathLike[str]], merge: bool = True, *, gzip: bool = False
     ) -> Dict[str, Any]:
         if not merge:
-            raise RepositoryError("a stock repository is never replaced (merge=false)",
-                                  self.display_url)
+            raise RepositoryError(
+                "a stock repository is never replaced (merge=false)", self.display_url
+            )
         repo = self._repo
         with repo.lock:
             repo.ensure_scanned(self._client)
@@ -344,13 +353,15 @@ class StockReplicas:
             if repo is None:
                 store = self.state.shadow(name, url.rstrip("/"))
                 try:
-                    lock = RepositoryLock(store.path.with_name(store.path.name + ".lock"),
-                                          self.lock_timeout)
+                    lock = RepositoryLock(
+                        store.path.with_name(store.path.name + ".lock"), self.lock_timeout
+                    )
                 except sqlite3.OperationalError:
                     raise RepositoryError(
                         f"{store.repository}: another run is synchronizing this stock "
                         f"repository (state store {self.state.path}); try again when it "
-                        "has finished", url,
+                        "has finished",
+                        url,
                     ) from None
                 self._locks.append(lock)
                 folder = self._workdir / str(len(self._repos))

@@ -82,8 +82,7 @@ def read_job(client: WMServerClient, job_id: int) -> JobRead:
     job = client.get(f"jobs/{job_id}")
     notes = client.get(f"jobs/{job_id}/notes").get("notes")
     holds = _list(client.get(f"jobs/{job_id}/holds"), "holds", f"jobs/{job_id}/holds")
-    activity = _list(client.get(f"jobs/{job_id}/activity"), "activity",
-                     f"jobs/{job_id}/activity")
+    activity = _list(client.get(f"jobs/{job_id}/activity"), "activity", f"jobs/{job_id}/activity")
     return JobRead(
         job=dict(job),
         notes=str(notes or ""),

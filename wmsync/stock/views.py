@@ -106,8 +106,12 @@ def hold_view_of_fields(fields: Mapping[str, str]) -> View:
 def activity_key(record: Mapping[str, Any]) -> str:
     """How an activity record is told apart on a server (it has no id)."""
     return json.dumps(
-        [text(record.get("date")), text(record.get("type")), text(record.get("user")),
-         text(record.get("message"))],
+        [
+            text(record.get("date")),
+            text(record.get("type")),
+            text(record.get("user")),
+            text(record.get("message")),
+        ],
         ensure_ascii=False,
     )
 

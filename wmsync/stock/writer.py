@@ -74,9 +74,7 @@ def _param_user(name: str) -> str:
 class Writer:
     """One write pass over one stock repository."""
 
-    def __init__(
-        self, store: Store, client: WMServerClient, config: Config, first: bool
-    ) -> None:
+    def __init__(self, store: Store, client: WMServerClient, config: Config, first: bool) -> None:
         self.store = store
         self.client = client
         self.config = config
@@ -90,10 +88,13 @@ class Writer:
     def run(self) -> WriteOutcome:
         with self.store.reading() as s:
             conn = s.conn
-            jobs = [row_element(r) for r in conn.execute(
-                "SELECT guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen "
-                "FROM elements WHERE kind = 'Job' ORDER BY local_id"
-            ).fetchall()]
+            jobs = [
+                row_element(r)
+                for r in conn.execute(
+                    "SELECT guid, kind, local_id, fields, vv, modified, origin, deleted, via, gen "
+                    "FROM elements WHERE kind = 'Job' ORDER BY local_id"
+                ).fetchall()
+            ]
             seen_jobs = state.seen(conn, "Job")
             hold_map = {g: (k, v) for k, (_, g, v) in state.seen(conn, "Hold").items()}
             act_mapped = state.mapped_guids(conn, "Activity")
@@ -101,8 +102,10 @@ class Writer:
             children: Dict[str, Tuple[List[StoredElement], List[StoredElement]]] = {}
             for job in jobs:
                 if not job.deleted:
-                    children[job.guid] = (s.of_job("Hold", job.guid),
-                                          s.of_job("Activity", job.guid))
+                    children[job.guid] = (
+                        s.of_job("Hold", job.guid),
+                        s.of_job("Activity", job.guid),
+                    )
             type_names = {t.guid: t.fields.get("name", "") for t in s.live("JobType")}
             wrote = {k: v for k, (_, _, v) in state.seen(conn, "Wrote").items()}
         by_guid = {g: int(k) for k, (_, g, _) in seen_jobs.items()}
@@ -125,16 +128,20 @@ class Writer:
                 job_differs = views.compare_keys(want) != views.compare_keys(old)
                 if server_id is not None and not job_differs and not children_differ:
                     continue
-                if (server_id is not None and not children_differ
-                        and wrote.get(str(server_id)) == views.dumps(want)):
+                if (
+                    server_id is not None
+                    and not children_differ
+                    and wrote.get(str(server_id)) == views.dumps(want)
+                ):
                     # Written already and read back different: the server keeps its own
                     # value for some field. Writing it again each run would change nothing.
                     continue
                 type_id = self._type_id(job, types, type_names, server_id)
                 if not self._config_present(job, type_id, type_names, server_id):
                     continue
-                if self._write_job(job, server_id, type_id, holds, acts, hold_map,
-                                   act_mapped, by_guid):
+                if self._write_job(
+                    job, server_id, type_id, holds, acts, hold_map, act_mapped, by_guid
+                ):
                     self.outcome.written += 1
             except WMSyncError as exc:
                 self.outcome.failures.append(f"job {job.local_id}: {exc}")
@@ -144,7 +151,10 @@ class Writer:
     # -- configuration -------------------------------------------------------------
 
     def _type_id(
-        self, job: StoredElement, types: Mapping[int, str], names: Mapping[str, str],
+        self,
+        job: StoredElement,
+        types: Mapping[int, str],
+        names: Mapping[str, str],
         server_id: Optional[int],
     ) -> Optional[int]:
         guid = job.fields.get("jobType", "")
@@ -155,7 +165,10 @@ class Writer:
         return self.config.job_type_id(name) if name else None
 
     def _config_present(
-        self, job: StoredElement, type_id: Optional[int], names: Mapping[str, str],
+        self,
+        job: StoredElement,
+        type_id: Optional[int],
+        names: Mapping[str, str],
         server_id: Optional[int],
     ) -> bool:
         missing: List[Tuple[str, str]] = []
@@ -219,8 +232,9 @@ class Writer:
                 state.set_intent(conn, server_id, guid)
         by_guid[guid] = server_id
         with self.store.reading() as s:  # adoption may just have mapped some
-            hold_map = {g: (k, v) for k, (_, g, v)
-                        in state.seen_of_job(s.conn, "Hold", server_id).items()}
+            hold_map = {
+                g: (k, v) for k, (_, g, v) in state.seen_of_job(s.conn, "Hold", server_id).items()
+            }
             act_mapped = state.mapped_guids(s.conn, "Activity")
         read = read_job(self.client, server_id)
         want = views.job_view_of_fields(job.fields)
@@ -253,14 +267,22 @@ class Writer:
             hold_id: Optional[str] = mapped[0].split("/", 1)[1] if mapped else None
             if hold_id is None:
                 answer = self.client.post(
-                    f"jobs/{server_id}/holds/create", type=hold.fields.get("type", ""),
-                    comments=views.with_tag(views.strip_tag(hold.fields.get("holdComments", "")),
-                                            hold.element, user),
+                    f"jobs/{server_id}/holds/create",
+                    type=hold.fields.get("type", ""),
+                    comments=views.with_tag(
+                        views.strip_tag(hold.fields.get("holdComments", "")), hold.element, user
+                    ),
                 )
                 hold_id = str(answer.get("holdId"))
                 with state.transaction(self.store) as conn:
-                    state.set_seen(conn, "Hold", f"{server_id}/{hold_id}", server_id,
-                                   hold.guid, views.dumps({}))
+                    state.set_seen(
+                        conn,
+                        "Hold",
+                        f"{server_id}/{hold_id}",
+                        server_id,
+                        hold.guid,
+                        views.dumps({}),
+                    )
                 released_now = "0"
             else:
                 released_now = views.loads(mapped[1]).get("released", "0") if mapped else "0"
@@ -273,7 +295,8 @@ class Writer:
             if record.guid in act_mapped:
                 continue
             self.client.post(
-                f"jobs/{server_id}/activity/logAction", type=record.fields.get("type", ""),
+                f"jobs/{server_id}/activity/logAction",
+                type=record.fields.get("type", ""),
                 comments=views.with_tag(record.fields.get("message", ""), record.element, user),
             )
         read = read_job(self.client, server_id)
@@ -305,8 +328,9 @@ class Writer:
             with state.transaction(self.store) as conn:
                 state.set_intent(conn, target, job.guid)
             try:
-                self.client.post("jobs/create", **self._create_params(job, type_id, target,
-                                                                      by_guid))
+                self.client.post(
+                    "jobs/create", **self._create_params(job, type_id, target, by_guid)
+                )
             except (ConflictError, BadRequest) as exc:
                 # Taken meanwhile, or by a deleted job (ids are never reused)? Servers
                 # word it differently: ask for the ids again.
@@ -357,26 +381,54 @@ class Writer:
             want = views.job_view_of_fields(job.fields)
             have = views.job_view_of_fields(server_fields)
             if views.compare_keys(want) != views.compare_keys(have):
-                log_conflict(s.conn, job.element, server_fields, s.generation(),
-                             self.store.now_ms(), self.repository)
+                log_conflict(
+                    s.conn,
+                    job.element,
+                    server_fields,
+                    s.generation(),
+                    self.store.now_ms(),
+                    self.repository,
+                )
             fold.adopt(s, server_id, job.guid, read, types, jobs)
             state.set_intent(s.conn, server_id, job.guid)
         by_guid[job.guid] = server_id
 
 
 def log_conflict(
-    conn: Any, winner: Element, loser_fields: Mapping[str, str], generation: int, now: int,
+    conn: Any,
+    winner: Element,
+    loser_fields: Mapping[str, str],
+    generation: int,
+    now: int,
     repository: str,
 ) -> None:
     """Log the server's version of a job as the loser against *winner*."""
-    loser = Element(kind=winner.kind, guid=winner.guid, vv={}, modified=now,
-                    origin=repository, fields=dict(loser_fields))
+    loser = Element(
+        kind=winner.kind,
+        guid=winner.guid,
+        vv={},
+        modified=now,
+        origin=repository,
+        fields=dict(loser_fields),
+    )
     conn.execute(
         "INSERT INTO conflicts (guid, kind, time, gen, reason, winner_vv, winner_modified, "
         "winner_origin, loser_vv, loser_modified, loser_origin, loser_deleted, "
         "loser_content, loser_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (winner.guid, winner.kind, now, generation,
-         "matched by id while the state store was rebuilt",
-         json.dumps(dict(winner.vv)), winner.modified, winner.origin, "{}", now, repository,
-         0, json.dumps(dict(loser_fields), sort_keys=True), loser.content_hash()),
+        (
+            winner.guid,
+            winner.kind,
+            now,
+            generation,
+            "matched by id while the state store was rebuilt",
+            json.dumps(dict(winner.vv)),
+            winner.modified,
+            winner.origin,
+            "{}",
+            now,
+            repository,
+            0,
+            json.dumps(dict(loser_fields), sort_keys=True),
+            loser.content_hash(),
+        ),
     )
