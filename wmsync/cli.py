@@ -623,9 +623,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
-    """The connection options of ``sync`` that concern one repository."""
-    parser.add_argument("--url", required=True, help="the repository's WMServer URL")
+def _add_access_arguments(parser: argparse.ArgumentParser) -> None:
+    """How a command reaches servers and reports: user, tokens, credentials, timeouts,
+    TLS, report and log files, loudness (the same for every command that talks to one)."""
     parser.add_argument(
         "--user", default=None, help="the Workflow Manager user acting (default: the OS user)"
     )
@@ -642,7 +642,8 @@ def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
         "--credentials",
         default=None,
         metavar="FILE",
-        help="JSON file: a token or a token URL per server URL prefix",
+        help="JSON file: a token or a token URL per server URL prefix "
+        "(secrets by environment variable or file, never inline)",
     )
     parser.add_argument("--report", default=None, help="write a JSON report to this file")
     parser.add_argument(
@@ -664,7 +665,18 @@ def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="progress messages (-v); debug messages too (-vv)",
     )
-    loudness.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
+    loudness.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print nothing on success (warnings and errors still go to stderr)",
+    )
+
+
+def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``export`` and ``import``: one repository, reached as ``sync`` does."""
+    parser.add_argument("--url", required=True, help="the repository's WMServer URL")
+    _add_access_arguments(parser)
 
 
 def _add_file_commands(commands: Any) -> None:
@@ -723,25 +735,7 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         help="child value table: 'name connected URL last_sync_time' rows separated by ';'",
     )
     source.add_argument("--children-file", help="a file holding the child table (one row a line)")
-    parser.add_argument(
-        "--user", default=None, help="the Workflow Manager user acting (default: the OS user)"
-    )
-    parser.add_argument(
-        "--token", default=None, help="ArcGIS token (prefer the WMSYNC_TOKEN environment variable)"
-    )
-    parser.add_argument(
-        "--token-url",
-        default=None,
-        help="generateToken URL; password from WMSYNC_PASSWORD or a prompt",
-    )
-    parser.add_argument("--username", default=None, help="user name for --token-url")
-    parser.add_argument("--report", default=None, help="write a JSON report to this file")
-    parser.add_argument(
-        "--timeout",
-        type=_positive(float, "a number of seconds"),
-        default=60.0,
-        help="per-request read timeout in seconds (default 60)",
-    )
+    _add_access_arguments(parser)
     parser.add_argument(
         "--full", action="store_true", help="ignore watermarks: exchange everything both ways"
     )
@@ -753,13 +747,6 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         type=_positive(int, "a whole number"),
         default=4,
         help="children synchronized at once (default 4)",
-    )
-    parser.add_argument(
-        "--credentials",
-        default=None,
-        metavar="FILE",
-        help="JSON file: a token or a token URL per server URL prefix "
-        "(secrets by environment variable or file, never inline)",
     )
     parser.add_argument(
         "--state",
@@ -777,25 +764,6 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="rewrite --children-file with the Last Synchronized rows "
         "(atomically), so that the next run picks up from this one",
-    )
-    parser.add_argument("--log-file", default=None, help="also log to this file (redacted)")
-    parser.add_argument("--ca-bundle", default=None, help="a CA bundle to trust in addition")
-    parser.add_argument(
-        "--insecure", action="store_true", help="turn TLS certificate checks off (prints a warning)"
-    )
-    loudness = parser.add_mutually_exclusive_group()
-    loudness.add_argument(
-        "-v",
-        "--verbose",
-        action="count",
-        default=0,
-        help="progress messages (-v); debug messages too (-vv)",
-    )
-    loudness.add_argument(
-        "-q",
-        "--quiet",
-        action="store_true",
-        help="print nothing on success (warnings and errors still go to stderr)",
     )
 
 
