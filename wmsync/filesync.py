@@ -35,7 +35,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import exchange
 from .auth import TokenLike
@@ -64,29 +64,6 @@ _CHUNK = 1024 * 1024
 
 class FileRefused(SyncRefused):
     """An exchange file that cannot be imported; nothing was changed."""
-
-
-class FileReplica(Replica, Protocol):
-    """A replica that keeps the file exchange's mark (``peerGen``) in its node rows."""
-
-    def update_node(
-        self,
-        name: str,
-        *,
-        server_url: Optional[str] = None,
-        is_parent: Optional[bool] = None,
-        is_connected: Optional[bool] = None,
-        last_sync_gen: Optional[int] = None,
-        sync_id: Optional[str] = None,
-        stamp_last_sync: bool = False,
-        job_id_start: Optional[int] = None,
-        job_id_block: Optional[int] = None,
-        sync_seq: Optional[int] = None,
-        peer_seq: Optional[int] = None,
-        peer_instance: Optional[str] = None,
-        peer_gen_seen: Optional[int] = None,
-        peer_gen: Optional[int] = None,
-    ) -> Optional[int]: ...
 
 
 @dataclass
@@ -266,7 +243,7 @@ def export_job_data(
     :raises SyncRefused: the peer is unknown, or membership forbids the exchange.
     """
     factory = _factory(replica_factory, user, token, timeout, verify)
-    replica: FileReplica = factory(url)  # type: ignore[assignment]
+    replica = factory(url)
     try:
         info = replica.replication_info()
         me = _own_name(info, replica)
@@ -343,7 +320,7 @@ def export_job_data(
 
 
 def _register_child(
-    parent: FileReplica,
+    parent: Replica,
     info: Mapping[str, Any],
     me: str,
     url: str,
@@ -486,7 +463,7 @@ def import_job_data(
     with tempfile.TemporaryDirectory(prefix="wmsync-file-") as work:
         document = os.path.join(work, DOCUMENT)
         manifest = read_file(path, document)
-        replica: FileReplica = factory(url)  # type: ignore[assignment]
+        replica = factory(url)
         try:
             info = replica.replication_info()
             me = _own_name(info, replica)
@@ -571,7 +548,7 @@ def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _
 
 
 def _apply(
-    replica: FileReplica,
+    replica: Replica,
     manifest: Manifest,
     plan: _Plan,
     document: str,

@@ -56,10 +56,12 @@ class Replica(Protocol):
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
+        peer_gen: Optional[int] = None,
     ) -> Optional[int]:
         """``sync_seq``, ``peer_seq``, ``peer_instance`` and ``peer_gen_seen`` serve restore
         detection (docs/design.md §4); the engine passes them only to a replica whose
-        ``replication_info`` reports an ``instanceId`` (others may ignore them)."""
+        ``replication_info`` reports an ``instanceId`` (others may ignore them).
+        ``peer_gen`` is the file exchange's mark (docs/design.md §11)."""
         ...
 
     def reset_node(self, name: str) -> None: ...

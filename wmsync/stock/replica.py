@@ -158,6 +158,7 @@ class StockReplica:
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
+        peer_gen: Optional[int] = None,
     ) -> Optional[int]:
         node = self._repo.store.update_node(
             name,
@@ -169,6 +170,7 @@ class StockReplica:
             stamp_last_sync=stamp_last_sync,
             job_id_start=job_id_start,
             job_id_block=job_id_block,
+            peer_gen=peer_gen,
         )
         if job_id_start is not None and name.lower() == self.name.lower():
             self._apply_block(job_id_start)
