@@ -19,12 +19,10 @@ stock server differently from its service is refused with both names.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
 import re
-import shutil
 import sqlite3
 import tempfile
 import threading
@@ -250,19 +248,9 @@ class StockReplica:
         repo = self._repo
         with repo.lock:
             repo.ensure_scanned(self._client)
-            source = os.fspath(path)
-            plain = source
-            if gzip:
-                # A name of its own: children sharing one export import the same file
-                # at the same time (wmsync/feed.py), so "<file>.plain" would collide.
-                fd, plain = tempfile.mkstemp(suffix=".jxl", dir=os.path.dirname(source))
-                os.close(fd)
-                _gunzip(source, plain)
-            try:
-                result = repo.store.import_file(plain)
-            finally:
-                if gzip and os.path.exists(plain):
-                    os.unlink(plain)
+            # The exchange readers take gzip as it is (wmsync.exchange.source), so a
+            # packed upload is imported without unpacking it to a file first.
+            result = repo.store.import_file(os.fspath(path))
             outcome = repo.write(self._client)
             repo.take(outcome)
             answer = result.to_dict()
@@ -279,11 +267,6 @@ class StockReplica:
 
     def close(self) -> None:
         self._client.close()
-
-
-def _gunzip(source: str, target: str) -> None:
-    with gzip.open(source, "rb") as packed, open(target, "wb") as plain:
-        shutil.copyfileobj(packed, plain, 1 << 16)
 
 
 class StockReplicas:
