@@ -13,14 +13,16 @@ Rules that keep a scan from inventing changes:
 - a job the shadow holds under the same id but has never seen on the server (created
   there by an interrupted write, or a shadow being rebuilt) is *adopted*: the same job;
 - a new shadow (first run, or a state file deleted) meets every job for the first
-  time. A job gets the GUID its tags name (a copy the tool wrote: the tags on its holds
-  and activity records carry the job's GUID) or the one its repository and id derive
-  (:func:`stock_guid`, the GUID the lost state gave it); its version is counted under
-  the shadow's own incarnation (``Name~token``), so that a difference from what the
-  cluster holds is decided by the merge rule as a conflict and logged, never dropped
-  as "older". Its content leaves out what each server sets for itself (created,
-  started and end dates, creator), so copies of one job agree. A job whose job type is
-  not yet mapped waits one run (the first run brings the cluster's job types);
+  time. Jobs are matched by id: a job gets the GUID another stock repository of the
+  state store gave its id, else the one its tags name (a copy the tool wrote: the tags
+  on its holds and activity records carry the job's GUID), else the one its id derives
+  (:func:`stock_guid`), so copies of one job on several servers meet as one. Its
+  version is counted under the shadow's own incarnation (``Name~token``), so that a
+  difference from what the cluster holds is decided by the merge rule as a conflict
+  and logged, never dropped as "older". Its content leaves out what each server sets
+  for itself (created, started and end dates, creator), so copies of one job agree.
+  A job whose job type is not yet mapped waits one run (the first run brings the
+  cluster's job types);
 - a user's edit of a job whose shadow version was not yet written to the server (it
   waits for configuration, or a run was interrupted) is made on the version the server
   last held, so it is concurrent with the unwritten one: the merge rule decides and
@@ -53,6 +55,7 @@ from wmsync.repository.session import Session
 
 from . import state, views
 from .scan import Config, JobRead, Snapshot
+from .state import JobClaims
 
 
 def fold_config(s: Session, config: Config, first: bool) -> Dict[int, str]:
@@ -125,10 +128,11 @@ _STOCK_NAMESPACE = uuid.UUID("0c6b7f7e-52a4-4f7e-9d0b-6c1e0e8f5a21")
 
 def stock_guid(kind: str, key: str) -> str:
     """The GUID of an element first seen on a stock server, derived from what identifies
-    it there (a job by repository and id; a hold by repository and hold id; an activity
-    record by repository, job and content). A rebuilt state store derives the same GUIDs
-    again, so the merge rule meets the same elements; copies the tool wrote elsewhere
-    carry their job's GUID in their tags."""
+    it there (a job by its id, or by repository and id where another job has the id; a
+    hold by repository and hold id; an activity record by repository, job and
+    content). A rebuilt state store derives the same GUIDs again, so the merge rule
+    meets the same elements; copies the tool wrote elsewhere carry their job's GUID in
+    their tags."""
     return str(uuid.uuid5(_STOCK_NAMESPACE, f"{kind}:{key}"))
 
 
@@ -167,8 +171,12 @@ def _int(value: Any) -> Optional[int]:
         return None
 
 
-def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
-    """Fold a whole scan into the shadow, in the caller's transaction."""
+def fold(s: Session, snapshot: Snapshot, first: bool, claims: Optional[JobClaims] = None) -> None:
+    """Fold a whole scan into the shadow, in the caller's transaction.
+
+    *claims*: the job ids other stock repositories of the state store have named (the
+    GUIDs this fold gives new jobs are added to it; the caller saves them)."""
+    claims = claims if claims is not None else JobClaims()
     conn = s.conn
     types = fold_config(s, snapshot.config, first)
     seen_jobs = job_guids(conn)
@@ -193,6 +201,7 @@ def fold(s: Session, snapshot: Snapshot, first: bool) -> None:
                 snapshot.jobs[job_id],
                 types,
                 seen_jobs,
+                claims,
                 rebuilt=first or str(job_id) in pending,
             )
     rows = state.seen(conn, "Job")
@@ -239,6 +248,7 @@ def _new_job(
     read: JobRead,
     types: Mapping[int, str],
     jobs: Dict[int, str],
+    claims: JobClaims,
     *,
     rebuilt: bool,
 ) -> str:
@@ -250,7 +260,7 @@ def _new_job(
     server sets for itself (created/started/end dates, creator), so that copies of one
     job on several stock servers agree and only real differences become conflicts.
     """
-    guid = _tagged_job(read) or stock_guid("Job", f"{s.repository}:{job_id}")
+    guid = _job_guid(s.repository, job_id, read, claims, rebuilt=rebuilt)
     holder = s.by_id("Job", job_id, live=False)
     local_id: Optional[int] = job_id
     if holder is not None and holder.guid != guid:
@@ -276,6 +286,33 @@ def _new_job(
     _set_held_version(s.conn, job_id, element.guid, element.vv)
     _fold_children(s, job_id, element.guid, read, record=False, rebuilt=rebuilt)
     return element.guid
+
+
+def _job_guid(
+    repository: str, job_id: int, read: JobRead, claims: JobClaims, *, rebuilt: bool
+) -> str:
+    """The GUID of a job new to the shadow, matched by id (docs/design.md §10).
+
+    A job a new shadow meets (it was there before the state store) is the job the
+    cluster's other stock repositories hold under its id: the id's claim, else the GUID
+    our tags on it name, else the one its id derives. A job a user created since the
+    last scan is a job of its own: it takes the id's GUID unless another job has claimed
+    that id (a stock server whose id block could not be set may number two jobs alike);
+    then its repository and id derive it, and the writer gives it another id where its
+    own is taken.
+    """
+    claimed = claims.get(job_id)
+    tagged = _tagged_job(read)
+    if rebuilt:
+        guid = claimed or tagged or stock_guid("Job", str(job_id))
+    elif tagged:
+        guid = tagged
+    elif claimed is None:
+        guid = stock_guid("Job", str(job_id))
+    else:
+        guid = stock_guid("Job", f"{repository}:{job_id}")
+    claims.claim(job_id, guid)
+    return guid
 
 
 def _tagged_job(read: JobRead) -> Optional[str]:

@@ -36,7 +36,7 @@ from wmsync.repository.store import Store
 
 from . import fold, state
 from .scan import Config, scan
-from .state import RepositoryLock, StateStore
+from .state import JobClaims, RepositoryLock, StateStore
 from .writer import WriteOutcome, Writer
 
 log = logging.getLogger(__name__)
@@ -69,9 +69,10 @@ class StockExport:
 class _Repository:
     """What one run shares about one stock repository."""
 
-    def __init__(self, name: str, store: Store, workdir: Path) -> None:
+    def __init__(self, name: str, store: Store, workdir: Path, registry: StateStore) -> None:
         self.name = name
         self.store = store
+        self.registry = registry  # the job ids the state store's repositories claimed
         self.workdir = workdir
         self.lock = threading.RLock()
         self.scanned = False
@@ -89,9 +90,13 @@ class _Repository:
                 return
             snapshot = scan(client)
             mark = self.store.generation()
-            with self.store.atomic() as session:
-                self.first = state.meta(session.conn, "scanned") is None
-                fold.fold(session, snapshot, self.first)
+            # One fold at a time per state store: a job id's first claim names it for all.
+            with self.registry.fold_lock:
+                claims = self.registry.claims_for(snapshot.jobs)
+                with self.store.atomic() as session:
+                    self.first = state.meta(session.conn, "scanned") is None
+                    fold.fold(session, snapshot, self.first, claims)
+                self.registry.save_claims(claims)
             # Users' edits over versions not yet written there (decided by the rule).
             self.conflicts = [
                 dict(c, repository=self.name) for c in self.store.conflicts(since_gen=mark)
@@ -102,7 +107,11 @@ class _Repository:
                 self.take(self.write(client))
 
     def write(self, client: WMServerClient) -> WriteOutcome:
-        return Writer(self.store, client, self.config, self.first).run()
+        writer = Writer(self.store, client, self.config, self.first, JobClaims())
+        try:
+            return writer.run()
+        finally:
+            self.registry.save_claims(writer.claims)
 
     def take(self, outcome: WriteOutcome) -> None:
         for warning in outcome.warnings(self.name):
@@ -351,7 +360,7 @@ class StockReplicas:
                 self._locks.append(lock)
                 folder = self._workdir / str(len(self._repos))
                 folder.mkdir()
-                repo = _Repository(store.repository, store, folder)
+                repo = _Repository(store.repository, store, folder, self.state)
                 self._repos[name.lower()] = repo
         return StockReplica(repo, client)
 

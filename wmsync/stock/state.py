@@ -32,9 +32,10 @@ import re
 import secrets
 import sqlite3
 import sys
+import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, Iterator, Optional, Set, Tuple, Union
+from typing import Dict, Iterable, Iterator, Optional, Set, Tuple, Union
 
 from wmsync.repository.store import Store
 
@@ -62,6 +63,7 @@ CREATE TABLE IF NOT EXISTS repositories (
     url TEXT NOT NULL,
     shadow TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS job_claims (job_id INTEGER PRIMARY KEY, guid TEXT NOT NULL);
 """
 
 
@@ -92,12 +94,50 @@ class StateStore:
         self.path = Path(os.fspath(path)) if path is not None else default_state_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.shadow_dir = self.path.with_name(self.path.name + ".d")
+        self.fold_lock = threading.Lock()  # see JobClaims
         conn = _connect(self.path)
         try:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(_REGISTRY_SCHEMA)
         finally:
             conn.close()
+
+    def claims_for(self, job_ids: Iterable[int]) -> JobClaims:
+        """The GUIDs the stock repositories of this store already gave *job_ids*."""
+        wanted = set(job_ids)
+        known: Dict[int, str] = {}
+        if not wanted:
+            return JobClaims(known)
+        conn = _connect(self.path)
+        try:
+            rows = conn.execute(
+                "SELECT job_id, guid FROM job_claims WHERE job_id BETWEEN ? AND ?",
+                (min(wanted), max(wanted)),
+            )
+            known.update((int(r[0]), str(r[1])) for r in rows if int(r[0]) in wanted)
+        finally:
+            conn.close()
+        return JobClaims(known)
+
+    def save_claims(self, claims: JobClaims) -> None:
+        """Record the claims a fold or a write made (the first claim of an id stays)."""
+        if not claims.new:
+            return
+        conn = _connect(self.path)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_claims (job_id, guid) VALUES (?, ?)",
+                sorted(claims.new.items()),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        finally:
+            conn.close()
+        claims.new.clear()
 
     def shadow(self, name: str, url: str) -> Store:
         """The shadow repository of *name* (made empty on first use; names are matched
@@ -133,6 +173,28 @@ class StateStore:
                 if statement.strip():
                     session.conn.execute(statement)
         return store
+
+
+class JobClaims:
+    """Which GUID a job id names across the stock repositories of one state store.
+
+    Jobs are one per id in a cluster (docs/design.md §4), so a job a new shadow meets
+    on a stock server is the job other stock repositories hold under that id: the
+    first claim of an id names it for all of them. That is how a new or rebuilt state
+    store matches jobs by id, also for copies that carry nothing of ours.
+    """
+
+    def __init__(self, known: Optional[Dict[int, str]] = None) -> None:
+        self.known: Dict[int, str] = dict(known or {})
+        self.new: Dict[int, str] = {}
+
+    def get(self, job_id: int) -> Optional[str]:
+        return self.known.get(job_id)
+
+    def claim(self, job_id: int, guid: str) -> None:
+        if job_id not in self.known:
+            self.known[job_id] = guid
+            self.new[job_id] = guid
 
 
 class RepositoryLock:

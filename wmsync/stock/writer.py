@@ -34,6 +34,7 @@ from wmsync.repository.tables import row_element
 
 from . import fold, state, views
 from .scan import Config, job_ids, read_job
+from .state import JobClaims
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,16 @@ def _param_user(name: str) -> str:
 class Writer:
     """One write pass over one stock repository."""
 
-    def __init__(self, store: Store, client: WMServerClient, config: Config, first: bool) -> None:
+    def __init__(
+        self,
+        store: Store,
+        client: WMServerClient,
+        config: Config,
+        first: bool,
+        claims: Optional[JobClaims] = None,
+    ) -> None:
         self.store = store
+        self.claims = claims if claims is not None else JobClaims()
         self.client = client
         self.config = config
         self.first = first
@@ -320,6 +329,7 @@ class Writer:
         taken = self._taken()
         if want in taken and want not in by_guid.values() and self.first:
             self._adopt(job, want, by_guid)
+            self.claims.claim(want, job.guid)
             return want
         target = want
         for _ in range(CREATE_ATTEMPTS):
@@ -343,6 +353,7 @@ class Writer:
                     state.clear_intent(conn, target)
                 continue
             taken.add(target)
+            self.claims.claim(target, job.guid)
             with state.transaction(self.store) as conn:
                 state.set_seen(conn, "Job", str(target), target, job.guid, views.dumps({}))
             if target != want:
