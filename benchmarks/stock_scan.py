@@ -20,10 +20,12 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
     started = time.perf_counter()
     snapshot = scan(client)
     wall = time.perf_counter() - started
+    jobs = len(snapshot.jobs)
+    snapshot.close()
     client.close()
     return {
         "wall_s": round(wall, 4),
-        "jobs": len(snapshot.jobs),
+        "jobs": jobs,
         "requests": client.requests_made,
         "bytes_received": client.bytes_received,
         "client_peak_rss_mb": round(peak_rss_mb(), 1),

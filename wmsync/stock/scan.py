@@ -9,9 +9,12 @@ deletes it on the strength of a half-read.
 
 from __future__ import annotations
 
+import json
+import sqlite3
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set
 
 from wmsync.client import WMServerClient
 from wmsync.errors import NotFound, ProtocolError
@@ -46,11 +49,58 @@ class Config:
         return None
 
 
+class SpilledJobs(Mapping[int, JobRead]):
+    """The jobs of a scan, kept in a private temporary SQLite file rather than in
+    memory: a scan of 10^4 jobs would otherwise hold every answer at once (about 4 KB
+    a job), and the fold reads them one at a time anyway. Only the ids stay in memory.
+    Safe to fill from the scan's threads."""
+
+    def __init__(self) -> None:
+        # An empty file name is SQLite's private temporary database, removed on close.
+        self._conn = sqlite3.connect("", check_same_thread=False)
+        self._conn.execute("PRAGMA cache_size = -1024")  # KiB: the file holds the rest
+        self._conn.execute("CREATE TABLE jobs (id INTEGER PRIMARY KEY, answer TEXT NOT NULL)")
+        self._ids: Set[int] = set()
+        self._lock = threading.Lock()
+
+    def put(self, job_id: int, read: JobRead) -> None:
+        text = json.dumps([read.job, read.notes, read.holds, read.activity])
+        with self._lock:
+            self._conn.execute("INSERT OR REPLACE INTO jobs VALUES (?, ?)", (job_id, text))
+            self._ids.add(job_id)
+
+    def __getitem__(self, job_id: int) -> JobRead:
+        if job_id not in self._ids:
+            raise KeyError(job_id)
+        with self._lock:
+            row = self._conn.execute("SELECT answer FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        job, notes, holds, activity = json.loads(row[0])
+        return JobRead(job=job, notes=notes, holds=holds, activity=activity)
+
+    def __contains__(self, job_id: object) -> bool:
+        return job_id in self._ids
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(sorted(self._ids))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
 @dataclass
 class Snapshot:
     config: Config
-    jobs: Dict[int, JobRead]
+    jobs: Mapping[int, JobRead]
     unreadable: Set[int]
+
+    def close(self) -> None:
+        """Let go of the jobs' temporary file (the snapshot is not used afterwards)."""
+        if isinstance(self.jobs, SpilledJobs):
+            self.jobs.close()
 
 
 def _list(answer: Mapping[str, Any], key: str, what: str) -> List[Any]:
@@ -99,17 +149,46 @@ def scan(client: WMServerClient, parallelism: int = SCAN_PARALLELISM) -> Snapsho
     """Read the whole server: configuration, then every job."""
     config = read_config(client)
     ids = job_ids(client)
-    jobs: Dict[int, JobRead] = {}
+    jobs = SpilledJobs()
     unreadable: Set[int] = set()
 
     def one(job_id: int) -> None:
         try:
-            jobs[job_id] = read_job(client, job_id)
+            jobs.put(job_id, read_job(client, job_id))
         except NotFound:
             unreadable.add(job_id)
 
-    if ids:
-        with ThreadPoolExecutor(max_workers=max(1, min(parallelism, len(ids)))) as pool:
-            for future in [pool.submit(one, job_id) for job_id in ids]:
-                future.result()
+    try:
+        _each(ids, one, parallelism)
+    except BaseException:
+        jobs.close()
+        raise
     return Snapshot(config, jobs, unreadable)
+
+
+def _each(ids: List[int], work: Callable[[int], None], parallelism: int) -> None:
+    """Run *work* for every id on at most *parallelism* threads that take the next id as
+    they finish one: no queue of 10^4 pending futures, so memory stays flat. The first
+    error stops the others (after the id each is on) and is raised."""
+    pending = iter(ids)
+    taking = threading.Lock()
+    errors: List[BaseException] = []
+
+    def worker() -> None:
+        while not errors:
+            with taking:
+                job_id = next(pending, None)
+            if job_id is None:
+                return
+            try:
+                work(job_id)
+            except BaseException as exc:  # handed to the caller below
+                errors.append(exc)
+                return
+
+    threads = max(1, min(parallelism, len(ids)))
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        for future in [pool.submit(worker) for _ in range(threads)]:
+            future.result()
+    if errors:
+        raise errors[0]
