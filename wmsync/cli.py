@@ -198,7 +198,7 @@ def _check_args(args: argparse.Namespace) -> None:
         _check_writable_file(os.path.realpath(args.children_file), "--write-back")
     if args.report:
         _check_writable_file(args.report, "--report")
-    args.state = _state_path(args.state)
+    args.state = checked_state_path(args.state)
     token = args.token or os.environ.get("WMSYNC_TOKEN")
     if args.token_url and not token and not os.environ.get("WMSYNC_PASSWORD"):
         if sys.stdin is None or not sys.stdin.isatty():
@@ -208,7 +208,7 @@ def _check_args(args: argparse.Namespace) -> None:
             )
 
 
-def _state_path(given: Optional[str]) -> str:
+def checked_state_path(given: Optional[str]) -> str:
     """The state store of stock servers: --state, else ``WMSYNC_STATE``, else the
     default (docs/stock.md); refused now unless its folder exists or can be made."""
     from .stock import default_state_path
@@ -341,26 +341,29 @@ def _credentials(
     return credentials
 
 
-def _client_factory(
+def _file_replicas(
     args: argparse.Namespace,
     credentials: Optional[Credentials],
     token: TokenLike,
     verify: Any,
-) -> Optional[Callable[[str], Any]]:
-    """With --credentials, clients made per server URL with that server's token (else
-    *token*); without, None: the engine's own factory, one token for all."""
-    if credentials is None:
-        return None
-    from . import engine
+) -> Tuple[Callable[[str], Any], Any]:
+    """(factory, stock builder) for export and import: servers with the extensions
+    through their client, stock servers through the --state store (the caller closes
+    the builder); with --credentials, each server URL with its own token."""
     from .credentials import per_url_factory
+    from .replica import default_replica_factory
+    from .stock import StockReplicas
 
-    return per_url_factory(
-        credentials,
-        token,
-        lambda source: engine.default_client_factory(
-            user=args.user, token=source, timeout=args.timeout, verify=verify
-        ),
-    )
+    builder = StockReplicas(checked_state_path(args.state))
+
+    def make(source: TokenLike) -> Callable[[str], Any]:
+        return default_replica_factory(
+            user=args.user, token=source, timeout=args.timeout, verify=verify, stock=builder
+        )
+
+    if credentials is None:
+        return make(token), builder
+    return per_url_factory(credentials, token, make), builder
 
 
 def _sync_access(
@@ -548,7 +551,7 @@ def _file_session(args: argparse.Namespace) -> Any:
     verify = _verify(args)
     credentials = _credentials(args, verify, redactor)
     token = _token(args, redactor, verify)
-    return token, verify, _client_factory(args, credentials, token, verify)
+    return (token, verify, *_file_replicas(args, credentials, token, verify))
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -557,19 +560,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     out_dir = args.out if os.path.isdir(args.out) else os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):
         raise UsageError(f"--out: the folder {out_dir} does not exist")
-    token, verify, factory = _file_session(args)
-    outcome = export_job_data(
-        args.url,
-        args.to,
-        args.out,
-        register_child=args.register_child,
-        child_url=args.child_url or "",
-        user=args.user,
-        token=token,
-        replica_factory=factory,
-        timeout=args.timeout,
-        verify=verify,
-    )
+    token, verify, factory, builder = _file_session(args)
+    try:
+        outcome = export_job_data(
+            args.url,
+            args.to,
+            args.out,
+            register_child=args.register_child,
+            child_url=args.child_url or "",
+            user=args.user,
+            token=token,
+            replica_factory=factory,
+            timeout=args.timeout,
+            verify=verify,
+        )
+    finally:
+        builder.close()
     if not args.quiet:
         print(outcome.line())
         print(f"Written: {outcome.path}")
@@ -590,16 +596,19 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.file):
         raise UsageError(f"--file: {args.file} is not a file")
-    token, verify, factory = _file_session(args)
-    outcome = import_job_data(
-        args.url,
-        args.file,
-        user=args.user,
-        token=token,
-        replica_factory=factory,
-        timeout=args.timeout,
-        verify=verify,
-    )
+    token, verify, factory, builder = _file_session(args)
+    try:
+        outcome = import_job_data(
+            args.url,
+            args.file,
+            user=args.user,
+            token=token,
+            replica_factory=factory,
+            timeout=args.timeout,
+            verify=verify,
+        )
+    finally:
+        builder.close()
     for warning in outcome.warnings:
         log.warning("%s: %s", outcome.target, warning)
     if not args.quiet:
@@ -677,6 +686,7 @@ def _add_file_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``export`` and ``import``: one repository, reached as ``sync`` does."""
     parser.add_argument("--url", required=True, help="the repository's WMServer URL")
     _add_access_arguments(parser)
+    add_state_argument(parser)
 
 
 def _add_file_commands(commands: Any) -> None:
@@ -748,6 +758,16 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         default=4,
         help="children synchronized at once (default 4)",
     )
+    add_state_argument(parser)
+    parser.add_argument(
+        "--write-back",
+        action="store_true",
+        help="rewrite --children-file with the Last Synchronized rows "
+        "(atomically), so that the next run picks up from this one",
+    )
+
+
+def add_state_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--state",
         default=None,
@@ -758,12 +778,6 @@ def _add_sync_arguments(parser: argparse.ArgumentParser) -> None:
         "%%LOCALAPPDATA%%\\WorkflowSync\\state.sqlite on Windows, "
         "~/.local/state/WorkflowSync/state.sqlite elsewhere; its folder is "
         "made when a stock server needs it (docs/stock.md)",
-    )
-    parser.add_argument(
-        "--write-back",
-        action="store_true",
-        help="rewrite --children-file with the Last Synchronized rows "
-        "(atomically), so that the next run picks up from this one",
     )
 
 

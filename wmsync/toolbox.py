@@ -22,7 +22,8 @@ import importlib
 import os
 import sys
 import time
-from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 from . import valuetable
 from .auth import ThreadBoundToken
@@ -217,6 +218,23 @@ def _engine_access(
         lambda source: default_replica_factory(user=user, token=source, stock=builder),
     )
     return factory, builder
+
+
+@contextmanager
+def tool_replicas(
+    token: Union[ThreadBoundToken, str, None],
+) -> Iterator[Callable[[str], Any]]:
+    """Replicas for one run of a toolset tool: servers with the extensions through
+    their client, stock servers through the state store (:func:`state_path`), whose
+    repositories are let go when the tool ends."""
+    from .replica import default_replica_factory
+    from .stock import StockReplicas
+
+    builder = StockReplicas(state_path())
+    try:
+        yield default_replica_factory(user=acting_user(), token=token, stock=builder)
+    finally:
+        builder.close()
 
 
 def _phase_of(label: str) -> Optional[str]:
@@ -463,15 +481,15 @@ def run_export(
     token = tool_token(arcpy)
     listener = ArcpyListener(arcpy, messages, token)
     try:
-        outcome = filesync.export_job_data(
-            url,
-            peer,
-            out,
-            register_child=register_child,
-            child_url=child_url or "",
-            user=acting_user(),
-            token=token,
-        )
+        with tool_replicas(token) as factory:
+            outcome = filesync.export_job_data(
+                url,
+                peer,
+                out,
+                register_child=register_child,
+                child_url=child_url or "",
+                replica_factory=factory,
+            )
     except WMSyncError as exc:
         text = listener.scrub(f"Export refused, nothing written: {exc}")
         messages.addErrorMessage(text)
@@ -492,7 +510,8 @@ def run_import(arcpy: Any, messages: Any, path: str, url: str) -> int:
     token = tool_token(arcpy)
     listener = ArcpyListener(arcpy, messages, token)
     try:
-        outcome = filesync.import_job_data(url, path, user=acting_user(), token=token)
+        with tool_replicas(token) as factory:
+            outcome = filesync.import_job_data(url, path, replica_factory=factory)
     except WMSyncError as exc:
         text = listener.scrub(f"Import refused, nothing changed: {exc}")
         messages.addErrorMessage(text)

@@ -15,7 +15,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Dict, List
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, List
 from urllib.parse import urlsplit
 
 from .replica import ReplicaFactory, default_replica_factory
@@ -29,14 +30,26 @@ class ToolsetUsageError(ValueError):
     """A bad argument, refused before any server is asked."""
 
 
-def _factory(args: argparse.Namespace) -> ReplicaFactory:
-    """Replicas of servers with the extensions; a stock server is refused by name
-    (``MissingExtensions``) until the toolset supports stock replicas."""
+@contextmanager
+def _replicas(args: argparse.Namespace) -> Iterator[ReplicaFactory]:
+    """Replicas for the command: servers with the extensions through their client,
+    stock servers through the state store (``--state``, docs/stock.md), whose
+    repositories are held for this command and let go at its end."""
     if not args.timeout > 0:  # also refuses NaN
         raise ToolsetUsageError(f"--timeout must be more than 0 seconds, not {args.timeout}")
+    from .stock import StockReplicas
+
     verify: Any = False if args.insecure else (args.ca_bundle or True)
     token = args.token or os.environ.get("WMSYNC_TOKEN") or None
-    return default_replica_factory(user=args.user, token=token, timeout=args.timeout, verify=verify)
+    from .cli import checked_state_path
+
+    builder = StockReplicas(checked_state_path(args.state))
+    try:
+        yield default_replica_factory(
+            user=args.user, token=token, timeout=args.timeout, verify=verify, stock=builder
+        )
+    finally:
+        builder.close()
 
 
 def check_url(option: str, url: str) -> None:
@@ -62,9 +75,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     check_url("--parent-url", args.parent_url)
     if args.max_age is not None and not args.max_age > 0:
         raise ToolsetUsageError(f"--max-age must be more than 0 hours, not {args.max_age}")
-    result = cluster_status(
-        args.parent_url, args.parent_name, _factory(args), max_age_hours=args.max_age
-    )
+    with _replicas(args) as factory:
+        result = cluster_status(
+            args.parent_url, args.parent_name, factory, max_age_hours=args.max_age
+        )
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -73,39 +87,44 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_conflicts(args: argparse.Namespace) -> int:
+    check_url("--url", args.url)
+    with _replicas(args) as factory:
+        replica = factory(args.url)
+        try:
+            return _conflicts(args, replica)
+        finally:
+            replica.close()
+
+
+def _conflicts(args: argparse.Namespace, replica: Any) -> int:
     from .conflicts import conflict_entries, restore
 
-    check_url("--url", args.url)
-    replica = _factory(args)(args.url)
-    try:
-        entries = conflict_entries(replica)
-        if args.restore is not None:
-            done = restore(replica, args.restore, entries)
-            if args.json:
-                _print_json(
-                    {
-                        "restored": done.entry.to_dict(),
-                        "done": done.done,
-                        "not_restored": done.not_restored,
-                    }
-                )
-            else:
-                _print(done.lines())
-            return EXIT_OK
+    entries = conflict_entries(replica)
+    if args.restore is not None:
+        done = restore(replica, args.restore, entries)
         if args.json:
             _print_json(
                 {
-                    "repository": replica.display_url,
-                    "conflicts": [entry.to_dict() for entry in entries],
+                    "restored": done.entry.to_dict(),
+                    "done": done.done,
+                    "not_restored": done.not_restored,
                 }
             )
         else:
-            _print([entry.line() for entry in entries] or ["no conflicts logged"])
-            if entries:
-                print(f"{len(entries)} conflicts; make a loser current again with --restore NUMBER")
+            _print(done.lines())
         return EXIT_OK
-    finally:
-        replica.close()
+    if args.json:
+        _print_json(
+            {
+                "repository": replica.display_url,
+                "conflicts": [entry.to_dict() for entry in entries],
+            }
+        )
+    else:
+        _print([entry.line() for entry in entries] or ["no conflicts logged"])
+        if entries:
+            print(f"{len(entries)} conflicts; make a loser current again with --restore NUMBER")
+    return EXIT_OK
 
 
 def cmd_clear(args: argparse.Namespace) -> int:
@@ -118,7 +137,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
                 "without --parent-url, --parent-name and --child"
             )
         check_url("--url", args.url)
-        result = clear_repository(args.url, _factory(args))
+        with _replicas(args) as factory:
+            result = clear_repository(args.url, factory)
     else:
         if not (args.parent_url and args.parent_name):
             raise ToolsetUsageError(
@@ -126,7 +146,8 @@ def cmd_clear(args: argparse.Namespace) -> int:
                 "or --url (one repository's own rows)"
             )
         check_url("--parent-url", args.parent_url)
-        result = clear_cluster(args.parent_url, args.parent_name, _factory(args), child=args.child)
+        with _replicas(args) as factory:
+            result = clear_cluster(args.parent_url, args.parent_name, factory, child=args.child)
     if args.json:
         _print_json(result.to_dict())
     else:
@@ -139,9 +160,10 @@ def cmd_replicate(args: argparse.Namespace) -> int:
 
     check_url("--parent-url", args.parent_url)
     check_url("--child-url", args.child_url)
-    result = replicate(
-        args.parent_url, args.parent_name, args.child_url, args.child_name, _factory(args)
-    )
+    with _replicas(args) as factory:
+        result = replicate(
+            args.parent_url, args.parent_name, args.child_url, args.child_name, factory
+        )
     if result.status < 0:  # refused before anything changed: one line, like bad input
         print(f"wmsync replicate: error: {result.lines()[0]}", file=sys.stderr)
         return EXIT_REFUSED
@@ -166,6 +188,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
         help="per-request read timeout in seconds (default 60)",
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    from .cli import add_state_argument
+
+    add_state_argument(parser)
     parser.add_argument("--ca-bundle", default=None, help="a CA bundle to trust in addition")
     parser.add_argument("--insecure", action="store_true", help="turn TLS certificate checks off")
 

@@ -15,8 +15,8 @@ from typing import Any, List, NoReturn, Optional, Sequence, Tuple
 
 from . import valuetable
 from .errors import WMSyncError
-from .replica import ReplicaFactory, default_replica_factory
-from .toolbox import ArcpyListener, acting_user, tool_token
+from .replica import ReplicaFactory
+from .toolbox import ArcpyListener, tool_replicas, tool_token
 
 __all__ = [
     "CHILD_COLUMNS",
@@ -74,11 +74,6 @@ def update_replicate_messages(url: Any, table: Any) -> None:
 # --------------------------------------------------------------------------- running
 
 
-def _factory(arcpy: Any) -> Tuple[ReplicaFactory, Any]:
-    token = tool_token(arcpy)
-    return default_replica_factory(user=acting_user(), token=token), token
-
-
 def _fail(arcpy: Any, messages: Any, listener: ArcpyListener, text: str) -> NoReturn:
     text = listener.scrub(text)
     messages.addErrorMessage(text)
@@ -92,32 +87,33 @@ def run_status(
     fails the tool."""
     from .status import cluster_status
 
-    factory, token = _factory(arcpy)
-    listener = ArcpyListener(arcpy, messages, token)
-    arcpy.SetProgressor("default", "Reading the cluster")
-    try:
-        result = cluster_status(
-            parent_url, parent_name, factory, max_age_hours=max_age_hours or None
-        )
-        if result.code == 2:
-            _fail(
-                arcpy,
-                messages,
-                listener,
-                f"parent {parent_name}: {result.parent.error or 'nothing readable'}",
+    token = tool_token(arcpy)
+    with tool_replicas(token) as factory:
+        listener = ArcpyListener(arcpy, messages, token)
+        arcpy.SetProgressor("default", "Reading the cluster")
+        try:
+            result = cluster_status(
+                parent_url, parent_name, factory, max_age_hours=max_age_hours or None
             )
-        lines = result.lines()
-        for line in lines:
-            if line.startswith("warning: "):
-                listener.warning(line[len("warning: ") :])
-            elif not line.startswith("error: "):
-                listener.info(line)
-        table = arcpy.ValueTable([c[0] for c in STATUS_COLUMNS])
-        for repo in result.repositories:
-            table.addRow([listener.scrub(cell) for cell in _status_row(repo)])
-        return result.code, table
-    finally:
-        arcpy.ResetProgressor()
+            if result.code == 2:
+                _fail(
+                    arcpy,
+                    messages,
+                    listener,
+                    f"parent {parent_name}: {result.parent.error or 'nothing readable'}",
+                )
+            lines = result.lines()
+            for line in lines:
+                if line.startswith("warning: "):
+                    listener.warning(line[len("warning: ") :])
+                elif not line.startswith("error: "):
+                    listener.info(line)
+            table = arcpy.ValueTable([c[0] for c in STATUS_COLUMNS])
+            for repo in result.repositories:
+                table.addRow([listener.scrub(cell) for cell in _status_row(repo)])
+            return result.code, table
+        finally:
+            arcpy.ResetProgressor()
 
 
 def _status_row(repo: Any) -> List[str]:
@@ -154,24 +150,25 @@ def run_clear(
     """
     from .clear import clear_cluster, clear_repository
 
-    factory, token = _factory(arcpy)
-    listener = ArcpyListener(arcpy, messages, token)
-    arcpy.SetProgressor("default", "Clearing job replication information")
-    try:
+    token = tool_token(arcpy)
+    with tool_replicas(token) as factory:
+        listener = ArcpyListener(arcpy, messages, token)
+        arcpy.SetProgressor("default", "Clearing job replication information")
         try:
-            own, is_parent = _role(factory, url)
-            if child or is_parent:
-                result = clear_cluster(url, name or own, factory, child=child or None)
-            else:
-                result = clear_repository(url, factory, name or None)
-        except WMSyncError as exc:
-            _fail(arcpy, messages, listener, f"nothing was cleared: {exc}")
-        for line, repo in zip(result.lines(), result.repositories):
-            (listener.warning if repo.error else listener.info)(line)
-        listener.info(result.lines()[-1])
-        return result.status
-    finally:
-        arcpy.ResetProgressor()
+            try:
+                own, is_parent = _role(factory, url)
+                if child or is_parent:
+                    result = clear_cluster(url, name or own, factory, child=child or None)
+                else:
+                    result = clear_repository(url, factory, name or None)
+            except WMSyncError as exc:
+                _fail(arcpy, messages, listener, f"nothing was cleared: {exc}")
+            for line, repo in zip(result.lines(), result.repositories):
+                (listener.warning if repo.error else listener.info)(line)
+            listener.info(result.lines()[-1])
+            return result.status
+        finally:
+            arcpy.ResetProgressor()
 
 
 def _role(factory: ReplicaFactory, url: str) -> Tuple[str, bool]:
@@ -199,41 +196,42 @@ def run_replicate(
     connected child, or none could join) fails the tool."""
     from .replicate import replicate
 
-    factory, token = _factory(arcpy)
-    listener = ArcpyListener(arcpy, messages, token)
-    try:
-        specs = valuetable.parse_children(children)
-    except WMSyncError as exc:
-        _fail(arcpy, messages, listener, f"the child table was refused: {exc}")
-    connected = [spec for spec in specs if spec.connected]
-    if not connected:
-        _fail(arcpy, messages, listener, "no connected child repository to replicate")
-    rows: List[List[str]] = []
-    failed = 0
-    arcpy.SetProgressor("step", "Replicating job data", 0, len(connected), 1)
-    try:
-        for spec in specs:
-            if not spec.connected:
-                listener.warning(f"{spec.name} skipped: not connected")
-                rows.append([spec.name, spec.connected_text, spec.url, ""])
-                continue
-            arcpy.SetProgressorLabel(f"Replicating {spec.name}")
-            result = replicate(
-                parent_url, parent_name, spec.url, spec.name, factory, listener=_Quiet(listener)
-            )
-            for line in result.lines():
-                (listener.warning if result.status else listener.info)(line)
-            failed += 1 if result.status else 0
-            time = ""
-            if result.sync.children and result.status == 0:
-                time = result.sync.last_sync_rows[0][3]
-            rows.append([spec.name, "true", spec.url, time])
-            arcpy.SetProgressorPosition()
-        if failed == len(connected):
-            _fail(arcpy, messages, listener, "no child could be replicated")
-        return failed, rows
-    finally:
-        arcpy.ResetProgressor()
+    token = tool_token(arcpy)
+    with tool_replicas(token) as factory:
+        listener = ArcpyListener(arcpy, messages, token)
+        try:
+            specs = valuetable.parse_children(children)
+        except WMSyncError as exc:
+            _fail(arcpy, messages, listener, f"the child table was refused: {exc}")
+        connected = [spec for spec in specs if spec.connected]
+        if not connected:
+            _fail(arcpy, messages, listener, "no connected child repository to replicate")
+        rows: List[List[str]] = []
+        failed = 0
+        arcpy.SetProgressor("step", "Replicating job data", 0, len(connected), 1)
+        try:
+            for spec in specs:
+                if not spec.connected:
+                    listener.warning(f"{spec.name} skipped: not connected")
+                    rows.append([spec.name, spec.connected_text, spec.url, ""])
+                    continue
+                arcpy.SetProgressorLabel(f"Replicating {spec.name}")
+                result = replicate(
+                    parent_url, parent_name, spec.url, spec.name, factory, listener=_Quiet(listener)
+                )
+                for line in result.lines():
+                    (listener.warning if result.status else listener.info)(line)
+                failed += 1 if result.status else 0
+                time = ""
+                if result.sync.children and result.status == 0:
+                    time = result.sync.last_sync_rows[0][3]
+                rows.append([spec.name, "true", spec.url, time])
+                arcpy.SetProgressorPosition()
+            if failed == len(connected):
+                _fail(arcpy, messages, listener, "no child could be replicated")
+            return failed, rows
+        finally:
+            arcpy.ResetProgressor()
 
 
 class _Quiet(ArcpyListener):

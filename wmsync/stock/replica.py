@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Union
 
 from wmsync.client import WMServerClient
-from wmsync.errors import RepositoryError, ServerError
+from wmsync.errors import NotFound, RepositoryError, ServerError
 from wmsync.repository.store import Store
 
 from . import fold, state
@@ -90,13 +90,16 @@ class _Repository:
                 return
             snapshot = scan(client)
             mark = self.store.generation()
-            # One fold at a time per state store: a job id's first claim names it for all.
-            with self.registry.fold_lock:
-                claims = self.registry.claims_for(snapshot.jobs)
-                with self.store.atomic() as session:
-                    self.first = state.meta(session.conn, "scanned") is None
-                    fold.fold(session, snapshot, self.first, claims)
-                self.registry.save_claims(claims)
+            try:
+                # One fold at a time per state store: an id's first claim names its job.
+                with self.registry.fold_lock:
+                    claims = self.registry.claims_for(snapshot.jobs)
+                    with self.store.atomic() as session:
+                        self.first = state.meta(session.conn, "scanned") is None
+                        fold.fold(session, snapshot, self.first, claims)
+                    self.registry.save_claims(claims)
+            finally:
+                snapshot.close()
             # Users' edits over versions not yet written there (decided by the rule).
             self.conflicts = [
                 dict(c, repository=self.name) for c in self.store.conflicts(since_gen=mark)
@@ -216,6 +219,22 @@ class StockReplica:
     def reset_node(self, name: str) -> None:
         self._repo.store.reset_node(name)
 
+    # -- Esri's jobs API, for tools that edit jobs as a user would (conflicts --restore):
+    # the next scan finds those edits and they travel like any user's edit.
+
+    def get(self, path: str, **params: Any) -> Dict[str, Any]:
+        return self._client.get(path, **params)
+
+    def post(self, path: str, **params: Any) -> Dict[str, Any]:
+        return self._client.post(path, **params)
+
+    def delete_node(self, name: str) -> None:
+        """Remove the node row *name* from the state store (Clear Job Replication
+        Information): a stock server keeps no rows of ours, so its shadow holds them.
+        Jobs stay; the repository keeps its id block setting on the server."""
+        if not self._repo.store.delete_node(name):
+            raise NotFound(404, f"Node {name} does not exist", url=self.display_url)
+
     def conflicts(self, since_gen: Optional[int] = None) -> List[Dict[str, Any]]:
         return self._repo.store.conflicts(since_gen)
 
@@ -329,7 +348,10 @@ class StockReplicas:
                     self._names.setdefault(_url_key(url), name)
 
     def name_for(self, url: str) -> str:
-        return self._names.get(_url_key(url)) or service_name(url)
+        """The repository name for *url*: the one the run was told, else the one the
+        state store registered for the URL, else the service name in the URL."""
+        known = self._names.get(_url_key(url))
+        return known or self.state.name_for_url(url) or service_name(url)
 
     def __call__(
         self, url: str, client: WMServerClient, info: Any = None, *, name: Optional[str] = None

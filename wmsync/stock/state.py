@@ -139,6 +139,18 @@ class StateStore:
             conn.close()
         claims.new.clear()
 
+    def name_for_url(self, url: str) -> Optional[str]:
+        """The name a stock repository at *url* was registered under, if any (a
+        command given only a URL then finds the repository's shadow)."""
+        conn = _connect(self.path)
+        try:
+            rows = conn.execute("SELECT name, url FROM repositories").fetchall()
+        finally:
+            conn.close()
+        key = url.rstrip("/").lower()
+        found = [str(name) for name, known in rows if str(known).rstrip("/").lower() == key]
+        return found[0] if len(found) == 1 else None
+
     def shadow(self, name: str, url: str) -> Store:
         """The shadow repository of *name* (made empty on first use; names are matched
         without regard to case, and the first spelling stays the repository's name)."""
