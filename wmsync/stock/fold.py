@@ -53,7 +53,7 @@ from wmsync.repository.catalog import DEFAULT_ORIGIN
 from wmsync.repository.importing import Importer
 from wmsync.repository.session import Session
 
-from . import state, views
+from . import restore, state, views
 from .scan import Config, JobRead, Snapshot
 from .state import JobClaims
 
@@ -171,15 +171,24 @@ def _int(value: Any) -> Optional[int]:
         return None
 
 
-def fold(s: Session, snapshot: Snapshot, first: bool, claims: Optional[JobClaims] = None) -> None:
+def fold(
+    s: Session, snapshot: Snapshot, first: bool, claims: Optional[JobClaims] = None
+) -> List[str]:
     """Fold a whole scan into the shadow, in the caller's transaction.
 
     *claims*: the job ids other stock repositories of the state store have named (the
-    GUIDs this fold gives new jobs are added to it; the caller saves them)."""
+    GUIDs this fold gives new jobs are added to it; the caller saves them).
+
+    :returns: the signs that the server was restored from a backup (empty if none;
+        :mod:`wmsync.stock.restore`): then the scan's differences are folded as older
+        versions, so the cluster's are written back.
+    """
     claims = claims if claims is not None else JobClaims()
     conn = s.conn
     types = fold_config(s, snapshot.config, first)
     seen_jobs = job_guids(conn)
+    signs = restore.Signs() if first else restore.signs_of_restore(s, snapshot, seen_jobs)
+    went_back = bool(signs)
     open_intents = state.intents(conn)
     pending = set(state.seen(conn, "Pending"))
     # Jobs first (ids and GUIDs), then references between them are resolved.
@@ -187,7 +196,12 @@ def fold(s: Session, snapshot: Snapshot, first: bool, claims: Optional[JobClaims
         if job_id in seen_jobs:
             continue
         guid = open_intents.get(job_id) or _unseen_shadow_job(s, job_id, seen_jobs)
-        if guid is not None:
+        held = s.by_id("Job", job_id, live=False) if went_back and guid is None else None
+        if held is not None and held.deleted:
+            # A deleted job the restore brought back: deleted again, its content logged.
+            _came_back(s, job_id, held.element, snapshot.jobs[job_id], types, seen_jobs)
+            seen_jobs[job_id] = held.guid
+        elif guid is not None:
             adopt(s, job_id, guid, snapshot.jobs[job_id], types, seen_jobs)
             seen_jobs[job_id] = guid
         elif first and not _type_known(snapshot.jobs[job_id], types):
@@ -216,18 +230,53 @@ def fold(s: Session, snapshot: Snapshot, first: bool, claims: Optional[JobClaims
             state.clear_intent(conn, job_id)
             continue
         old = rows.get(str(job_id))
-        _fold_job(s, job_id, guid, read, types, seen_jobs, views.loads(old[2]) if old else {})
+        old_view = views.loads(old[2]) if old else {}
+        set_back = None
+        if job_id in signs.lost:
+            set_back = (
+                "edited" if restore.edited_since_restore(s, job_id, read.activity) else "older"
+            )
+        if went_back:
+            restore.forget_lost_records(
+                s,
+                job_id,
+                restore.hold_keys(job_id, read.holds),
+                restore.activity_keys(job_id, read.activity),
+            )
+        _fold_job(s, job_id, guid, read, types, seen_jobs, old_view, set_back=set_back)
     present = set(snapshot.jobs) | snapshot.unreadable
     for job_id, guid in seen_jobs.items():
         if job_id not in present:
-            _local_delete(s, guid, _held_version(conn, job_id))
+            if not went_back:  # else the restore took it: the writer creates it again
+                _local_delete(s, guid, _held_version(conn, job_id))
             state.forget_job(conn, job_id)
     for job_id in open_intents:
         if job_id not in snapshot.jobs and job_id not in snapshot.unreadable:
             state.clear_intent(conn, job_id)  # a create the run never got to send
     if not first:
         conn.execute("DELETE FROM stock_seen WHERE kind = 'Pending'")
+    if went_back:
+        restore.end_restore(s)
     state.set_meta(conn, "scanned", "1")
+    return signs.lines
+
+
+def _came_back(
+    s: Session,
+    job_id: int,
+    tombstone: Element,
+    read: JobRead,
+    types: Mapping[int, str],
+    jobs: Dict[int, str],
+) -> None:
+    """A job deleted in the cluster that a restore put back on the server: recorded as
+    the server holds it, its content folded as an older version (the delete stays and
+    the writer deletes it there again; the content is in the conflict log)."""
+    fields = server_job_fields(read, types, jobs)
+    jobs[job_id] = tombstone.guid
+    record_seen(s, job_id, tombstone.guid, read, types, jobs)
+    older = restore.restored_version(s, tombstone, fields)
+    _set_held_version(s.conn, job_id, tombstone.guid, older.vv)
 
 
 def _type_known(read: JobRead, types: Mapping[int, str]) -> bool:
@@ -363,7 +412,11 @@ def _fold_job(
     types: Mapping[int, str],
     jobs: Mapping[int, str],
     old_view: Mapping[str, str],
+    *,
+    set_back: Optional[str] = None,
 ) -> None:
+    """Fold one job the shadow has seen before. *set_back* (a restore set the job back,
+    :mod:`wmsync.stock.restore`): ``"older"`` or ``"edited"`` (users worked on it since)."""
     fields = server_job_fields(read, types, jobs)
     view = views.job_view_of_fields(fields)
     if view != old_view:
@@ -373,6 +426,15 @@ def _fold_job(
             merged.pop(key, None)
         merged.update(fields)
         base = _held_version(s.conn, job_id)
+        if set_back and current is not None:
+            # Never a successor of the versions the restore lost: concurrent with them.
+            older = restore.restored_version(
+                s, current.element, merged, edited=set_back == "edited"
+            )
+            state.set_seen(s.conn, "Job", str(job_id), job_id, guid, views.dumps(view))
+            _set_held_version(s.conn, job_id, guid, older.vv)
+            _fold_children(s, job_id, guid, read, record=False)
+            return
         if current is None or base is None or dict(current.element.vv) == base:
             element = s.edit("Job", guid, merged)
         else:

@@ -96,10 +96,16 @@ class _Repository:
                     claims = self.registry.claims_for(snapshot.jobs)
                     with self.store.atomic() as session:
                         self.first = state.meta(session.conn, "scanned") is None
-                        fold.fold(session, snapshot, self.first, claims)
+                        signs = fold.fold(session, snapshot, self.first, claims)
                     self.registry.save_claims(claims)
             finally:
                 snapshot.close()
+            if signs:
+                self._warn(
+                    f"{self.name} went back in time (restored from a backup?): "
+                    f"{'; '.join(signs)}. The cluster's versions are written back to it; "
+                    "what it held instead is in the conflict log"
+                )
             # Users' edits over versions not yet written there (decided by the rule).
             self.conflicts = [
                 dict(c, repository=self.name) for c in self.store.conflicts(since_gen=mark)
@@ -118,10 +124,13 @@ class _Repository:
 
     def take(self, outcome: WriteOutcome) -> None:
         for warning in outcome.warnings(self.name):
-            if warning not in self.given:
-                self.given.add(warning)
-                self.pending.append(warning)
-                log.info("%s", warning)  # the run reports it (engine)
+            self._warn(warning)
+
+    def _warn(self, warning: str) -> None:
+        if warning not in self.given:
+            self.given.add(warning)
+            self.pending.append(warning)
+            log.info("%s", warning)  # the run reports it (engine)
 
     def handed(self) -> List[str]:
         out, self.pending = self.pending, []
