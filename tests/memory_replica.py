@@ -26,6 +26,7 @@ from wmsync import exchange
 from wmsync.client import EXTENSION
 from wmsync.errors import ConnectionFailed, MissingExtensions, NotFound
 from wmsync.model import CONCURRENT, NEWER, Element, bump_vv, compare_vv, merge_vv
+from wmsync.repository.renumbering import own_only
 
 ROOT = "http://memory.test/arcgis/rest/services"
 
@@ -103,7 +104,7 @@ class MemoryRepository:
         moving = sorted(
             (job["id"], guid)
             for guid, job in self.jobs.items()
-            if not start <= job["id"] < end and set(job["vv"]) == {self.name}
+            if not start <= job["id"] < end and own_only(job["vv"], self.name)
         )
         done = []
         for old, guid in moving:
