@@ -181,3 +181,27 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
         env=dict(os.environ),
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_replicate_joins_a_child_with_jobs_of_its_own_under_one_id(joining, emulator):
+    from wmsync.replica import default_replica_factory
+    from wmsync.replicate import replicate
+
+    three = joining
+    texas = emulator("Texas")
+    with WMServerClient(texas.url, user=USER) as client:
+        mine = [create_job(client, "texas one"), create_job(client, "texas two")]
+        assert mine == [1, 2]
+        guids = {client.get(f"jobs/{i}")["guid"]: i for i in mine}
+        done = replicate(
+            three.parent.url, "Parent", texas.url, "Texas", default_replica_factory(user=USER)
+        )
+        assert done.status == 0, done.error
+        start = done.id_block[0] if done.id_block else 0
+        ids = ids_by_guid(client)
+        assert sorted(ids[g] for g in guids) == [start, start + 1]
+        parent_ids = ids_by_guid(three.client("Parent"))
+        assert all(parent_ids[g] == ids[g] for g in guids)
+    text = "\n".join(done.lines())
+    assert f"ids changed: on Texas: job 1 -> {start}, job 2 -> {start + 1}" in text
+    assert done.to_dict()["children"][0]["renumbered_ids"][0]["to"] == start
