@@ -205,3 +205,28 @@ def test_replicate_joins_a_child_with_jobs_of_its_own_under_one_id(joining, emul
     text = "\n".join(done.lines())
     assert f"ids changed: on Texas: job 1 -> {start}, job 2 -> {start + 1}" in text
     assert done.to_dict()["children"][0]["renumbered_ids"][0]["to"] == start
+
+
+def test_a_stock_child_keeps_its_own_ids_and_says_so_once(emulator, tmp_path, caplog):
+    """Esri's documented operations change no job id: a stock child's own jobs keep
+    theirs, and where one is taken the parent's copy gets another (docs/stock.md)."""
+    parent, stock = emulator("Parent"), emulator("Ohio", stock=True)
+    with WMServerClient(parent.url, user=USER) as hq, WMServerClient(stock.url, user=USER) as ohio:
+        for name in ("hq one", "hq two"):
+            create_job(hq, name)
+        create_job(ohio, "ohio one")
+        caplog.set_level("INFO", logger="wmsync.stock.replica")
+        table = f"Ohio true {stock.url} ''"
+        predicted = plan(parent.url, "Parent", table, user=USER, state=tmp_path / "s.sqlite")
+        assert predicted.status == 0 and predicted.children[0].renumber == []
+        caplog.clear()
+        result = synchronize(parent.url, "Parent", table, user=USER, state=tmp_path / "s.sqlite")
+        assert result.status == 0, result.summary_lines()
+        assert ohio.get("jobs/1")["name"] == "ohio one"  # kept its id on Ohio
+        changes = {(c["repository"], c["from"]): c["to"] for c in result.children[0].renumbered_ids}
+        # Only the imports renumbered, where an id was taken: one job, two ids.
+        assert set(changes) == {("Parent", 1), ("Ohio", 1)}
+        assert hq.get(f"jobs/{changes['Parent', 1]}")["name"] == "ohio one"
+        assert ohio.get(f"jobs/{changes['Ohio', 1]}")["name"] == "hq one"
+    told = [r for r in caplog.records if "keep their ids" in r.getMessage()]
+    assert len(told) == 1 and "Ohio" in told[0].getMessage()
