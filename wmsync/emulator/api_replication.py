@@ -130,11 +130,7 @@ def renumber(ctx: Context, call: Call) -> Dict[str, Any]:
             f"Invalid value for parameter name: this repository is {ctx.repository}", ["name"]
         )
     peer = call.required("peer").strip()
-    start, size = call.integer("jobIdStart"), call.integer("jobIdBlock")
-    for key, value in (("jobIdStart", start), ("jobIdBlock", size)):
-        if value is None or value < 1:
-            raise BadRequest(f"Invalid value for parameter {key}: a positive integer", [key])
-    assert start is not None and size is not None
+    start, size = _positive(call, "jobIdStart"), _positive(call, "jobIdBlock")
     dry_run = call.boolean("dryRun")
     try:
         if dry_run:
@@ -146,6 +142,13 @@ def renumber(ctx: Context, call: Call) -> Dict[str, Any]:
     except ValueError as error:
         raise BadRequest(f"Cannot renumber: {error}", ["jobIdBlock"]) from None
     return {"success": True, "dryRun": dry_run, "renumbered": done}
+
+
+def _positive(call: Call, key: str) -> int:
+    value = call.integer(key)
+    if value is None or value < 1:
+        raise BadRequest(f"Invalid value for parameter {key}: a positive integer", [key])
+    return value
 
 
 def node_reset(ctx: Context, call: Call) -> Dict[str, Any]:
