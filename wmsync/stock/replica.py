@@ -150,6 +150,24 @@ class StockReplica:
     def require_extensions(self, info: Mapping[str, Any]) -> None:
         """Nothing to check: the state store stands in for the extensions."""
 
+    def renumber_own_jobs(
+        self, name: str, peer: str, job_id_start: int, job_id_block: int, *, dry_run: bool = False
+    ) -> List[Dict[str, Any]]:
+        """Nothing: Esri's documented operations cannot change a job's id, so a stock
+        server's own jobs keep their ids when it joins; one that another repository
+        already uses is given the next free id there when it arrives (docs/stock.md)."""
+        with self._repo.lock:
+            told, self._repo.ids_kept_told = self._repo.ids_kept_told, True
+        if not told:
+            log.info(
+                "%s: a stock server's own jobs keep their ids when it joins %s (no documented "
+                "operation changes a job id); a job whose id is taken elsewhere gets the next "
+                "free id there",
+                self.name,
+                peer,
+            )
+        return []
+
     def update_node(
         self,
         name: str,
@@ -216,24 +234,6 @@ class StockReplica:
 
     def reset_node(self, name: str) -> None:
         self._repo.store.reset_node(name)
-
-    def renumber_own_jobs(
-        self, name: str, peer: str, job_id_start: int, job_id_block: int, *, dry_run: bool = False
-    ) -> List[Dict[str, Any]]:
-        """Nothing: Esri's documented operations cannot change a job's id, so a stock
-        server's own jobs keep their ids when it joins; one that another repository
-        already uses is given the next free id there when it arrives (docs/stock.md)."""
-        with self._repo.lock:
-            told, self._repo.ids_kept_told = self._repo.ids_kept_told, True
-        if not told:
-            log.info(
-                "%s: a stock server's own jobs keep their ids when it joins %s (no documented "
-                "operation changes a job id); a job whose id is taken elsewhere gets the next "
-                "free id there",
-                self.name,
-                peer,
-            )
-        return []
 
     def conflicts(self, since_gen: Optional[int] = None) -> List[Dict[str, Any]]:
         return self._repo.store.conflicts(since_gen)
