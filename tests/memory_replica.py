@@ -26,6 +26,7 @@ from wmsync import exchange
 from wmsync.client import EXTENSION
 from wmsync.errors import ConnectionFailed, MissingExtensions, NotFound
 from wmsync.model import CONCURRENT, NEWER, Element, bump_vv, compare_vv, merge_vv
+from wmsync.repository.renumbering import own_only
 
 ROOT = "http://memory.test/arcgis/rest/services"
 
@@ -55,6 +56,8 @@ class MemoryRepository:
     clock: int = 1_700_000_000_000
     _exports: Dict[str, bytes] = field(default_factory=dict)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    #: job ids only (jobs do not travel here): guid -> {"id", "vv"}, for renumbering
+    jobs: Dict[str, Dict[str, Any]] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -83,6 +86,33 @@ class MemoryRepository:
                 ),
                 self.generation,
             )
+
+    def own_job(self, local_id: int, vv: Optional[Dict[str, int]] = None) -> str:
+        """A job this repository made (or, with *vv*, one it received), by id."""
+        guid = str(uuid.uuid4())
+        self.jobs[guid] = {"id": local_id, "vv": dict(vv or {self.name: 1})}
+        return guid
+
+    def job_ids(self) -> Dict[str, int]:
+        return {guid: job["id"] for guid, job in self.jobs.items()}
+
+    def renumber(self, start: int, size: int, dry_run: bool) -> List[Dict[str, Any]]:
+        """The emulator's rule: own-only jobs outside the block take its next free ids."""
+        end = start + size
+        inside = [j["id"] for j in self.jobs.values() if start <= j["id"] < end]
+        next_id = max(inside, default=start - 1) + 1
+        moving = sorted(
+            (job["id"], guid)
+            for guid, job in self.jobs.items()
+            if not start <= job["id"] < end and own_only(job["vv"], self.name)
+        )
+        done = []
+        for old, guid in moving:
+            done.append({"guid": guid, "from": old, "to": next_id})
+            if not dry_run:
+                self.jobs[guid]["id"] = next_id
+            next_id += 1
+        return done
 
     def users(self) -> Dict[str, str]:
         return {
@@ -256,6 +286,14 @@ class MemoryReplica:
             if row is None:
                 raise NotFound(404, f"Node {name} does not exist", url=self.display_url)
             row["lastSyncGen"] = row["syncId"] = None
+
+    def renumber_own_jobs(
+        self, name: str, peer: str, job_id_start: int, job_id_block: int, *, dry_run: bool = False
+    ) -> List[Dict[str, Any]]:
+        with self.repo.lock:
+            self._do("renumber_own_jobs", name, peer, job_id_start, job_id_block, dry_run)
+            assert name == self.repo.name, f"renumber for {name} sent to {self.repo.name}"
+            return self.repo.renumber(job_id_start, job_id_block, dry_run)
 
     def export(self, since_gen: int, exclude_via: Optional[str] = None) -> Any:
         with self.repo.lock:

@@ -134,8 +134,9 @@ def test_an_edit_after_a_restore_meets_the_lost_versions_as_a_conflict(
     meets {Ohio:3} from before it); the edit must not be dropped as "older"."""
     cluster, servers = pair
     ohio, parent = cluster.client("Ohio"), cluster.client("Parent")
-    job = create_job(ohio, "Survey roads")
+    create_job(ohio, "Survey roads")
     _ok(sync(cluster))
+    job = job_id_by_name(ohio, "Survey roads")  # moved into Ohio's block as it joined
     copy = backup(servers._running("Ohio").db_path, tmp_path / "ohio-backup.sqlite")
     edit(ohio, job, "lost edit one")
     edit(ohio, job, "lost edit two")

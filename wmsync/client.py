@@ -459,6 +459,35 @@ class WMServerClient:
             form={"sinceGen": since_gen, "jobIdFloor": job_id_floor},
         )
 
+    def renumber_own_jobs(
+        self, name: str, peer: str, job_id_start: int, job_id_block: int, *, dry_run: bool = False
+    ) -> List[Dict[str, Any]]:
+        """``POST replication/renumber``: the jobs this repository (*name*) made itself
+        and holds outside its block move into it, each with an activity record naming
+        *peer* (the parent it joins); with *dry_run* nothing changes.
+
+        :returns: ``[{"guid", "from", "to"}]``, what was (or would be) renumbered.
+        :raises ProtocolError: the answer has no such list.
+        """
+        op = "replication/renumber"
+        answer = self._json(
+            "POST",
+            op,
+            form={
+                "name": name,
+                "peer": peer,
+                "jobIdStart": job_id_start,
+                "jobIdBlock": job_id_block,
+                "dryRun": True if dry_run else None,
+            },
+        )
+        done = answer.get("renumbered")
+        if not isinstance(done, list) or not all(
+            isinstance(e, dict) and _is_int(e.get("from")) and _is_int(e.get("to")) for e in done
+        ):
+            raise ProtocolError(f"{op} answered without a renumbered list", self._where(op))
+        return [dict(e) for e in done]
+
     def reset_node(self, name: str) -> None:
         """``POST replication/nodes/reset``: forget the watermarks and syncId of *name*."""
         self._json("POST", "replication/nodes/reset", form={"name": name})

@@ -48,6 +48,7 @@ from .report import (
     PlanResult,
     SyncResult,
     child_line,
+    id_changes,
 )
 from .valuetable import ChildSpec, parse_children
 
@@ -139,6 +140,32 @@ def claim_block(parent: Replica, name: str, url: str, block: int) -> int:
         "no free job id block could be claimed on the parent; other runs kept taking "
         "the same ones. Run again."
     )
+
+
+def allocate_blocks(parent_info: Mapping[str, Any], specs: List[ChildSpec]) -> Dict[int, int]:
+    """Each child's job id block by table row: the one the parent holds for it, else a
+    fresh one past every block the parent knows, disjoint from the others."""
+    next_start = max([1 + JOB_ID_BLOCK, *_block_ends(_rows(parent_info))])
+    blocks: Dict[int, int] = {}
+    for spec in specs:
+        node = node_row(parent_info, spec.name)
+        start = _int_or_none(node.get("jobIdStart")) if node else None
+        if start is None:
+            start = next_start
+            next_start += JOB_ID_BLOCK
+        blocks[spec.row] = start
+    return blocks
+
+
+def joining(
+    own_row: Optional[Mapping[str, Any]], row_of_parent: Optional[Mapping[str, Any]], block: int
+) -> bool:
+    """Whether a child joins the parent now, its own jobs to be moved into *block*
+    (docs/design.md §4): it holds no row of the parent (it never synchronized with it,
+    or left its cluster) and not yet this block. A child that keeps a row of the parent
+    may have sent its jobs there already: their ids are left as they are."""
+    handed = own_row is not None and _int_or_none(own_row.get("jobIdStart")) == block
+    return row_of_parent is None and not handed
 
 
 def _rows(info: Mapping[str, Any]) -> List[Mapping[str, Any]]:
@@ -365,16 +392,7 @@ class _Run:
     def allocate_blocks(self, parent_info: Mapping[str, Any]) -> Dict[int, int]:
         """Give every child that has none on the parent a disjoint job id block
         (by table row)."""
-        next_start = max([1 + JOB_ID_BLOCK, *_block_ends(_rows(parent_info))])
-        blocks: Dict[int, int] = {}
-        for pair in self.pairs:
-            node = node_row(parent_info, pair.spec.name)
-            start = _int_or_none(node.get("jobIdStart")) if node else None
-            if start is None:
-                start = next_start
-                next_start += JOB_ID_BLOCK
-            blocks[pair.spec.row] = start
-        return blocks
+        return allocate_blocks(parent_info, [pair.spec for pair in self.pairs])
 
     # -- preparation -------------------------------------------------------------
 
@@ -427,6 +445,10 @@ class _Run:
         if not registered or not handed:
             # Not yet in the child's hands: (re)check it against concurrent first runs.
             block = claim_block(parent, name, url, block)
+        if joining(own, c_row, block):
+            # Before the child's rows are written: a failure leaves it joining, and the
+            # next run repeats this (which then finds only what is left to do).
+            self.renumber(pair, child, block)
         if c_row is None:
             child.update_node(
                 self.parent_name,
@@ -461,6 +483,17 @@ class _Run:
             )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
+
+    def renumber(self, pair: _Pair, child: Replica, block: int) -> None:
+        """The joining child's own jobs move into its block, on the child (docs/design.md
+        §4, "A job has one id on every repository"); the result lists old -> new."""
+        moved = child.renumber_own_jobs(pair.name, self.parent_name, block, JOB_ID_BLOCK)
+        pair.result.add_renumbered(pair.name, moved)
+        if moved:
+            self.events.info(
+                f"{pair.name}: {len(moved)} job(s) of its own renumbered into its block as "
+                f"it joins {self.parent_name}: {id_changes(moved)}"
+            )
 
     def child_went_back(
         self,
@@ -556,7 +589,7 @@ class _Run:
         """Add an import's conflicts and renumbered jobs to the child's result."""
         conflicts = answer.get("conflicts") or []
         pair.result.conflicts += len(conflicts)
-        pair.result.renumbered += len(answer.get("renumbered") or [])
+        pair.result.add_renumbered(repository, list(answer.get("renumbered") or []))
         warnings = [str(w) for w in answer.get("warnings") or []]
         with self._conflict_lock:
             self.conflicts.extend(_conflict_entry(c, repository) for c in conflicts)
@@ -1188,10 +1221,18 @@ def _plan(
         return
     result.parent_kind = repository_kind(parent_info)
     parent = factory(parent_url)
+    blocks = allocate_blocks(parent_info, [e.spec for e in entries if e.spec.connected])
     try:
         own = {
             entry.spec.row: _plan_child(
-                entry, parent, parent_info, result.parent_name, parent_url, factory, full
+                entry,
+                parent,
+                parent_info,
+                result.parent_name,
+                parent_url,
+                factory,
+                full,
+                blocks[entry.spec.row],
             )
             for entry in entries
             if entry.spec.connected
@@ -1215,8 +1256,10 @@ def _plan_child(
     parent_url: str,
     factory: ReplicaFactory,
     full: bool,
+    block: int,
 ) -> int:
-    """Fill in the entry's pull; return the parent's own changes for this child."""
+    """Fill in the entry's pull and the jobs it would renumber as it joins (into
+    *block*); return the parent's own changes for this child."""
     try:
         child = factory(entry.spec.url)
     except WMSyncError as exc:
@@ -1231,7 +1274,14 @@ def _plan_child(
         if gone_back(info, p_row, c_row) or gone_back(parent_info, c_row, p_row):
             trusted, p_mark, c_mark = False, 0, 0
         entry.full_exchange = not trusted
-        entry.pull = child.count_changes(c_mark, parent_name if trusted else None)
+        if joining(node_row(info, name), c_row, block):
+            entry.renumber = child.renumber_own_jobs(
+                name, parent_name, block, JOB_ID_BLOCK, dry_run=True
+            )
+        # The run logs an activity record on each renumbered job: they travel too.
+        entry.pull = child.count_changes(c_mark, parent_name if trusted else None) + len(
+            entry.renumber
+        )
         own = parent.count_changes(p_mark, name if trusted else None)
         entry.state, entry.error = PLANNED, None
         return own

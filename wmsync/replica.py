@@ -66,6 +66,15 @@ class Replica(Protocol):
 
     def reset_node(self, name: str) -> None: ...
 
+    def renumber_own_jobs(
+        self, name: str, peer: str, job_id_start: int, job_id_block: int, *, dry_run: bool = False
+    ) -> List[Dict[str, Any]]:
+        """A joining child (*name*, joining *peer*) moves the jobs it made itself into its
+        block, each with an activity record (docs/design.md §4, "A job has one id on
+        every repository"); ``[{"guid", "from", "to"}]``. With *dry_run* nothing
+        changes. A replica that cannot change ids answers ``[]``."""
+        ...
+
     def export(self, since_gen: int, exclude_via: Optional[str] = None) -> Any:
         """Changes after *since_gen*: an object with ``jxl_url``, ``generation``, ``count``."""
         ...

@@ -4,7 +4,8 @@ The membership checks of docs/design.md §4 run first, so that a refusal (anothe
 cluster, another repository at that URL, the parent itself) is one clear error and
 nothing is changed. Then the join is what the engine already does for a new child: a
 :func:`wmsync.engine.synchronize` of that one child with ``full=True`` registers it,
-gives it its job id block and exchanges everything both ways.
+gives it its job id block, moves the jobs the child made itself into that block (on
+the child, each with an activity record) and exchanges everything both ways.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .errors import RepositoryError, SyncRefused, ValueTableError
 from .membership import node_row
 from .progress import SyncListener
 from .replica import ReplicaFactory
-from .report import SyncResult
+from .report import SyncResult, renumbered_text
 from .valuetable import parse_children
 
 __all__ = ["ReplicateResult", "replicate"]
@@ -66,6 +67,9 @@ class ReplicateResult:
             f"{child.received}; conflicts: {child.conflicts}; jobs renumbered: "
             f"{child.renumbered}"
         )
+        if child.renumbered_ids:
+            # Its own jobs moved into its block as it joined (docs/design.md §4).
+            out.append(f"ids changed: {renumbered_text(child.renumbered_ids)}")
         return out
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from . import valuetable
 from .errors import redact_url
@@ -31,6 +31,10 @@ class ChildResult:
     renumbered: int = 0
     error: Optional[str] = None
     last_sync: Optional[datetime] = None  # the new Last Synchronized time (aware)
+    #: every id this run changed, old -> new: the child's own jobs moved into its block
+    #: when it joined, and elements an import could not keep the id of; each
+    #: ``{"repository", "kind", "guid", "from", "to"}`` (``renumbered`` counts them)
+    renumbered_ids: List[Dict[str, Any]] = field(default_factory=list)
     full_exchange: bool = False
     repository: Optional[str] = None  # the server's own spelling of the name, once read
     kind: Optional[str] = None  # "stock" or "extensions", once read (docs/design.md §10)
@@ -43,6 +47,21 @@ class ChildResult:
     @property
     def url(self) -> str:
         return redact_url(self.spec.url)
+
+    def add_renumbered(self, repository: str, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Record ids *repository* changed (``{"guid", "from", "to"}``, jobs unless a
+        ``kind`` says otherwise) and count them."""
+        for entry in entries:
+            self.renumbered_ids.append(
+                {
+                    "repository": repository,
+                    "kind": entry.get("kind") or "Job",
+                    "guid": entry.get("guid"),
+                    "from": entry.get("from"),
+                    "to": entry.get("to"),
+                }
+            )
+        self.renumbered += len(entries)
 
     def output_row(self) -> List[str]:
         """The child's Last Synchronized row: a failed or skipped child keeps its time."""
@@ -58,6 +77,7 @@ class ChildResult:
             "received": self.received,
             "conflicts": self.conflicts,
             "renumbered": self.renumbered,
+            "renumbered_ids": [dict(entry) for entry in self.renumbered_ids],
             "full_exchange": self.full_exchange,
             "kind": self.kind,
             "error": self.error,
@@ -160,6 +180,9 @@ class PlanEntry:
     error: Optional[str] = None
     repository: Optional[str] = None  # the server's own spelling of the name, once read
     kind: Optional[str] = None  # "stock" or "extensions", once read
+    #: the child's own jobs a run would move into its block as it joins
+    #: (``{"guid", "from", "to"}``, docs/design.md §4)
+    renumber: List[Dict[str, Any]] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -173,6 +196,7 @@ class PlanEntry:
             "pull": self.pull,
             "push_estimate": self.push_estimate,
             "full_exchange": self.full_exchange,
+            "renumber": [dict(entry) for entry in self.renumber],
             "kind": self.kind,
             "error": self.error,
         }
@@ -217,6 +241,12 @@ class PlanResult:
                     f"{entry.name}: {kind}; pull would send {entry.pull} element(s), "
                     f"push would send about {entry.push_estimate}"
                     + (" (stock server)" if entry.kind == "stock" else "")
+                    + (
+                        f"; would renumber {len(entry.renumber)} job(s) as it joins: "
+                        + id_changes(entry.renumber)
+                        if entry.renumber
+                        else ""
+                    )
                 )
         if self.error:
             lines.append(f"error: {self.error}")
@@ -236,11 +266,40 @@ def child_line(child: ChildResult) -> str:
     )
     if child.renumbered:
         text += f", renumbered {child.renumbered}"
+        if child.renumbered_ids:
+            text += f" ({renumbered_text(child.renumbered_ids)})"
     if child.full_exchange:
         text += " (full exchange)"
     if child.kind == "stock":
         text += " (stock server)"
     return text
+
+
+#: How many id changes a text line spells out; the JSON report lists them all.
+SHOWN_ID_CHANGES = 5
+
+
+def id_changes(entries: Sequence[Mapping[str, Any]], limit: int = SHOWN_ID_CHANGES) -> str:
+    """``12 -> 1000001, 13 -> 1000002`` for the first *limit* entries, then how many more."""
+    shown = ", ".join(f"{e.get('from')} -> {e.get('to')}" for e in entries[:limit])
+    rest = len(entries) - limit
+    return shown + (f" and {rest} more" if rest > 0 else "")
+
+
+def renumbered_text(entries: Sequence[Mapping[str, Any]], limit: int = SHOWN_ID_CHANGES) -> str:
+    """Id changes per repository: ``on Ohio: job 12 -> 1000001; on Parent: hold 3 -> 4``,
+    the first *limit* of them."""
+    parts: List[str] = []
+    for entry in entries[:limit]:
+        kind = str(entry.get("kind") or "Job").lower()
+        where = f"on {entry.get('repository')}: "
+        change = f"{kind} {entry.get('from')} -> {entry.get('to')}"
+        if parts and parts[-1].startswith(where):
+            parts[-1] += f", {change}"
+        else:
+            parts.append(where + change)
+    rest = len(entries) - limit
+    return "; ".join(parts) + (f"; and {rest} more" if rest > 0 else "")
 
 
 def status_meaning(status: int, connected: Optional[int] = None) -> str:

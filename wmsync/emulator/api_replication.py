@@ -20,6 +20,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from wmsync.errors import ExchangeFormatError
+from wmsync.repository.renumbering import renumber_own_jobs
 from wmsync.repository.store import ImportRefused
 
 from .call import Call
@@ -116,6 +117,38 @@ def new_incarnation(ctx: Context, call: Call) -> Dict[str, Any]:
         raise BadRequest("Invalid value for parameter sinceGen", ["sinceGen"])
     answer = ctx.store.new_incarnation(since_gen, call.integer("jobIdFloor"))
     return {"success": True, **answer}
+
+
+def renumber(ctx: Context, call: Call) -> Dict[str, Any]:
+    """``replication/renumber``: a joining child's own jobs move into its id block
+    (``jobIdStart``, ``jobIdBlock``), in one transaction; ``dryRun=true`` only answers
+    what would move. ``name`` (optional) must be this repository's own name."""
+    user = call.user()
+    name = call.text("name")
+    if name is not None and name.strip().lower() != ctx.repository.lower():
+        raise BadRequest(
+            f"Invalid value for parameter name: this repository is {ctx.repository}", ["name"]
+        )
+    peer = call.required("peer").strip()
+    start, size = _positive(call, "jobIdStart"), _positive(call, "jobIdBlock")
+    dry_run = call.boolean("dryRun")
+    try:
+        if dry_run:
+            with ctx.store.reading() as s:
+                done = renumber_own_jobs(s, start, size, peer, user, dry_run=True)
+        else:
+            with ctx.store.atomic() as s:
+                done = renumber_own_jobs(s, start, size, peer, user)
+    except ValueError as error:
+        raise BadRequest(f"Cannot renumber: {error}", ["jobIdBlock"]) from None
+    return {"success": True, "dryRun": dry_run, "renumbered": done}
+
+
+def _positive(call: Call, key: str) -> int:
+    value = call.integer(key)
+    if value is None or value < 1:
+        raise BadRequest(f"Invalid value for parameter {key}: a positive integer", [key])
+    return value
 
 
 def node_reset(ctx: Context, call: Call) -> Dict[str, Any]:

@@ -90,6 +90,7 @@ _EXTENSIONS: List[Tuple[str, str, Handler]] = [
     ("/replication/nodes/reset", "node_reset", replication.node_reset),
     ("/replication/nodes/delete", "node_delete", replication.node_delete),
     ("/replication/incarnation", "incarnation", replication.new_incarnation),
+    ("/replication/renumber", "renumber", replication.renumber),
     ("/replication/conflicts", "conflicts", replication.conflicts),
     ("/replication/export", "export", replication.export),
     ("/replication/import", "import", replication.import_document),

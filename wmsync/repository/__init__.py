@@ -11,6 +11,8 @@ serves one over HTTP (:mod:`wmsync.emulator`); nothing here needs werkzeug.
   :mod:`wmsync.repository.quick` as the fast reading of large documents;
 - :mod:`wmsync.repository.bulk` loads many jobs at once (benchmarks);
 - :mod:`wmsync.repository.merge` is the merge rule;
+- :mod:`wmsync.repository.renumbering` moves a joining child's own jobs into its id
+  block;
 - :mod:`wmsync.repository.catalog` holds the default configuration every repository
   starts with.
 """

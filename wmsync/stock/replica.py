@@ -79,6 +79,7 @@ class _Repository:
         self.first = False
         self.config = Config()
         self.given: set[str] = set()  # warnings already given this run
+        self.ids_kept_told = False  # logged once: its own jobs keep their ids at joining
         self.pending: List[str] = []  # warnings not yet handed to the engine
         self.conflicts: List[Dict[str, Any]] = []  # found by this run's scan
 
@@ -160,6 +161,24 @@ class StockReplica:
 
     def require_extensions(self, info: Mapping[str, Any]) -> None:
         """Nothing to check: the state store stands in for the extensions."""
+
+    def renumber_own_jobs(
+        self, name: str, peer: str, job_id_start: int, job_id_block: int, *, dry_run: bool = False
+    ) -> List[Dict[str, Any]]:
+        """Nothing: Esri's documented operations cannot change a job's id, so a stock
+        server's own jobs keep their ids when it joins; one that another repository
+        already uses is given the next free id there when it arrives (docs/stock.md)."""
+        with self._repo.lock:
+            told, self._repo.ids_kept_told = self._repo.ids_kept_told, True
+        if not told:
+            log.info(
+                "%s: a stock server's own jobs keep their ids when it joins %s (no documented "
+                "operation changes a job id); a job whose id is taken elsewhere gets the next "
+                "free id there",
+                self.name,
+                peer,
+            )
+        return []
 
     def update_node(
         self,
