@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from .engine import plan, synchronize
+from .engine import synchronize
 from .errors import (
     AuthenticationError,
     ConnectionFailed,
@@ -20,6 +20,7 @@ from .errors import (
     ValueTableError,
     WMSyncError,
 )
+from .planning import plan
 from .progress import SyncListener
 from .report import ChildResult, PlanResult, SyncResult
 from .valuetable import ChildSpec

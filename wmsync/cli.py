@@ -417,7 +417,7 @@ def _parent_rows(args: argparse.Namespace, children: str) -> Optional[str]:
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    from . import engine
+    from . import engine, planning
     from .report import PlanResult, SyncResult
 
     _check_args(args)
@@ -437,7 +437,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         if refused:
             planned = PlanResult(-1, args.parent_name, args.parent_url, error=refused)
         else:
-            planned = engine.plan(
+            planned = planning.plan(
                 args.parent_url,
                 args.parent_name,
                 children,

@@ -35,17 +35,22 @@ from .errors import (
     WMSyncError,
 )
 from .feed import Feed
+from .idblocks import (
+    JOB_ID_BLOCK,
+    allocate_blocks,
+    claim_block,
+    int_or_none,
+    joining,
+    node_rows,
+)
 from .membership import canonical_name, check_child, check_parent, node_row, same_name
 from .progress import QueuedListener, SyncListener
 from .replica import Replica, ReplicaFactory, default_replica_factory
 from .report import (
     FAILED,
-    PLANNED,
     SKIPPED,
     SYNCHRONIZED,
     ChildResult,
-    PlanEntry,
-    PlanResult,
     SyncResult,
     child_line,
     id_changes,
@@ -62,8 +67,6 @@ log = logging.getLogger(__name__)
 #: servers with the extensions are synchronized (docs/design.md §10).
 StateLike = Union[str, "os.PathLike[str]", "StockReplicas", None]
 
-JOB_ID_BLOCK = 1_000_000  # ids each repository numbers its new jobs from (docs/design.md §4)
-CLAIM_ATTEMPTS = 5  # writes of a new child's block before giving up (concurrent first runs)
 #: Exchange documents are uploaded gzip-compressed (``Content-Encoding: gzip``, which
 #: the protocol's raw-body import accepts) at this zlib level; 0 uploads them as they
 #: are. Level 1 makes them about 9x smaller for about 7 ms of CPU per MB: on loopback
@@ -89,99 +92,6 @@ def default_client_factory(
 
 
 # ---------------------------------------------------------------------------
-# Job id blocks
-
-
-def _block_ends(nodes: List[Mapping[str, Any]]) -> List[int]:
-    """Where each node row's job id block ends (exclusive)."""
-    ends = []
-    for node in nodes:
-        start = _int_or_none(node.get("jobIdStart"))
-        if start is not None:
-            ends.append(start + (_int_or_none(node.get("jobIdBlock")) or JOB_ID_BLOCK))
-    return ends
-
-
-def _overlaps(node: Mapping[str, Any], start: int) -> bool:
-    other = _int_or_none(node.get("jobIdStart"))
-    if other is None:
-        return False
-    size = _int_or_none(node.get("jobIdBlock")) or JOB_ID_BLOCK
-    return other < start + JOB_ID_BLOCK and start < other + size
-
-
-def claim_block(parent: Replica, name: str, url: str, block: int) -> int:
-    """Write *name*'s job id block on the parent, read it back, and return the block.
-
-    Another run registering another child at the same moment may have picked the same
-    block from the same parent state. So after each write the parent is read again, and
-    if any other row overlaps the block, this run moves to a fresh one and checks again.
-    A block is kept only when a read made after its write shows no overlap; two runs
-    cannot both keep one, as each would have had to read before the other wrote. Runs
-    that collide together move apart by their names' order among the colliding rows.
-    """
-    for _ in range(CLAIM_ATTEMPTS):
-        parent.update_node(
-            name,
-            server_url=url,
-            is_parent=False,
-            is_connected=True,
-            job_id_start=block,
-            job_id_block=JOB_ID_BLOCK,
-        )
-        nodes = _rows(parent.replication_info())
-        others = [n for n in nodes if not same_name(str(n.get("name", "")), name)]
-        colliding = [str(n.get("name", "")).lower() for n in others if _overlaps(n, block)]
-        if not colliding:
-            return block
-        rank = sorted([*colliding, name.lower()]).index(name.lower())
-        block = max(_block_ends(nodes)) + rank * JOB_ID_BLOCK
-    raise SyncRefused(
-        "no free job id block could be claimed on the parent; other runs kept taking "
-        "the same ones. Run again."
-    )
-
-
-def allocate_blocks(parent_info: Mapping[str, Any], specs: List[ChildSpec]) -> Dict[int, int]:
-    """Each child's job id block by table row: the one the parent holds for it, else a
-    fresh one past every block the parent knows, disjoint from the others."""
-    next_start = max([1 + JOB_ID_BLOCK, *_block_ends(_rows(parent_info))])
-    blocks: Dict[int, int] = {}
-    for spec in specs:
-        node = node_row(parent_info, spec.name)
-        start = _int_or_none(node.get("jobIdStart")) if node else None
-        if start is None:
-            start = next_start
-            next_start += JOB_ID_BLOCK
-        blocks[spec.row] = start
-    return blocks
-
-
-def joining(
-    own_row: Optional[Mapping[str, Any]], row_of_parent: Optional[Mapping[str, Any]], block: int
-) -> bool:
-    """Whether a child joins the parent now, its own jobs to be moved into *block*
-    (docs/design.md §4): it holds no row of the parent (it never synchronized with it,
-    or left its cluster) and not yet this block. A child that keeps a row of the parent
-    may have sent its jobs there already: their ids are left as they are."""
-    handed = own_row is not None and _int_or_none(own_row.get("jobIdStart")) == block
-    return row_of_parent is None and not handed
-
-
-def _rows(info: Mapping[str, Any]) -> List[Mapping[str, Any]]:
-    return [n for n in info.get("nodes") or [] if isinstance(n, Mapping)]
-
-
-def _int_or_none(value: Any) -> Optional[int]:
-    if value is None or value == "":
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
-
-
-# ---------------------------------------------------------------------------
 # The rules a run and a plan share
 
 
@@ -203,8 +113,8 @@ def watermarks(
         return False, 0, 0
     return (
         True,
-        _int_or_none(parent_row.get("lastSyncGen")) or 0,
-        _int_or_none(child_row.get("lastSyncGen")) or 0,
+        int_or_none(parent_row.get("lastSyncGen")) or 0,
+        int_or_none(child_row.get("lastSyncGen")) or 0,
     )
 
 
@@ -232,12 +142,12 @@ def gone_back(
     recorded = row_of_it.get("peerInstance")
     if recorded and recorded != info.get("instanceId"):
         reasons.append("its instance id changed (a rebuilt or replaced database)")
-    confirmed = _int_or_none(row_of_it.get("peerSeq")) or 0
-    held = (_int_or_none(its_row.get("syncSeq")) or 0) if its_row is not None else 0
+    confirmed = int_or_none(row_of_it.get("peerSeq")) or 0
+    held = (int_or_none(its_row.get("syncSeq")) or 0) if its_row is not None else 0
     if held < confirmed:
         reasons.append(f"it holds syncId number {held} of the pair, {confirmed} was confirmed")
-    generation = _int_or_none(info.get("generation"))
-    peer_gen_seen = _int_or_none(row_of_it.get("peerGenSeen"))
+    generation = int_or_none(info.get("generation"))
+    peer_gen_seen = int_or_none(row_of_it.get("peerGenSeen"))
     if generation is not None and peer_gen_seen is not None and generation < peer_gen_seen:
         reasons.append(f"its generation {generation} is below the {peer_gen_seen} recorded")
     return reasons
@@ -373,7 +283,7 @@ class _Run:
     def register_parent(self, info: Mapping[str, Any]) -> Dict[str, Any]:
         """Make sure the parent has its own node row with a job id block."""
         own = node_row(info, self.parent_name)
-        if own is None or _int_or_none(own.get("jobIdStart")) is None:
+        if own is None or int_or_none(own.get("jobIdStart")) is None:
             client = self.factory(self.parent_url)
             try:
                 client.update_node(
@@ -411,7 +321,7 @@ class _Run:
         pair.result.kind = repository_kind(info)
         p_row = node_row(parent_info, name)
         c_row = node_row(info, self.parent_name)
-        pair.server_last_sync = _int_or_none(p_row.get("lastSync")) if p_row else None
+        pair.server_last_sync = int_or_none(p_row.get("lastSync")) if p_row else None
         pair.trusted, pair.parent_mark, pair.child_mark = watermarks(p_row, c_row, self.full)
         pair.extended = bool(info.get("instanceId")) and bool(parent_info.get("instanceId"))
         child_back = parent_back = []
@@ -419,7 +329,7 @@ class _Run:
             pair.child_instance = str(info["instanceId"])
             pair.parent_instance = str(parent_info["instanceId"])
             pair.seq = max(
-                _int_or_none((row or {}).get(key)) or 0
+                int_or_none((row or {}).get(key)) or 0
                 for row in (p_row, c_row)
                 for key in ("syncSeq", "peerSeq")
             )
@@ -432,8 +342,8 @@ class _Run:
         if parent_back:
             self.parent_went_back(parent, parent_info, parent_back)
         own = node_row(info, name)
-        handed = own is not None and _int_or_none(own.get("jobIdStart")) == block
-        registered = p_row is not None and _int_or_none(p_row.get("jobIdStart")) is not None
+        handed = own is not None and int_or_none(own.get("jobIdStart")) == block
+        registered = p_row is not None and int_or_none(p_row.get("jobIdStart")) is not None
         if not (registered and handed and c_row is not None):
             pair.doing = "being registered"
         if not pair.trusted:
@@ -456,7 +366,7 @@ class _Run:
                 is_parent=True,
                 is_connected=True,
             )
-        if own is None or _int_or_none(own.get("jobIdStart")) != block:
+        if own is None or int_or_none(own.get("jobIdStart")) != block:
             child.update_node(
                 name,
                 server_url=url,
@@ -473,13 +383,13 @@ class _Run:
                 self.parent_name,
                 sync_seq=pair.seq,
                 peer_instance=pair.parent_instance,
-                peer_gen_seen=_int_or_none(parent_info.get("generation")),
+                peer_gen_seen=int_or_none(parent_info.get("generation")),
             )
             parent.update_node(
                 name,
                 sync_seq=pair.seq,
                 peer_instance=pair.child_instance,
-                peer_gen_seen=_int_or_none(info.get("generation")),
+                peer_gen_seen=int_or_none(info.get("generation")),
             )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
@@ -506,8 +416,8 @@ class _Run:
     ) -> None:
         """The child was restored or rebuilt: a new incarnation, re-stamped changes since
         its last confirmed synchronization, job ids past what the parent saw in its block."""
-        since = _int_or_none((c_row or {}).get("lastSyncGen")) or 0
-        high = _int_or_none((p_row or {}).get("jobIdHigh"))
+        since = int_or_none((c_row or {}).get("lastSyncGen")) or 0
+        high = int_or_none((p_row or {}).get("jobIdHigh"))
         answer = _new_incarnation(child, since, None if high is None else high + 1)
         self.events.warning(_went_back_text(pair.name, reasons, answer))
 
@@ -521,8 +431,8 @@ class _Run:
             if self.parent_back is not None:
                 return
             marks = [
-                _int_or_none(n.get("lastSyncGen")) or 0
-                for n in _rows(parent_info)
+                int_or_none(n.get("lastSyncGen")) or 0
+                for n in node_rows(parent_info)
                 if not same_name(str(n.get("name", "")), self.parent_name)
             ]
             answer = _new_incarnation(parent, min(marks, default=0), None)
@@ -822,7 +732,7 @@ def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> 
 def _last_generation(answers: List[Dict[str, Any]]) -> Optional[int]:
     """The importing side's generation after the last import of a transfer (``None``
     when nothing was imported: the side then reported no new generation)."""
-    return _int_or_none(answers[-1].get("generation")) if answers else None
+    return int_or_none(answers[-1].get("generation")) if answers else None
 
 
 def _went_back_text(name: str, reasons: List[str], answer: Mapping[str, Any]) -> str:
@@ -892,20 +802,20 @@ class _Inputs:
     connected: List[ChildSpec]
 
 
-def _read_inputs(children: Any) -> _Inputs:
+def read_inputs(children: Any) -> _Inputs:
     specs = parse_children(children)
     return _Inputs(specs, [spec for spec in specs if spec.connected])
 
 
-def _not_connected(spec: ChildSpec) -> str:
+def not_connected_reason(spec: ChildSpec) -> str:
     return f"not connected (connected is {spec.connected_text!r})"
 
 
 def _skipped(spec: ChildSpec) -> ChildResult:
-    return ChildResult(spec, state=SKIPPED, error=_not_connected(spec))
+    return ChildResult(spec, state=SKIPPED, error=not_connected_reason(spec))
 
 
-def _factory(
+def make_factory(
     replica_factory: Optional[ReplicaFactory],
     client_factory: Optional[ReplicaFactory],
     user: Optional[str],
@@ -945,7 +855,7 @@ def stock_builder(
     return builder
 
 
-def _stock_findings(
+def stock_findings(
     builder: Optional[StockReplicas], relayed: set[str]
 ) -> Tuple[List[str], List[Dict[str, Any]]]:
     """The stock warnings not yet reported through an import answer, and the conflicts
@@ -1012,7 +922,7 @@ def synchronize(
         )
 
     try:
-        inputs = _read_inputs(children)
+        inputs = read_inputs(children)
     except ValueTableError as exc:
         return done(-1, [], f"the child table was refused, nothing changed: {exc}")
     for row_note in (n for spec in inputs.specs for n in spec.notes):
@@ -1030,7 +940,9 @@ def synchronize(
             -1, list(skipped.values()), f"the state store of stock servers cannot be used: {exc}"
         )
     try:
-        factory = _factory(replica_factory, client_factory, user, token, timeout, verify, builder)
+        factory = make_factory(
+            replica_factory, client_factory, user, token, timeout, verify, builder
+        )
         return _synchronize(
             parent_url,
             parent_name,
@@ -1072,7 +984,7 @@ def _synchronize(
                 ChildResult(spec, error="not attempted: the parent could not be used")
                 for spec in inputs.connected
             ]
-            warnings, _ = _stock_findings(builder, set())
+            warnings, _ = stock_findings(builder, set())
             for warning in warnings:
                 listener.warning(warning)
             return done(-1, _in_table_order(inputs.specs, skipped, unused), message, None, warnings)
@@ -1111,7 +1023,7 @@ def _synchronize(
                     feed.join()
         finally:
             run.events.replay(listener)
-        warnings, stock_conflicts = _stock_findings(builder, run.relayed)
+        warnings, stock_conflicts = stock_findings(builder, run.relayed)
         for warning in warnings:
             listener.warning(warning)
         failed = sum(1 for pair in run.pairs if pair.result.state != SYNCHRONIZED)
@@ -1156,142 +1068,6 @@ def _prepare_task(
     return task
 
 
-# ---------------------------------------------------------------------------
-# Plan: what a run would move, changing nothing
-
-
-def plan(
-    parent_url: str,
-    parent_name: str,
-    children: Any,
-    *,
-    user: Optional[str] = None,
-    token: TokenLike = None,
-    replica_factory: Optional[ReplicaFactory] = None,
-    client_factory: Optional[ReplicaFactory] = None,
-    full: bool = False,
-    timeout: float = 60.0,
-    verify: Any = True,
-    state: StateLike = None,
-) -> PlanResult:
-    """Report per child what a run would move, changing nothing (``--dry-run``).
-
-    The pull is exact; the push is predicted from the parent's own changes plus what the
-    other children's pulls would bring (everything, for a full exchange). Only counts
-    are asked for (``count_changes``): no server writes an export file. *state* as for
-    :func:`synchronize` (a stock server is scanned into its shadow, never written to).
-    """
-    try:
-        inputs = _read_inputs(children)
-    except ValueTableError as exc:
-        return PlanResult(-1, parent_name, parent_url, error=f"the child table was refused: {exc}")
-    entries = [PlanEntry(spec, error=_not_connected(spec)) for spec in inputs.specs]
-    result = PlanResult(0, parent_name, parent_url, entries)
-    if not inputs.connected:
-        result.status, result.error = -1, "no connected child repository to synchronize"
-        return result
-    try:
-        builder = stock_builder(state, parent_url, parent_name, inputs.connected)
-    except (OSError, WMSyncError) as exc:
-        result.status = -1
-        result.error = f"the state store of stock servers cannot be used: {exc}"
-        return result
-    try:
-        factory = _factory(replica_factory, client_factory, user, token, timeout, verify, builder)
-        _plan(result, entries, parent_url, parent_name, factory, full)
-        result.warnings, _ = _stock_findings(builder, set())
-    finally:
-        if builder is not None:
-            builder.close()
-    return result
-
-
-def _plan(
-    result: PlanResult,
-    entries: List[PlanEntry],
-    parent_url: str,
-    parent_name: str,
-    factory: ReplicaFactory,
-    full: bool,
-) -> None:
-    try:
-        result.parent_name, parent_info = read_parent(factory, parent_url, parent_name)
-    except (SyncRefused, RepositoryError) as exc:
-        result.status, result.error = -1, f"parent {parent_name}: {exc}"
-        return
-    result.parent_kind = repository_kind(parent_info)
-    parent = factory(parent_url)
-    blocks = allocate_blocks(parent_info, [e.spec for e in entries if e.spec.connected])
-    try:
-        own = {
-            entry.spec.row: _plan_child(
-                entry,
-                parent,
-                parent_info,
-                result.parent_name,
-                parent_url,
-                factory,
-                full,
-                blocks[entry.spec.row],
-            )
-            for entry in entries
-            if entry.spec.connected
-        }
-    finally:
-        parent.close()
-    planned = [entry for entry in entries if entry.state == PLANNED]
-    for entry in planned:
-        # The push sends the parent's own changes plus what the pulls bring: the other
-        # children's, and with no echo cut (a full exchange) the child's own as well.
-        brought = sum(other.pull for other in planned if other is not entry or entry.full_exchange)
-        entry.push_estimate = own[entry.spec.row] + brought
-    result.status = sum(1 for entry in entries if entry.state == FAILED)
-
-
-def _plan_child(
-    entry: PlanEntry,
-    parent: Replica,
-    parent_info: Mapping[str, Any],
-    parent_name: str,
-    parent_url: str,
-    factory: ReplicaFactory,
-    full: bool,
-    block: int,
-) -> int:
-    """Fill in the entry's pull and the jobs it would renumber as it joins (into
-    *block*); return the parent's own changes for this child."""
-    try:
-        child = factory(entry.spec.url)
-    except WMSyncError as exc:
-        entry.state, entry.error = FAILED, str(exc)
-        return 0
-    try:
-        name, info = read_child(child, entry.spec, parent_name, parent_url)
-        entry.repository = name
-        entry.kind = repository_kind(info)
-        p_row, c_row = node_row(parent_info, name), node_row(info, parent_name)
-        trusted, p_mark, c_mark = watermarks(p_row, c_row, full)
-        if gone_back(info, p_row, c_row) or gone_back(parent_info, c_row, p_row):
-            trusted, p_mark, c_mark = False, 0, 0
-        entry.full_exchange = not trusted
-        if joining(node_row(info, name), c_row, block):
-            entry.renumber = child.renumber_own_jobs(
-                name, parent_name, block, JOB_ID_BLOCK, dry_run=True
-            )
-        # The run logs an activity record on each renumbered job: they travel too.
-        entry.pull = child.count_changes(c_mark, parent_name if trusted else None) + len(
-            entry.renumber
-        )
-        own = parent.count_changes(p_mark, name if trusted else None)
-        entry.state, entry.error = PLANNED, None
-        return own
-    except WMSyncError as exc:
-        entry.state, entry.error = FAILED, str(exc)
-        return 0
-    finally:
-        child.close()
-
-
 __all__ = [
     "ClientFactory",
     "Replica",
@@ -1302,7 +1078,6 @@ __all__ = [
     "default_client_factory",
     "default_replica_factory",
     "known_names",
-    "plan",
     "repository_kind",
     "stock_builder",
     "synchronize",

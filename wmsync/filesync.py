@@ -39,8 +39,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from . import exchange
 from .auth import TokenLike
-from .engine import JOB_ID_BLOCK, _block_ends, _int_or_none, _rows, claim_block
 from .errors import ExchangeFormatError, SyncRefused
+from .idblocks import JOB_ID_BLOCK, block_ends, claim_block, int_or_none, node_rows
 from .membership import check_child, check_parent, node_row, same_name
 from .replica import Replica, ReplicaFactory, default_replica_factory
 
@@ -272,21 +272,21 @@ def export_job_data(
             sync_id = secrets.token_hex(8)
             replica.update_node(peer, sync_id=sync_id)
         trusted = bool(row.get("syncId"))
-        since = (_int_or_none(row.get("lastSyncGen")) or 0) if trusted else 0
+        since = (int_or_none(row.get("lastSyncGen")) or 0) if trusted else 0
         registration = None
         if not is_parent:
             registration = {
                 "child": peer,
-                "jobIdStart": _int_or_none(row.get("jobIdStart")),
-                "jobIdBlock": _int_or_none(row.get("jobIdBlock")) or JOB_ID_BLOCK,
+                "jobIdStart": int_or_none(row.get("jobIdStart")),
+                "jobIdBlock": int_or_none(row.get("jobIdBlock")) or JOB_ID_BLOCK,
                 "parentURL": url.rstrip("/"),
             }
         else:
             own = node_row(info, me) or {}
             registration = {
                 "child": me,
-                "jobIdStart": _int_or_none(own.get("jobIdStart")),
-                "jobIdBlock": _int_or_none(own.get("jobIdBlock")) or JOB_ID_BLOCK,
+                "jobIdStart": int_or_none(own.get("jobIdStart")),
+                "jobIdBlock": int_or_none(own.get("jobIdBlock")) or JOB_ID_BLOCK,
             }
         with tempfile.TemporaryDirectory(prefix="wmsync-file-") as work:
             document = os.path.join(work, DOCUMENT)
@@ -305,7 +305,7 @@ def export_job_data(
                 generation=header.generation,
                 since_gen=header.since_gen,
                 sync_id=sync_id,
-                ack=_int_or_none(row.get("peerGen")) or 0 if trusted else 0,
+                ack=int_or_none(row.get("peerGen")) or 0 if trusted else 0,
                 count=count,
                 sha256=digest,
                 size=size,
@@ -329,7 +329,7 @@ def _register_child(
 ) -> Dict[str, Any]:
     """The parent's own row and block (as a run would make them), then the child's."""
     own = node_row(info, me)
-    if own is None or _int_or_none(own.get("jobIdStart")) is None:
+    if own is None or int_or_none(own.get("jobIdStart")) is None:
         parent.update_node(
             me,
             server_url=url.rstrip("/"),
@@ -339,7 +339,7 @@ def _register_child(
             job_id_block=JOB_ID_BLOCK,
         )
         info = parent.replication_info()
-    block = max([1 + JOB_ID_BLOCK, *_block_ends(_rows(info))])
+    block = max([1 + JOB_ID_BLOCK, *block_ends(node_rows(info))])
     claim_block(parent, child, child_url, block)
     # A child joined by file is not reachable from the parent: say so in its row.
     parent.update_node(child, is_connected=False)
@@ -506,11 +506,11 @@ def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _
         registration = manifest.registration or {}
         if (
             not same_name(str(registration.get("child") or ""), me)
-            or _int_or_none(registration.get("jobIdStart")) is None
+            or int_or_none(registration.get("jobIdStart")) is None
         ):
             raise FileRefused(f"the file carries no registration of {me}")
         own = node_row(info, me)
-        held = _int_or_none(own.get("jobIdStart")) if own else None
+        held = int_or_none(own.get("jobIdStart")) if own else None
         if held is not None and row is not None and held != registration["jobIdStart"]:
             raise FileRefused(
                 f"{me} holds job ids from {held} in this cluster, the file from "
@@ -536,8 +536,8 @@ def _check_membership(manifest: Manifest, info: Mapping[str, Any], me: str) -> _
             f"cluster, or the child was removed"
         )
     check_parent(info, me)
-    held = _int_or_none(row.get("jobIdStart"))
-    sent = _int_or_none((manifest.registration or {}).get("jobIdStart"))
+    held = int_or_none(row.get("jobIdStart"))
+    sent = int_or_none((manifest.registration or {}).get("jobIdStart"))
     if sent is not None and held is not None and sent != held:
         raise FileRefused(
             f"{manifest.source} uses job ids from {sent}, but {me} registered it with "
@@ -572,12 +572,12 @@ def _apply(
             me,
             is_parent=False,
             is_connected=True,
-            job_id_start=_int_or_none(registration.get("jobIdStart")),
-            job_id_block=_int_or_none(registration.get("jobIdBlock")) or JOB_ID_BLOCK,
+            job_id_start=int_or_none(registration.get("jobIdStart")),
+            job_id_block=int_or_none(registration.get("jobIdBlock")) or JOB_ID_BLOCK,
         )
         held = 0
     else:
-        held = (_int_or_none(plan.row.get("peerGen")) if plan.row else None) or 0
+        held = (int_or_none(plan.row.get("peerGen")) if plan.row else None) or 0
     if plan.trusted and manifest.generation <= held and not plan.adopt:
         outcome.already, outcome.marks_taken = True, True
     elif manifest.count:
@@ -593,7 +593,7 @@ def _apply(
         if (
             manifest.source_role == "child"
             and row is not None
-            and (manifest.sync_id or _int_or_none(row.get("lastSyncGen")))
+            and (manifest.sync_id or int_or_none(row.get("lastSyncGen")))
         ):
             # The child speaks of another pairing (restored, or the pair changed
             # meanwhile): the parent's next file is a full one with a new syncId.

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional
 
 from . import engine
 from .errors import RepositoryError, SyncRefused, ValueTableError
+from .idblocks import JOB_ID_BLOCK
 from .membership import node_row
 from .progress import SyncListener
 from .replica import ReplicaFactory
@@ -121,6 +122,6 @@ def replicate(
         if found is not None and found.get("jobIdStart") is not None:
             outcome.id_block = [
                 int(found["jobIdStart"]),
-                int(found.get("jobIdBlock") or engine.JOB_ID_BLOCK),
+                int(found.get("jobIdBlock") or JOB_ID_BLOCK),
             ]
     return outcome

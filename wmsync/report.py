@@ -204,7 +204,7 @@ class PlanEntry:
 
 @dataclass
 class PlanResult:
-    """The outcome of :func:`wmsync.engine.plan`: nothing was changed."""
+    """The outcome of :func:`wmsync.planning.plan`: nothing was changed."""
 
     status: int
     parent_name: str

@@ -179,7 +179,7 @@ def _int(value: Any) -> Optional[int]:
 def _block(row: Optional[Mapping[str, Any]]) -> Optional[List[int]]:
     if row is None or _int(row.get("jobIdStart")) is None:
         return None
-    from .engine import JOB_ID_BLOCK
+    from .idblocks import JOB_ID_BLOCK
 
     return [int(row["jobIdStart"]), _int(row.get("jobIdBlock")) or JOB_ID_BLOCK]
 
