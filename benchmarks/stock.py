@@ -347,15 +347,20 @@ def targets(records: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     return found
 
 
-def merge(output: Path, records: List[Dict[str, Any]], meta: Dict[str, Any]) -> None:
-    """Replace the ``stock_*`` records and stock targets of *output*, keeping the rest."""
+def merge(
+    output: Path, records: List[Dict[str, Any]], meta: Dict[str, Any], replace: str = "stock_"
+) -> None:
+    """Replace the records of *output* whose scenario starts with *replace* (all stock
+    ones by default) by *records*, and the stock targets by those of every stock record
+    then present, keeping the rest."""
     document: Dict[str, Any] = {}
     if output.exists():
         document = json.loads(output.read_text(encoding="utf-8"))
-    kept = [r for r in document.get("scenarios", []) if not r["scenario"].startswith("stock_")]
+    kept = [r for r in document.get("scenarios", []) if not r["scenario"].startswith(replace)]
     document["scenarios"] = kept + records
+    stock = [r for r in document["scenarios"] if r["scenario"].startswith("stock_")]
     old = [t for t in document.get("targets", []) if not t["target"].startswith("stock:")]
-    document["targets"] = old + targets(records)
+    document["targets"] = old + targets(stock)
     document["stock_meta"] = meta
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
@@ -412,6 +417,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         help="JSON file to merge into (default: "
         "benchmarks/results/latest.json; smoke: results/smoke.json)",
     )
+    parser.add_argument(
+        "--scans-only",
+        action="store_true",
+        help="measure only the stock_scan scenario (the other stock records are kept)",
+    )
     args = parser.parse_args(argv)
     mode = "smoke" if args.smoke else "default"
     output = (
@@ -422,15 +432,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     started = time.perf_counter()
     records: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wmsync-bench-stock-") as tmp:
-        run_stock(mode, Path(tmp), records)
+        if args.scans_only:
+            run_scans(SCAN_SIZES[mode], REPEATS[mode], Path(tmp), records)
+        else:
+            run_stock(mode, Path(tmp), records)
     merge(
         output,
         records,
         {
-            "mode": mode,
+            "mode": mode + (" (scans only)" if args.scans_only else ""),
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "runtime_s": round(time.perf_counter() - started, 1),
         },
+        replace="stock_scan" if args.scans_only else "stock_",
     )
     for item in targets(records):
         log(
