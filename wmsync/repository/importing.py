@@ -55,7 +55,7 @@ def _version(element: Element) -> Dict[str, Any]:
 
 def differing_fields(a: Element, b: Element) -> List[str]:
     """The content fields whose values differ between two versions, sorted (a tombstone
-    has none, so against one every field of the other differs)."""
+    deleted on purpose has none, so against one every field of the other differs)."""
     return sorted(
         name for name in set(a.fields) | set(b.fields) if a.fields.get(name) != b.fields.get(name)
     )
