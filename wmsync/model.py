@@ -160,7 +160,9 @@ def bump_vv(vv: Mapping[str, int], repository: str) -> VersionVector:
 class Element:
     """One version of one element, as it travels and as a repository stores it.
 
-    ``deleted`` marks a tombstone: ``fields`` is then empty. ``local_id`` is the numeric
+    ``deleted`` marks a tombstone: ``fields`` is then empty, except for a hold or activity
+    record deleted with its job, which keeps its content so that it comes back with the
+    job (docs/design.md §4). ``local_id`` is the numeric
     id on the repository the version was read from (jobs, job types, holds, groups).
     """
 

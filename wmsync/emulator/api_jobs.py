@@ -263,11 +263,12 @@ def jobs_delete(ctx: Context, call: Call, job_id: Optional[int] = None) -> Dict[
     with ctx.store.atomic() as s:
         for one in ids:
             current = _job(s, one)
-            for hold in s.of_job("Hold", current.guid):
-                s.delete(hold.guid)
-            if delete_history:
+            if delete_history:  # deleted on purpose: they stay deleted if the job returns
                 for record in s.of_job("Activity", current.guid):
                     s.delete(record.guid)
+            # Its holds and (other) activity records are deleted with it, keeping their
+            # content, and come back if a newer concurrent edit revives the job
+            # (docs/design.md §4).
             s.delete(current.guid)
     return {"success": True}
 

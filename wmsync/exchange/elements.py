@@ -13,12 +13,12 @@ Elements without the flag are read as they are (documents of older writers inclu
 from __future__ import annotations
 
 import re
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from lxml import etree
 
 from ..errors import ExchangeFormatError
-from ..model import Element, vv_from_text
+from ..model import FIELDS, Element, vv_from_text
 from .common import DELETED, ROOT, VERSION, ExchangeHeader
 from .schema import element_schema
 
@@ -43,9 +43,15 @@ _ESCAPABLE = [
 _ESCAPES = {code: f"{ESCAPE}{code:04X}" for code in _ESCAPABLE}  # for str.translate
 _UNESCAPES = {f"{code:04X}": chr(code) for code in _ESCAPABLE}
 
+#: The kinds whose tombstones may keep their content (deleted with their job,
+#: docs/design.md §4), and the fields they may keep.
+CONTENT_TOMBSTONES: Dict[str, FrozenSet[str]] = {
+    kind: frozenset(FIELDS[kind]) for kind in ("Hold", "Activity")
+}
+
 #: One element as the readers build it: ``(kind, guid, local_id, vv text, modified,
 #: origin, deleted, fields)``; ``fields`` holds the content fields (with ``notes`` from
-#: a <Note> child) and is empty for a tombstone.
+#: a <Note> child); a tombstone has none, except one of :data:`CONTENT_TOMBSTONES`.
 Record = Tuple[str, str, Optional[int], str, int, str, bool, Dict[str, str]]
 
 
@@ -122,7 +128,14 @@ def to_record(tag: str, attrib: Dict[str, str], note: Optional[str]) -> Record:
     escaped = attrib.pop(ESCAPED_FLAG, None)
     number = None if local_id is None else int(local_id)
     if tag == DELETED:
-        return (attrib["kind"], guid, number, vv, modified, origin, True, {})
+        kind = attrib.pop("kind")
+        if attrib:  # a hold or activity record deleted with its job keeps its content
+            if kind not in CONTENT_TOMBSTONES or not CONTENT_TOMBSTONES[kind].issuperset(attrib):
+                unknown = sorted(set(attrib) - CONTENT_TOMBSTONES.get(kind, frozenset()))
+                raise ValueError(f"a tombstone of a {kind} carries no field " + ", ".join(unknown))
+            if escaped is not None:
+                attrib = {name: unescape_text(value) for name, value in attrib.items()}
+        return (kind, guid, number, vv, modified, origin, True, attrib)
     if note is not None:
         attrib["notes"] = note
     if escaped is not None:

@@ -13,7 +13,7 @@ from typing import IO, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 from ..errors import ExchangeFormatError
 from ..model import FIELDS, KINDS, Element, vv_to_text
 from .common import CHUNK, DELETED, NOTE, ROOT, ExchangeHeader, PathOrFile
-from .elements import ESCAPED_FLAG, UNWRITABLE, escape_text
+from .elements import CONTENT_TOMBSTONES, ESCAPED_FLAG, UNWRITABLE, escape_text
 
 #: The writer flushes its output after this many elements.
 FLUSH_EVERY = 1000
@@ -159,8 +159,15 @@ def _element_text(element: Element, escaped: bool) -> str:
     if escaped:
         parts.append(f' {ESCAPED_FLAG}="1"')
     note: Optional[str] = None
-    if not element.deleted:
+    # A tombstone has no content, except a hold or activity record deleted with its
+    # job, which keeps it (docs/design.md §4).
+    if not element.deleted or element.fields:
         fields = element.fields
+        if element.deleted and kind not in CONTENT_TOMBSTONES:
+            raise ExchangeFormatError(
+                f"cannot write {kind} {guid}: a tombstone of a {kind} has no content",
+                element=kind,
+            )
         if not _ALLOWED[kind].issuperset(fields):
             unknown = set(fields) - _ALLOWED[kind]
             raise ExchangeFormatError(

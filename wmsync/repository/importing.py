@@ -42,6 +42,9 @@ _vv_cache: Dict[str, Tuple[Dict[str, int], str]] = {}
 #: What reference checks need of an element an import wrote: ``(kind, fields)``.
 _Refs = Tuple[str, Mapping[str, str]]
 
+#: Kinds that belong to a job (their ``job`` field) and follow its fate.
+_CHILD_KINDS = ("Hold", "Activity")
+
 #: The field that names an element, per kind (users are named by their user name).
 _NAME_FIELD = {"User": "userName"}
 
@@ -52,7 +55,7 @@ def _version(element: Element) -> Dict[str, Any]:
 
 def differing_fields(a: Element, b: Element) -> List[str]:
     """The content fields whose values differ between two versions, sorted (a tombstone
-    has none, so against one every field of the other differs)."""
+    deleted on purpose has none, so against one every field of the other differs)."""
     return sorted(
         name for name in set(a.fields) | set(b.fields) if a.fields.get(name) != b.fields.get(name)
     )
@@ -86,6 +89,11 @@ class Importer:
         self._conn = session.conn
         self._touched_job_types: List[str] = []
         self._changed_refs: Dict[str, _Refs] = {}
+        # For the rule "holds and activity records follow their job" (finish()): jobs
+        # whose deleted flag this import changed (or that arrived deleted), and the holds
+        # and activity records it wrote that name a job.
+        self._jobs_flipped: Dict[str, None] = {}
+        self._children: Dict[str, None] = {}
         # While a batch is applied: the versions its GUIDs have here (``None``: absent),
         # the (kind, id) pairs taken, and the rows written but not yet flushed.
         self._current: Dict[str, Optional[StoredElement]] = {}
@@ -125,11 +133,14 @@ class Importer:
     def finish(self) -> ImportResult:
         """After the last version: the parent's renames, reference warnings, generation."""
         result = self.result
+        self._flush()
+        followed = self._follow_jobs()
         if self._touched_job_types and self._is_parent():
             self._rename_duplicates(self._touched_job_types)
         known: Dict[str, Optional[str]] = {}
         for guid, (kind, fields) in self._changed_refs.items():
-            self._check_references(guid, kind, fields, known)
+            if guid not in followed:
+                self._check_references(guid, kind, fields, known)
         result.generation = self.session.generation()
         return result
 
@@ -238,7 +249,11 @@ class Importer:
                         rows[guid] = row
                         if local_id is not None:
                             taken.add((kind, local_id))
+                        if kind in _CHILD_KINDS and fields.get("job"):
+                            self._children[guid] = None
                         if deleted:
+                            if kind == "Job":
+                                self._jobs_flipped[guid] = None
                             result.deleted += 1
                             continue
                         result.added += 1
@@ -321,6 +336,11 @@ class Importer:
             result.unchanged += 1  # e.g. a conflict the local version won again
             return
         self._write(version, via)
+        if version.kind == "Job":
+            if version.deleted != (current.element.deleted if current else False):
+                self._jobs_flipped[version.guid] = None
+        elif version.kind in _CHILD_KINDS and version.fields.get("job"):
+            self._children[version.guid] = None
         if version.deleted:
             result.deleted += 1
         elif current is None:
@@ -419,6 +439,36 @@ class Importer:
         )
 
     # -- after the last version
+
+    def _follow_jobs(self) -> Set[str]:
+        """Holds and activity records follow their job (docs/design.md §4): after the
+        import, each one of a job whose deleted flag changed, and each one the import
+        wrote, that is live while its job is deleted here becomes a tombstone keeping its
+        content, and each one deleted with its job while the job is live here comes back;
+        both as local edits (they travel on; two repositories making the same change
+        meet as the same content, which the merge rule merges without a conflict).
+
+        :returns: the GUIDs changed.
+        """
+        session = self.session
+        changed: Set[str] = set()
+        for job_guid in self._jobs_flipped:
+            changed.update(e.guid for e in session.follow_job(job_guid))
+        children = [g for g in self._children if g not in changed]
+        for start in range(0, len(children), IMPORT_BATCH):
+            part = children[start : start + IMPORT_BATCH]
+            marks = ", ".join("?" * len(part))
+            rows = self._conn.execute(
+                f"SELECT {', '.join('c.' + c for c in COLUMNS.split(', '))}, j.deleted "
+                "FROM elements c JOIN elements j "
+                "ON j.guid = json_extract(c.fields, '$.job') AND j.kind = 'Job' "
+                f"WHERE c.guid IN ({marks}) AND c.deleted != j.deleted",
+                part,
+            ).fetchall()
+            for row in rows:
+                session.set_deleted_with_job(row_element(row[:-1]), bool(row[-1]))
+                changed.add(row[0])
+        return changed
 
     def _is_parent(self) -> bool:
         own = self.session.node(self.session.repository)

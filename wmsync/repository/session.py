@@ -291,11 +291,54 @@ class Session:
         return element
 
     def delete(self, guid: str) -> Optional[Element]:
-        """Replace a live element with a tombstone (a local edit); ``None`` if not live."""
+        """Replace a live element with a tombstone (a local edit); ``None`` if not live.
+
+        A job's holds and activity records are deleted with it (:meth:`follow_job`)."""
         current = self.get_live(guid)
         if current is None:
             return None
-        return self.edit(current.kind, guid, {}, deleted=True)
+        tombstone = self.edit(current.kind, guid, {}, deleted=True)
+        if current.kind == "Job":
+            self.follow_job(guid)
+        return tombstone
+
+    # -- holds and activity records follow their job (docs/design.md §4) ---------------
+
+    def follow_job(self, job_guid: str) -> List[Element]:
+        """Make a job's holds and activity records follow its fate, as local edits: when
+        the job is deleted, each live one becomes a tombstone that keeps its content
+        (deleted *with its job*); when the job is live, each one deleted with it comes
+        back as it was. Tombstones without content (deleted on purpose) stay. Nothing is
+        done for a job this repository does not hold.
+
+        :returns: the versions written.
+        """
+        job = self.get(job_guid)
+        if job is None or job.kind != "Job":
+            return []
+        rows = self.conn.execute(
+            f"SELECT {COLUMNS} FROM elements WHERE kind IN ('Hold', 'Activity') "
+            "AND json_extract(fields, '$.job') = ? AND deleted != ? "
+            "ORDER BY kind, local_id, guid",
+            (job_guid, 1 if job.deleted else 0),
+        ).fetchall()
+        return [self.set_deleted_with_job(row_element(r), job.deleted) for r in rows]
+
+    def set_deleted_with_job(self, current: StoredElement, deleted: bool) -> Element:
+        """A local edit of a hold or activity record that only sets its ``deleted`` flag,
+        keeping its content: a tombstone *with its job*, or its revival."""
+        element = Element(
+            kind=current.kind,
+            guid=current.guid,
+            vv=bump_vv(current.element.vv, self.incarnation()),
+            modified=self.store.now_ms(),
+            origin=self.repository,
+            fields=dict(current.fields),
+            deleted=deleted,
+            local_id=current.local_id,
+        )
+        self.write(element, "")
+        return element
 
     def log_activity(self, job_guid: str, activity: str, user: str, message: str) -> Element:
         """Log an activity record on a job (a new element of its own)."""

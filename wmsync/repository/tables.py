@@ -2,7 +2,8 @@
 
 Table ``elements`` holds the current version of every element, tombstones included:
 ``guid``, ``kind``, ``local_id`` (jobs, job types, groups, holds; unique per kind; never
-reused, so tombstones keep theirs), ``fields`` (JSON ``{name: text}``), ``vv`` (JSON),
+reused, so tombstones keep theirs), ``fields`` (JSON ``{name: text}``; ``{}`` for a
+tombstone, except a hold or activity record deleted with its job), ``vv`` (JSON),
 ``modified``, ``origin``, ``deleted``, ``via`` ("" for a local version) and ``gen``.
 """
 
@@ -173,7 +174,7 @@ def element_row(element: Element, via: str, gen: int) -> Tuple[Any, ...]:
         element.guid,
         element.kind,
         element.local_id,
-        dumps({} if element.deleted else dict(element.fields)),
+        dumps(dict(element.fields)),  # a tombstone's: none, or kept with its job's
         dumps(dict(element.vv)),
         element.modified,
         element.origin,
