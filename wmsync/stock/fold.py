@@ -232,7 +232,9 @@ def fold(
         old = rows.get(str(job_id))
         old_view = views.loads(old[2]) if old else {}
         set_back = None
-        if job_id in signs.lost:
+        if went_back:
+            # Any job may have been set back, also one whose edits logged no activity:
+            # a difference is never taken as a successor of what the cluster holds.
             set_back = (
                 "edited" if restore.edited_since_restore(s, job_id, read.activity) else "older"
             )

@@ -8,8 +8,9 @@ restore by what a running server never does:
   (Workflow Manager's activity log only grows; deleting a job takes its log with it);
 - a job comes back under an id the shadow holds as deleted (ids are never reused).
 
-A job whose activity log lost records was set back by the restore: what the scan finds
-on it is folded as a version *concurrent* with the shadow's (a version vector of its
+Once one sign is found, any job may have been set back (a server may log no activity
+for some edits), so what the scan finds different on any job is folded as a version
+*concurrent* with the shadow's (a version vector of its
 own, under a restore incarnation ``Name~r<token>``), never as a successor that would
 silently replace the versions the restore lost. If nobody touched the job since the
 restore, that version is dated just before the shadow's: the merge rule keeps the
