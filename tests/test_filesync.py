@@ -284,3 +284,27 @@ def test_a_file_from_another_pairing_re_establishes_the_pair(pair: Cluster, tmp_
     again = imp(hq, tmp_path / "again.zip")
     assert again.marks_taken
     assert_converged(pair)
+
+
+def test_an_office_joining_by_file_moves_its_own_jobs_into_its_block(
+    pair: Cluster, tmp_path: Path
+) -> None:
+    """A job has one id everywhere (docs/design.md §4): the office made job 1 before it
+    joined, and HQ has a job 1 of its own; joining by file moves the office's into its
+    block, on the office, before anything is exchanged."""
+    hq, office = pair.parent, pair.children[0]
+    create_job(pair.client("HQ"), "HQ's first")
+    mine = create_job(pair.client("Office"), "the office's first")
+    assert mine < 1_000_001
+    first = export(hq, "Office", tmp_path / "join.zip", register_child=True, child_url=office.url)
+    assert first.registered
+    joined = imp(office, tmp_path / "join.zip")
+    assert [(c["from"], c["to"]) for c in joined.ids_changed] == [(mine, 1_000_001)]
+    assert f"{mine} -> 1000001" in joined.line()
+    export(office, "HQ", tmp_path / "back.zip")
+    imp(hq, tmp_path / "back.zip")
+    for client in (pair.client("HQ"), pair.client("Office")):
+        assert job_id_by_name(client, "the office's first") == 1_000_001
+        assert job_id_by_name(client, "HQ's first") == mine  # the same id, HQ's job
+    again = imp(office, tmp_path / "join.zip")  # an old file: nothing moves again
+    assert not again.ids_changed

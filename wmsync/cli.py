@@ -623,6 +623,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             "received": outcome.received,
             "conflicts": outcome.conflicts,
             "renumbered": outcome.renumbered,
+            "idsChanged": outcome.ids_changed,
             "alreadyImported": outcome.already,
             "watermarksMoved": outcome.marks_taken,
             "gap": outcome.gap,

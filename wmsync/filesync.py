@@ -43,6 +43,7 @@ from .errors import ExchangeFormatError, SyncRefused
 from .idblocks import JOB_ID_BLOCK, block_ends, claim_block, int_or_none, node_rows
 from .membership import check_child, check_parent, node_row, same_name
 from .replica import Replica, ReplicaFactory, default_replica_factory
+from .report import id_changes
 
 __all__ = [
     "FORMAT",
@@ -178,6 +179,8 @@ class ImportOutcome:
     marks_taken: bool = False
     gap: bool = False  # an earlier file is missing: content taken, peerGen kept
     joined: bool = False
+    #: the joining child's own jobs moved into its block: ``[{"guid", "from", "to"}]``
+    ids_changed: List[Dict[str, Any]] = field(default_factory=list)
 
     def line(self) -> str:
         m = self.manifest
@@ -192,6 +195,11 @@ class ImportOutcome:
         )
         if self.joined:
             text += f"; joined the cluster of {m.cluster}"
+        if self.ids_changed:
+            text += (
+                f"; renumbered {len(self.ids_changed)} of its own job(s) into its block "
+                f"({id_changes(self.ids_changed)})"
+            )
         if self.gap:
             text += f"; an earlier file from {m.source} is missing: it will send it again"
         elif not self.marks_taken:
@@ -561,6 +569,16 @@ def _apply(
         if plan.row is not None:
             replica.reset_node(str(plan.row.get("name")))
         registration = manifest.registration or {}
+        start = int_or_none(registration.get("jobIdStart"))
+        if plan.join and start is not None:
+            # Before its rows are written, as a connected join does: if this fails, the
+            # next import of the file is still a join and finishes it.
+            outcome.ids_changed = replica.renumber_own_jobs(
+                me,
+                source,
+                start,
+                int_or_none(registration.get("jobIdBlock")) or JOB_ID_BLOCK,
+            )
         replica.update_node(
             source,
             server_url=str(registration.get("parentURL") or ""),
