@@ -46,6 +46,7 @@ from .errors import (
     redact_url,
     server_error,
 )
+from .exchange.leftout import LeftOut
 from .transport import (
     IDEMPOTENT_POSTS,
     RETRY_STATUSES,
@@ -83,6 +84,8 @@ class ExportInfo:
     count: int
     more: bool = False  # a split export: further chunks follow, from ``after``
     after: Optional[str] = None
+    #: Elements the server left out because they cannot travel (``skipped``).
+    skipped: Tuple[LeftOut, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -513,6 +516,9 @@ class WMServerClient:
         if more and (not isinstance(cursor, str) or not cursor):
             raise ProtocolError(f"{op} answered more=true without an after cursor", self._where(op))
         generation, export_time, count = numbers
+        skipped = answer.get("skipped") or []
+        if not isinstance(skipped, list):
+            raise ProtocolError(f"{op} answered a skipped that is not a list", self._where(op))
         return ExportInfo(
             urljoin(self.url + "/", jxl_url),
             generation,
@@ -520,6 +526,7 @@ class WMServerClient:
             count,
             more=more,
             after=cursor if more else None,
+            skipped=tuple(LeftOut.from_dict(e) for e in skipped if isinstance(e, Mapping)),
         )
 
     def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:

@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from .auth import TokenLike
 from .errors import (
     Cancelled,
+    ElementsLeftOut,
     RepositoryError,
     SyncRefused,
     ValueTableError,
     WMSyncError,
 )
-from .feed import Feed
+from .exchange.leftout import LeftOut, describe_all
+from .feed import Feed, import_chunk
 from .membership import canonical_name, check_child, check_parent, node_row, same_name
 from .progress import QueuedListener, SyncListener
 from .replica import Replica, ReplicaFactory, default_replica_factory
@@ -530,27 +532,28 @@ class _Run:
         member: int,
         target: Replica,
         import_lock: Optional[threading.Lock] = None,
-    ) -> Tuple[int, int, List[Dict[str, Any]]]:
+    ) -> Tuple[int, int, List[Dict[str, Any]], List[LeftOut]]:
         """Import every chunk of *feed* into *target*, in order.
 
         Only the import holds *import_lock*: the exports, downloads and validations of
-        several children still overlap.
+        several children still overlap. An element that cannot travel (the source left
+        it out, or *target* refused it: :func:`~wmsync.feed.import_chunk`) never stops
+        the others; it is returned, and the caller keeps the direction's watermark.
 
-        :returns: (elements moved, generation the export covered, import answers).
+        :returns: (elements moved, generation the export covered, import answers,
+            elements left out).
         """
         moved, answers = 0, []
+        refused: List[LeftOut] = []
         for chunk in feed.chunks(member):
             if chunk.path is None:
                 continue
             self.check_cancel()
-            if import_lock is None:
-                answers.append(target.import_document(chunk.path, merge=True, gzip=chunk.gzip))
-            else:
-                with import_lock:
-                    answers.append(target.import_document(chunk.path, merge=True, gzip=chunk.gzip))
-            moved += chunk.count
+            before = len(refused)
+            answers.append(import_chunk(target, chunk, self.workdir, refused, import_lock))
+            moved += chunk.count - (len(refused) - before)
         assert feed.generation is not None  # set before the first chunk
-        return moved, feed.generation, answers
+        return moved, feed.generation, answers, feed.skipped + refused
 
     def record(self, pair: _Pair, answer: Mapping[str, Any], repository: str) -> None:
         """Add an import's conflicts and renumbered jobs to the child's result."""
@@ -599,12 +602,17 @@ class _Run:
             via = self.parent_name if pair.trusted else None
             feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1)
             try:
-                sent, generation, answers = self.transfer(feed, 0, parent, self.parent_import_lock)
+                sent, generation, answers, left_out = self.transfer(
+                    feed, 0, parent, self.parent_import_lock
+                )
             finally:
                 feed.leave(0)
                 feed.join()
             for answer in answers:
                 self.record(pair, answer, self.parent_name)
+            pair.result.sent = sent
+            if left_out:  # everything else is in; the watermark stays for a retry
+                raise ElementsLeftOut(describe_all(left_out), left_out)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
             if pair.trusted:
@@ -624,7 +632,6 @@ class _Run:
             else:
                 # A full exchange gets its syncId only once both directions committed.
                 child.update_node(self.parent_name, last_sync_gen=generation)
-            pair.result.sent = sent
             pair.pulled = True
 
         self.guarded(pair, work, f"{pair.name}: sending changes to the parent")
@@ -713,9 +720,12 @@ class _Run:
         pair.doing = "receiving the parent's changes"
 
         def work(child: Replica, parent: Replica) -> None:
-            received, generation, answers = self.transfer(feed, member, child)
+            received, generation, answers, left_out = self.transfer(feed, member, child)
             for answer in answers:
                 self.record(pair, answer, name)
+            pair.result.received = received
+            if left_out:  # everything else is in; the watermark stays for a retry
+                raise ElementsLeftOut(describe_all(left_out), left_out)
             both = pair.pulled
             if pair.trusted or both:
                 # A new syncId on both sides, the moved side first, also when the pull
@@ -738,7 +748,6 @@ class _Run:
                 # A full exchange whose pull failed: no syncId, so the next run is a full
                 # exchange again, without echo suppression.
                 stamped = parent.update_node(name, last_sync_gen=generation)
-            pair.result.received = received
             if both:
                 moment = stamped if stamped is not None else _now_ms()
                 pair.result.last_sync = datetime.fromtimestamp(moment / 1000, timezone.utc)
@@ -776,6 +785,9 @@ class _Run:
         if pair.result.error is None:  # the first failure says why; a push may follow
             pair.result.error = f"while {pair.doing}: {text}"
             self.events.warning(child_line(pair.result))
+        elif isinstance(exc, ElementsLeftOut):  # every element left out is named
+            pair.result.error += f"; and while {pair.doing}: {text}"
+            self.events.warning(f"{pair.name}: while {pair.doing}: {text}")
 
 
 def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> Dict[str, Any]:

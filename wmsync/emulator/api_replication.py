@@ -20,7 +20,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from wmsync.errors import ExchangeFormatError
-from wmsync.repository.store import ImportRefused
+from wmsync.repository.store import ImportRefused, chunk_cursor
 
 from .call import Call
 from .context import Context
@@ -160,17 +160,20 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     until_gen = call.integer("untilGen")
     if max_count is not None and max_count < 1:
         raise BadRequest("Invalid value for parameter maxCount", ["maxCount"])
+    after = call.text("after") or None
     try:
-        info = ctx.store.export(
-            ctx.exports.path,
-            since_gen,
-            exclude_via,
-            until_gen=until_gen,
-            max_count=max_count,
-            after=call.text("after") or None,
-        )
+        if after is not None:
+            chunk_cursor(after)  # checked here, so no other ValueError is blamed on it
     except ValueError:
         raise BadRequest("Invalid value for parameter after", ["after"]) from None
+    info = ctx.store.export(
+        ctx.exports.path,
+        since_gen,
+        exclude_via,
+        until_gen=until_gen,
+        max_count=max_count,
+        after=after,
+    )
     answer: Dict[str, Any] = {
         "jxlURL": f"{call.root}/replication/exports/{info.export_id}.jxl",
         "generation": info.generation,
@@ -182,6 +185,8 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
         answer["more"] = info.more
         if info.after:
             answer["after"] = info.after
+    if info.skipped:  # elements that cannot travel, left out (docs/protocol.md)
+        answer["skipped"] = [entry.to_dict() for entry in info.skipped]
     return answer
 
 

@@ -189,3 +189,19 @@ def fast_valid(node: etree._Element, attrs: Dict[str, str], shape: Shape) -> boo
         return False
     child = node[0]
     return child.tag == NOTE and len(child) == 0 and not child.attrib and child.tail is None
+
+
+def attribute_rules(tag: str) -> Dict[str, Optional[_Rule]]:
+    """The compiled rule of each attribute *tag* may carry (``None``: any text); an
+    attribute not listed, or a tag without a shape, is for the schema to decide."""
+    shape = fast_shapes().get(tag)
+    return {} if shape is None else shape.attrs
+
+
+def surely_valid(rule: Optional[_Rule], value: str) -> bool:
+    """True only when the schema would accept *value* for an attribute of *rule*."""
+    if rule is None:
+        return True
+    if rule.match(value) is None:
+        return False
+    return rule.low is None or int(value) >= rule.low

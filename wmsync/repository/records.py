@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from wmsync.exchange.leftout import LeftOut
 from wmsync.model import Element
 
 
@@ -106,6 +107,8 @@ class ExportFile:
     count: int
     more: bool = False  # a split export: further chunks follow, from ``after``
     after: Optional[str] = None  # where the next chunk starts (an opaque cursor)
+    # Elements that cannot travel, left out of the document (docs/design.md §4).
+    skipped: List[LeftOut] = field(default_factory=list)
 
 
 @dataclass

@@ -529,6 +529,10 @@ class Store:
         cover the same generation (a version rewritten meanwhile has a later
         generation and goes to the next synchronization).
 
+        An element that cannot travel (see :func:`wmsync.exchange.write_document`) is
+        left out and listed in ``skipped``; the document still covers the generation,
+        so whoever reads it must not move a watermark past it.
+
         :raises ValueError: an *after* cursor this store did not write.
         """
         start = chunk_cursor(after) if after else None
@@ -554,8 +558,11 @@ class Store:
                     since_gen, exclude_via, until_gen=generation, after=start, limit=limit
                 )
                 last: List[Element] = []
+                skipped: List[exchange.LeftOut] = []  # what cannot travel is left out
                 with open(partial, "wb") as target:
-                    count = exchange.write_document(target, header, _first(rows, max_count, last))
+                    count = exchange.write_document(
+                        target, header, _first(rows, max_count, last), left_out=skipped
+                    )
                 more = max_count is not None and next(rows, None) is not None
                 rows.close()  # let go of its cursor now
             os.replace(partial, path)
@@ -564,7 +571,15 @@ class Store:
                 partial.unlink()
         cursor = chunk_key_text(last[0]) if more and last else None
         return ExportFile(
-            export_id, path, generation, since_gen, export_time, count, more=more, after=cursor
+            export_id,
+            path,
+            generation,
+            since_gen,
+            export_time,
+            count,
+            more=more,
+            after=cursor,
+            skipped=skipped,
         )
 
     # -- bulk loading (benchmarks) ----------------------------------------------------
