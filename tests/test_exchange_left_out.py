@@ -185,6 +185,28 @@ def test_an_element_the_receiving_server_refuses_is_left_out_and_the_rest_import
     assert_converged(cluster)
 
 
+def test_the_file_exchange_makes_no_file_that_would_skip_an_element(emulator, tmp_path):
+    """A file moves the peer's mark past all it covers, so it cannot leave one out."""
+    from wmsync.errors import SyncRefused
+    from wmsync.filesync import export_job_data
+
+    cluster = make_cluster(emulator, "HQ", "Office")
+    hq = cluster.parent
+    bad = create_job(cluster.client("HQ"), "Survey 3")
+    poison(hq, bad, "priority", "soon")
+    out = tmp_path / "join.zip"
+    with pytest.raises(SyncRefused, match=rf"Job {bad} 'Survey 3' .*priority"):
+        export_job_data(
+            hq.url,
+            "Office",
+            str(out),
+            user=USER,
+            register_child=True,
+            child_url=cluster.children[0].url,
+        )
+    assert not out.exists()
+
+
 # -- the exporter and the import's retry on their own --------------------------------
 
 HEADER = ExchangeHeader("Ohio", 9, 0, 1)
