@@ -295,3 +295,29 @@ def test_import_gives_up_past_the_limit_or_when_nothing_is_named(tmp_path):
         import_chunk(Vague(), Chunk(0, str(path), 1, False), str(tmp_path), left_out)
     assert left_out == []
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunk.jxl"]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["0", "7", "-3", "+3", "007", "9" * 18, "9" * 19, "-" + "9" * 18, "٣", "²", " 1", "1.0", ""],
+)
+def test_the_writer_leaves_out_exactly_what_the_schema_refuses(tmp_path, value):
+    """Its shortcuts for common values never let through what a reader refuses, nor
+    leave out what a reader accepts: the schema decides."""
+    from lxml import etree
+
+    from wmsync.exchange.parsers import new_parser
+    from wmsync.exchange.schema import element_schema
+
+    element = job(1, priority=value, percentageComplete=value)
+    left_out: List[Any] = []
+    path = tmp_path / "one.jxl"
+    write_document(str(path), HEADER, [element], left_out=left_out)
+    markup = (
+        f'<Job guid="{element.guid}" id="1" vv="Ohio:1" modified="5" origin="Ohio" '
+        f'priority="{value}" percentageComplete="{value}"/>'
+    )
+    accepted = element_schema().validate(etree.fromstring(markup.encode(), new_parser()))
+    assert (left_out == []) == accepted
+    with read_document(str(path)) as reader:
+        assert len(list(reader)) == (1 if accepted else 0)

@@ -36,9 +36,13 @@ class _Rule(NamedTuple):
     match: Callable[[str], Optional[re.Match[str]]]
     low: Optional[int] = None
     high: Optional[int] = None
+    digits: bool = False  # every 1 to 18 ASCII digits match (an xs:long of digits)
 
 
 _NEVER = _Rule(re.compile(r"(?!)").match)  # matches nothing: the schema decides
+# Patterns that match every string of ASCII digits (a rule of only these, on xs:long,
+# has ``digits``: the writer's shortcut for the most common values).
+_DIGIT_PATTERNS = frozenset(("-?[0-9]+", "[0-9]+"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def _compile_simple(node: etree._Element) -> Optional[_Rule]:
         # Up to 18 digits always fit a long; longer numbers (and white space, which
         # xs:long would collapse) are left to the schema.
         parts.append(r"(?=[+-]?[0-9]{1,18}\Z)")
-        return _Rule(re.compile("".join(parts)).match, low, None)
+        digits = all(p in _DIGIT_PATTERNS for p in patterns)
+        return _Rule(re.compile("".join(parts)).match, low, None, digits)
     if base != "xs:string":
         return _NEVER
     if min_length is not None:
@@ -202,6 +207,7 @@ def surely_valid(rule: Optional[_Rule], value: str) -> bool:
     """True only when the schema would accept *value* for an attribute of *rule*."""
     if rule is None:
         return True
-    if rule.match(value) is None:
-        return False
+    if not (rule.digits and value.isdigit() and value.isascii() and len(value) <= 18):
+        if rule.match(value) is None:
+            return False
     return rule.low is None or int(value) >= rule.low

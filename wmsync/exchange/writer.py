@@ -184,14 +184,6 @@ def _to_text(element: Element) -> str:
 
     :raises ExchangeFormatError: it cannot be written (the reason names why).
     """
-    if not element.deleted:
-        for name, value in element.fields.items():
-            if value is not None and len(str(value)) > MAX_TEXT_CHARS:
-                raise ExchangeFormatError(
-                    f"its {name} holds {len(str(value))} characters, more than the "
-                    f"{MAX_TEXT_CHARS} the exchange carries",
-                    element=element.kind,
-                )
     try:
         text, certain = _element_text(element, False)
     except _Unwritable:
@@ -261,17 +253,27 @@ def _element_text(element: Element, escaped: bool) -> Tuple[str, bool]:
                 f"cannot write {kind} {guid}: unknown field(s) " + ", ".join(sorted(unknown)),
                 element=kind,
             )
-        for name in FIELDS[kind]:
+        for name, rule in _field_rules(kind, rules):
             value = fields.get(name)
             if value is None:
                 continue
-            text = escape_text(str(value)) if escaped else str(value)
+            text = str(value)
+            if len(text) > MAX_TEXT_CHARS:
+                raise ExchangeFormatError(
+                    f"its {name} holds {len(text)} characters, more than the "
+                    f"{MAX_TEXT_CHARS} the exchange carries",
+                    element=kind,
+                )
+            if escaped:
+                text = escape_text(text)
             if name == "notes":
                 note = text
             else:
-                rule = rules.get(name, _UNKNOWN)
-                if rule is not None and certain:  # inline _sure: it runs for most fields
-                    certain = rule is not _UNKNOWN and rule.match(text) is not None
+                if rule is not None and certain:  # most values are digits: checked first
+                    if rule is _UNKNOWN:
+                        certain = False
+                    elif not (rule.digits and text.isdigit() and text.isascii() and len(text) < 19):
+                        certain = rule.match(text) is not None
                     if certain and rule.low is not None:
                         certain = int(text) >= rule.low
                 parts.append(f' {name}="{_content_attr(text)}"')
@@ -287,6 +289,15 @@ def _element_text(element: Element, escaped: bool) -> Tuple[str, bool]:
 
 
 _UNKNOWN: Any = object()  # an attribute the compiled checks do not know
+_FIELD_RULES: Dict[str, List[Tuple[str, Any]]] = {}
+
+
+def _field_rules(kind: str, rules: Dict[str, Any]) -> List[Tuple[str, Any]]:
+    """The content fields of *kind* in document order, each with its compiled rule."""
+    found = _FIELD_RULES.get(kind)
+    if found is None:
+        found = _FIELD_RULES[kind] = [(name, rules.get(name, _UNKNOWN)) for name in FIELDS[kind]]
+    return found
 
 
 def _sure(rules: Dict[str, Any], name: str, value: str) -> bool:
