@@ -420,6 +420,7 @@ class WMServerClient:
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
+        peer_counter_seen: Optional[str] = None,
     ) -> Optional[int]:
         """``POST replication/nodes/update``: register or update the node row *name*.
 
@@ -445,6 +446,7 @@ class WMServerClient:
             "peerSeq": peer_seq,
             "peerInstance": peer_instance,
             "peerGenSeen": peer_gen_seen,
+            "peerCounterSeen": peer_counter_seen,
         }
         op = "replication/nodes/update"
         answer = self._json("POST", op, form=fields)

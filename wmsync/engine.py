@@ -38,6 +38,7 @@ from .errors import (
 from .exchange.leftout import LeftOut, describe_all
 from .feed import Feed, import_chunk
 from .membership import canonical_name, check_child, check_parent, node_row, same_name
+from .model import vv_from_text, vv_to_text
 from .progress import QueuedListener, SyncListener
 from .replica import Replica, ReplicaFactory, default_replica_factory
 from .report import (
@@ -199,7 +200,9 @@ def gone_back(
     number of the pair's syncId it holds (renewed at every watermark move, written to
     one side and then, with that confirmation, to the other: a restored side holds an
     older one, while a renewal interrupted between its writes leaves nothing confirmed
-    that is not true); and, as a backstop, its generation.
+    that is not true); and, as backstops, its generation and its highest own counter in
+    any version vector (compared under the incarnation it was recorded for: a new
+    incarnation starts its counters again).
     """
     if row_of_it is None or not info.get("instanceId"):
         return []
@@ -215,7 +218,36 @@ def gone_back(
     peer_gen_seen = _int_or_none(row_of_it.get("peerGenSeen"))
     if generation is not None and peer_gen_seen is not None and generation < peer_gen_seen:
         reasons.append(f"its generation {generation} is below the {peer_gen_seen} recorded")
+    recorded_counter = _counter_mark(row_of_it.get("peerCounterSeen"))
+    own = _int_or_none(info.get("ownCounter"))
+    if recorded_counter is not None and own is not None:
+        incarnation, counter = recorded_counter
+        if incarnation == str(info.get("incarnation") or "") and own < counter:
+            reasons.append(
+                f"its highest own counter {own} ({incarnation}) is below the {counter} recorded"
+            )
     return reasons
+
+
+def counter_text(info: Mapping[str, Any]) -> Optional[str]:
+    """A repository's highest own counter as another records it (``incarnation:counter``,
+    vv text), from its replication/info; ``None`` when it reports none."""
+    own = _int_or_none(info.get("ownCounter"))
+    incarnation = str(info.get("incarnation") or "")
+    if own is None or own < 1 or not incarnation:
+        return None
+    return vv_to_text({incarnation: own})
+
+
+def _counter_mark(text: Any) -> Optional[Tuple[str, int]]:
+    """What :func:`counter_text` wrote, read back; ``None`` for nothing or anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        mark = vv_from_text(text)
+    except ValueError:
+        return None
+    return next(iter(mark.items())) if len(mark) == 1 else None
 
 
 def read_parent(factory: ReplicaFactory, url: str, typed: str) -> Tuple[str, Dict[str, Any]]:
@@ -286,6 +318,8 @@ class _Pair:
     seq: int = 0  # the pair's syncId sequence number, as last written
     child_instance: Optional[str] = None
     parent_instance: Optional[str] = None
+    child_counter: Optional[str] = None  # each side's highest own counter (counter_text)
+    parent_counter: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -402,6 +436,8 @@ class _Run:
         if pair.extended:
             pair.child_instance = str(info["instanceId"])
             pair.parent_instance = str(parent_info["instanceId"])
+            pair.child_counter = counter_text(info)
+            pair.parent_counter = counter_text(parent_info)
             pair.seq = max(
                 _int_or_none((row or {}).get(key)) or 0
                 for row in (p_row, c_row)
@@ -454,12 +490,14 @@ class _Run:
                 sync_seq=pair.seq,
                 peer_instance=pair.parent_instance,
                 peer_gen_seen=_int_or_none(parent_info.get("generation")),
+                peer_counter_seen=pair.parent_counter,
             )
             parent.update_node(
                 name,
                 sync_seq=pair.seq,
                 peer_instance=pair.child_instance,
                 peer_gen_seen=_int_or_none(info.get("generation")),
+                peer_counter_seen=pair.child_counter,
             )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
@@ -622,12 +660,12 @@ class _Run:
                     self.parent_name,
                     last_sync_gen=generation,
                     sync_id=sync_id,
-                    **extra(pair.parent_instance, _last_generation(answers)),
+                    **extra(pair.parent_instance, _last_generation(answers), pair.parent_counter),
                 )
                 parent.update_node(
                     pair.name,
                     sync_id=sync_id,
-                    **extra(pair.child_instance, generation, confirmed=True),
+                    **extra(pair.child_instance, generation, pair.child_counter, confirmed=True),
                 )
             else:
                 # A full exchange gets its syncId only once both directions committed.
@@ -737,12 +775,12 @@ class _Run:
                     last_sync_gen=generation,
                     sync_id=sync_id,
                     stamp_last_sync=both,
-                    **extra(pair.child_instance, _last_generation(answers)),
+                    **extra(pair.child_instance, _last_generation(answers), pair.child_counter),
                 )
                 child.update_node(
                     self.parent_name,
                     sync_id=sync_id,
-                    **extra(pair.parent_instance, generation, confirmed=True),
+                    **extra(pair.parent_instance, generation, pair.parent_counter, confirmed=True),
                 )
             else:
                 # A full exchange whose pull failed: no syncId, so the next run is a full
@@ -766,7 +804,10 @@ class _Run:
         seq = pair.seq
 
         def extra(
-            instance: Optional[str], generation: Optional[int], confirmed: bool = False
+            instance: Optional[str],
+            generation: Optional[int],
+            counter: Optional[str],
+            confirmed: bool = False,
         ) -> Dict[str, Any]:
             if not pair.extended:
                 return {}
@@ -775,6 +816,7 @@ class _Run:
                 "peer_seq": seq if confirmed else None,
                 "peer_instance": instance,
                 "peer_gen_seen": generation,
+                "peer_counter_seen": counter,
             }
 
         return secrets.token_hex(8), extra

@@ -20,7 +20,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from wmsync.errors import ExchangeFormatError
-from wmsync.repository.store import ImportRefused, chunk_cursor
+from wmsync.repository.store import ImportRefused, chunk_cursor, highest_own_counter
 
 from .call import Call
 from .context import Context
@@ -62,7 +62,8 @@ def replication_info(ctx: Context, call: Call) -> Dict[str, Any]:
 
 def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
     """``replication/info`` with the extension marker, generation and watermarks, the
-    repository's ``instanceId`` and ``incarnation``, and per node row with a job id
+    repository's ``instanceId``, ``incarnation`` and highest own counter
+    (``ownCounter``), and per node row with a job id
     block the highest job id held in it (``jobIdHigh``)."""
     call.user()
     with ctx.store.reading() as s:
@@ -80,6 +81,7 @@ def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
             "generation": s.generation(),
             "instanceId": s.meta("instance") or "",
             "incarnation": s.incarnation(),
+            "ownCounter": highest_own_counter(s),
             "extensions": EXTENSIONS,
             "nodes": nodes,
         }
@@ -103,6 +105,7 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         peer_seq=call.integer("peerSeq"),
         peer_instance=call.text("peerInstance") or None,
         peer_gen_seen=call.integer("peerGenSeen"),
+        peer_counter_seen=call.text("peerCounterSeen") or None,
     )
     return {"success": True, "lastSync": node.last_sync}
 

@@ -72,6 +72,8 @@ class Node:
     peer_seq: Optional[int] = None
     peer_instance: Optional[str] = None
     peer_gen_seen: Optional[int] = None
+    #: The peer's highest own counter as seen, as ``incarnation:counter`` (vv text).
+    peer_counter_seen: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The node as ``replication/info`` lists it."""
@@ -92,6 +94,7 @@ class Node:
             "peerSeq": self.peer_seq,
             "peerInstance": self.peer_instance,
             "peerGenSeen": self.peer_gen_seen,
+            "peerCounterSeen": self.peer_counter_seen,
         }
 
 

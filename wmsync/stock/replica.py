@@ -168,6 +168,7 @@ class StockReplica:
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
         peer_gen: Optional[int] = None,
+        peer_counter_seen: Optional[str] = None,
     ) -> Optional[int]:
         node = self._repo.store.update_node(
             name,
