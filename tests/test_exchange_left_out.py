@@ -321,3 +321,15 @@ def test_the_writer_leaves_out_exactly_what_the_schema_refuses(tmp_path, value):
     assert (left_out == []) == accepted
     with read_document(str(path)) as reader:
         assert len(list(reader)) == (1 if accepted else 0)
+
+
+def test_what_is_named_stays_short(tmp_path):
+    """A schema message quotes the bad value; a name can be long: the report is cut."""
+    from wmsync.exchange.leftout import WHY_LIMIT
+
+    left_out: List[Any] = []
+    element = job(1, name="n" * 5000, priority="9" * 50_000 + "x")
+    write_document(str(tmp_path / "d.jxl"), HEADER, [element], left_out=left_out)
+    (entry,) = left_out
+    assert len(entry.why) <= WHY_LIMIT + 1 and len(entry.describe()) < 600
+    assert entry.to_dict()["id"] == 1 and entry.to_dict()["kind"] == "Job"

@@ -23,6 +23,12 @@ _NAME_FIELD = {"User": "userName"}
 _GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 #: A name shown in a message is cut to this many characters.
 _NAME_SHOWN = 80
+#: A reason is cut to this many characters (a schema message quotes the bad value).
+WHY_LIMIT = 300
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,13 @@ class LeftOut:
     @classmethod
     def of(cls, element: Element, why: str) -> LeftOut:
         name = "" if element.deleted else element.fields.get(_NAME_FIELD.get(element.kind, "name"))
-        return cls(element.kind, element.guid, element.local_id, str(name or ""), why)
+        return cls(
+            element.kind,
+            element.guid,
+            element.local_id,
+            _cut(str(name or ""), _NAME_SHOWN),
+            _cut(why, WHY_LIMIT),
+        )
 
     def to_dict(self) -> Dict[str, Any]:
         """The entry of an export answer's ``skipped`` list."""
@@ -58,8 +70,8 @@ class LeftOut:
             str(data.get("kind") or ""),
             str(data.get("guid") or ""),
             local_id if isinstance(local_id, int) and not isinstance(local_id, bool) else None,
-            str(data.get("name") or ""),
-            str(data.get("why") or "unknown reason"),
+            _cut(str(data.get("name") or ""), _NAME_SHOWN),
+            _cut(str(data.get("why") or "unknown reason"), WHY_LIMIT),
         )
 
     def describe(self) -> str:
@@ -68,8 +80,7 @@ class LeftOut:
         if self.local_id is not None:
             text += f" {self.local_id}"
         if self.name:
-            name = self.name if len(self.name) <= _NAME_SHOWN else self.name[:_NAME_SHOWN] + "…"
-            text += f" {name!r}"
+            text += f" {self.name!r}"
         return f"{text} ({self.guid}): {self.why}"
 
 
