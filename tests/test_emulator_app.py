@@ -345,6 +345,7 @@ def test_replication_info_and_nodes(parent):
         "repository": "Parent",
         "generation": 1,
         "incarnation": "Parent",
+        "ownCounter": 0,  # no local edit yet: the defaults have empty vectors
         "extensions": ["wmsync-replication/1"],
         "nodes": [],
     }
@@ -391,6 +392,7 @@ def test_replication_info_and_nodes(parent):
         "peerSeq",
         "peerInstance",
         "peerGenSeen",
+        "peerCounterSeen",
     }
     assert nodes["Parent"]["jobIdHigh"] is None  # no job in its block yet
     assert post(url, "/replication/nodes/reset", user="sync", name="Ohio") == {"success": True}

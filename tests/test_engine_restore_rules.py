@@ -36,3 +36,15 @@ def test_the_generation_is_a_backstop() -> None:
     assert gone_back(INFO, {"peerGenSeen": 40}, {"syncSeq": 0}) == []
     reasons = gone_back(INFO, {"peerGenSeen": 41}, {"syncSeq": 0})
     assert reasons == ["its generation 40 is below the 41 recorded"]
+
+
+def test_the_highest_own_counter_is_a_backstop_under_the_same_incarnation() -> None:
+    info = {**INFO, "incarnation": "Ohio", "ownCounter": 7}
+    assert gone_back(info, {"peerCounterSeen": "Ohio:7"}, {"syncSeq": 0}) == []
+    reasons = gone_back(info, {"peerCounterSeen": "Ohio:8"}, {"syncSeq": 0})
+    assert reasons == ["its highest own counter 7 (Ohio) is below the 8 recorded"]
+    # A new incarnation counts from 1 again: a mark of the old one says nothing.
+    later = {**INFO, "incarnation": "Ohio~1a2b3c4d", "ownCounter": 1}
+    assert gone_back(later, {"peerCounterSeen": "Ohio:8"}, {"syncSeq": 0}) == []
+    assert gone_back(info, {"peerCounterSeen": "not a mark"}, None) == []
+    assert gone_back({**INFO, "incarnation": "Ohio"}, {"peerCounterSeen": "Ohio:8"}, None) == []

@@ -46,6 +46,7 @@ from .errors import (
     redact_url,
     server_error,
 )
+from .exchange.leftout import LeftOut
 from .transport import (
     IDEMPOTENT_POSTS,
     RETRY_STATUSES,
@@ -83,6 +84,8 @@ class ExportInfo:
     count: int
     more: bool = False  # a split export: further chunks follow, from ``after``
     after: Optional[str] = None
+    #: Elements the server left out because they cannot travel (``skipped``).
+    skipped: Tuple[LeftOut, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -417,6 +420,7 @@ class WMServerClient:
         peer_seq: Optional[int] = None,
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
+        peer_counter_seen: Optional[str] = None,
     ) -> Optional[int]:
         """``POST replication/nodes/update``: register or update the node row *name*.
 
@@ -442,6 +446,7 @@ class WMServerClient:
             "peerSeq": peer_seq,
             "peerInstance": peer_instance,
             "peerGenSeen": peer_gen_seen,
+            "peerCounterSeen": peer_counter_seen,
         }
         op = "replication/nodes/update"
         answer = self._json("POST", op, form=fields)
@@ -542,6 +547,9 @@ class WMServerClient:
         if more and (not isinstance(cursor, str) or not cursor):
             raise ProtocolError(f"{op} answered more=true without an after cursor", self._where(op))
         generation, export_time, count = numbers
+        skipped = answer.get("skipped") or []
+        if not isinstance(skipped, list):
+            raise ProtocolError(f"{op} answered a skipped that is not a list", self._where(op))
         return ExportInfo(
             urljoin(self.url + "/", jxl_url),
             generation,
@@ -549,6 +557,7 @@ class WMServerClient:
             count,
             more=more,
             after=cursor if more else None,
+            skipped=tuple(LeftOut.from_dict(e) for e in skipped if isinstance(e, Mapping)),
         )
 
     def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:

@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, 
 from .auth import TokenLike
 from .errors import (
     Cancelled,
+    ElementsLeftOut,
     RepositoryError,
     SyncRefused,
     ValueTableError,
     WMSyncError,
 )
-from .feed import Feed
+from .exchange.leftout import LeftOut, describe_all
+from .feed import Feed, import_chunk
 from .idblocks import (
     JOB_ID_BLOCK,
     allocate_blocks,
@@ -44,6 +46,7 @@ from .idblocks import (
     node_rows,
 )
 from .membership import canonical_name, check_child, check_parent, node_row, same_name
+from .model import vv_from_text, vv_to_text
 from .progress import QueuedListener, SyncListener
 from .replica import Replica, ReplicaFactory, default_replica_factory
 from .report import (
@@ -134,7 +137,9 @@ def gone_back(
     number of the pair's syncId it holds (renewed at every watermark move, written to
     one side and then, with that confirmation, to the other: a restored side holds an
     older one, while a renewal interrupted between its writes leaves nothing confirmed
-    that is not true); and, as a backstop, its generation.
+    that is not true); and, as backstops, its generation and its highest own counter in
+    any version vector (compared under the incarnation it was recorded for: a new
+    incarnation starts its counters again).
     """
     if row_of_it is None or not info.get("instanceId"):
         return []
@@ -150,7 +155,36 @@ def gone_back(
     peer_gen_seen = int_or_none(row_of_it.get("peerGenSeen"))
     if generation is not None and peer_gen_seen is not None and generation < peer_gen_seen:
         reasons.append(f"its generation {generation} is below the {peer_gen_seen} recorded")
+    recorded_counter = _counter_mark(row_of_it.get("peerCounterSeen"))
+    own = int_or_none(info.get("ownCounter"))
+    if recorded_counter is not None and own is not None:
+        incarnation, counter = recorded_counter
+        if incarnation == str(info.get("incarnation") or "") and own < counter:
+            reasons.append(
+                f"its highest own counter {own} ({incarnation}) is below the {counter} recorded"
+            )
     return reasons
+
+
+def counter_text(info: Mapping[str, Any]) -> Optional[str]:
+    """A repository's highest own counter as another records it (``incarnation:counter``,
+    vv text), from its replication/info; ``None`` when it reports none."""
+    own = int_or_none(info.get("ownCounter"))
+    incarnation = str(info.get("incarnation") or "")
+    if own is None or own < 1 or not incarnation:
+        return None
+    return vv_to_text({incarnation: own})
+
+
+def _counter_mark(text: Any) -> Optional[Tuple[str, int]]:
+    """What :func:`counter_text` wrote, read back; ``None`` for nothing or anything else."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        mark = vv_from_text(text)
+    except ValueError:
+        return None
+    return next(iter(mark.items())) if len(mark) == 1 else None
 
 
 def read_parent(factory: ReplicaFactory, url: str, typed: str) -> Tuple[str, Dict[str, Any]]:
@@ -221,6 +255,8 @@ class _Pair:
     seq: int = 0  # the pair's syncId sequence number, as last written
     child_instance: Optional[str] = None
     parent_instance: Optional[str] = None
+    child_counter: Optional[str] = None  # each side's highest own counter (counter_text)
+    parent_counter: Optional[str] = None
 
     @property
     def name(self) -> str:
@@ -328,6 +364,8 @@ class _Run:
         if pair.extended:
             pair.child_instance = str(info["instanceId"])
             pair.parent_instance = str(parent_info["instanceId"])
+            pair.child_counter = counter_text(info)
+            pair.parent_counter = counter_text(parent_info)
             pair.seq = max(
                 int_or_none((row or {}).get(key)) or 0
                 for row in (p_row, c_row)
@@ -384,12 +422,14 @@ class _Run:
                 sync_seq=pair.seq,
                 peer_instance=pair.parent_instance,
                 peer_gen_seen=int_or_none(parent_info.get("generation")),
+                peer_counter_seen=pair.parent_counter,
             )
             parent.update_node(
                 name,
                 sync_seq=pair.seq,
                 peer_instance=pair.child_instance,
                 peer_gen_seen=int_or_none(info.get("generation")),
+                peer_counter_seen=pair.child_counter,
             )
         pair.result.full_exchange = not pair.trusted
         pair.ready = True
@@ -473,27 +513,28 @@ class _Run:
         member: int,
         target: Replica,
         import_lock: Optional[threading.Lock] = None,
-    ) -> Tuple[int, int, List[Dict[str, Any]]]:
+    ) -> Tuple[int, int, List[Dict[str, Any]], List[LeftOut]]:
         """Import every chunk of *feed* into *target*, in order.
 
         Only the import holds *import_lock*: the exports, downloads and validations of
-        several children still overlap.
+        several children still overlap. An element that cannot travel (the source left
+        it out, or *target* refused it: :func:`~wmsync.feed.import_chunk`) never stops
+        the others; it is returned, and the caller keeps the direction's watermark.
 
-        :returns: (elements moved, generation the export covered, import answers).
+        :returns: (elements moved, generation the export covered, import answers,
+            elements left out).
         """
         moved, answers = 0, []
+        refused: List[LeftOut] = []
         for chunk in feed.chunks(member):
             if chunk.path is None:
                 continue
             self.check_cancel()
-            if import_lock is None:
-                answers.append(target.import_document(chunk.path, merge=True, gzip=chunk.gzip))
-            else:
-                with import_lock:
-                    answers.append(target.import_document(chunk.path, merge=True, gzip=chunk.gzip))
-            moved += chunk.count
+            before = len(refused)
+            answers.append(import_chunk(target, chunk, self.workdir, refused, import_lock))
+            moved += chunk.count - (len(refused) - before)
         assert feed.generation is not None  # set before the first chunk
-        return moved, feed.generation, answers
+        return moved, feed.generation, answers, feed.skipped + refused
 
     def record(self, pair: _Pair, answer: Mapping[str, Any], repository: str) -> None:
         """Add an import's conflicts and renumbered jobs to the child's result."""
@@ -542,12 +583,17 @@ class _Run:
             via = self.parent_name if pair.trusted else None
             feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1)
             try:
-                sent, generation, answers = self.transfer(feed, 0, parent, self.parent_import_lock)
+                sent, generation, answers, left_out = self.transfer(
+                    feed, 0, parent, self.parent_import_lock
+                )
             finally:
                 feed.leave(0)
                 feed.join()
             for answer in answers:
                 self.record(pair, answer, self.parent_name)
+            pair.result.sent = sent
+            if left_out:  # everything else is in; the watermark stays for a retry
+                raise ElementsLeftOut(describe_all(left_out), left_out)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
             if pair.trusted:
@@ -557,17 +603,16 @@ class _Run:
                     self.parent_name,
                     last_sync_gen=generation,
                     sync_id=sync_id,
-                    **extra(pair.parent_instance, _last_generation(answers)),
+                    **extra(pair.parent_instance, _last_generation(answers), pair.parent_counter),
                 )
                 parent.update_node(
                     pair.name,
                     sync_id=sync_id,
-                    **extra(pair.child_instance, generation, confirmed=True),
+                    **extra(pair.child_instance, generation, pair.child_counter, confirmed=True),
                 )
             else:
                 # A full exchange gets its syncId only once both directions committed.
                 child.update_node(self.parent_name, last_sync_gen=generation)
-            pair.result.sent = sent
             pair.pulled = True
 
         self.guarded(pair, work, f"{pair.name}: sending changes to the parent")
@@ -656,9 +701,12 @@ class _Run:
         pair.doing = "receiving the parent's changes"
 
         def work(child: Replica, parent: Replica) -> None:
-            received, generation, answers = self.transfer(feed, member, child)
+            received, generation, answers, left_out = self.transfer(feed, member, child)
             for answer in answers:
                 self.record(pair, answer, name)
+            pair.result.received = received
+            if left_out:  # everything else is in; the watermark stays for a retry
+                raise ElementsLeftOut(describe_all(left_out), left_out)
             both = pair.pulled
             if pair.trusted or both:
                 # A new syncId on both sides, the moved side first, also when the pull
@@ -670,18 +718,17 @@ class _Run:
                     last_sync_gen=generation,
                     sync_id=sync_id,
                     stamp_last_sync=both,
-                    **extra(pair.child_instance, _last_generation(answers)),
+                    **extra(pair.child_instance, _last_generation(answers), pair.child_counter),
                 )
                 child.update_node(
                     self.parent_name,
                     sync_id=sync_id,
-                    **extra(pair.parent_instance, generation, confirmed=True),
+                    **extra(pair.parent_instance, generation, pair.parent_counter, confirmed=True),
                 )
             else:
                 # A full exchange whose pull failed: no syncId, so the next run is a full
                 # exchange again, without echo suppression.
                 stamped = parent.update_node(name, last_sync_gen=generation)
-            pair.result.received = received
             if both:
                 moment = stamped if stamped is not None else _now_ms()
                 pair.result.last_sync = datetime.fromtimestamp(moment / 1000, timezone.utc)
@@ -700,7 +747,10 @@ class _Run:
         seq = pair.seq
 
         def extra(
-            instance: Optional[str], generation: Optional[int], confirmed: bool = False
+            instance: Optional[str],
+            generation: Optional[int],
+            counter: Optional[str],
+            confirmed: bool = False,
         ) -> Dict[str, Any]:
             if not pair.extended:
                 return {}
@@ -709,6 +759,7 @@ class _Run:
                 "peer_seq": seq if confirmed else None,
                 "peer_instance": instance,
                 "peer_gen_seen": generation,
+                "peer_counter_seen": counter,
             }
 
         return secrets.token_hex(8), extra
@@ -719,6 +770,9 @@ class _Run:
         if pair.result.error is None:  # the first failure says why; a push may follow
             pair.result.error = f"while {pair.doing}: {text}"
             self.events.warning(child_line(pair.result))
+        elif isinstance(exc, ElementsLeftOut):  # every element left out is named
+            pair.result.error += f"; and while {pair.doing}: {text}"
+            self.events.warning(f"{pair.name}: while {pair.doing}: {text}")
 
 
 def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> Dict[str, Any]:

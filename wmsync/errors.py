@@ -7,6 +7,7 @@
      +-- ExchangeFormatError (also ValueError)  an exchange document that is not valid
      +-- SyncRefused                             the whole run cannot start (wrong parent name ...)
      +-- Cancelled                               the user asked to stop
+ +-- ElementsLeftOut                         elements that cannot travel were left out
      +-- RepositoryError                         something went wrong talking to one repository
           +-- TransportError                     no usable HTTP answer
           |    +-- ConnectionFailed
@@ -93,6 +94,16 @@ class SyncRefused(WMSyncError):
 
 class Cancelled(WMSyncError):
     """The user cancelled the run; it stopped at a safe point."""
+
+
+class ElementsLeftOut(WMSyncError):
+    """A direction sent and imported everything except ``left_out``, elements that
+    cannot travel (:class:`wmsync.exchange.LeftOut`); its watermark stays, so the next
+    run retries them, and the child is reported failed with this message."""
+
+    def __init__(self, message: str, left_out: Sequence[object]) -> None:
+        self.left_out = list(left_out)
+        super().__init__(message)
 
 
 class RepositoryError(WMSyncError):

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from . import exchange
-from .errors import Cancelled, ProtocolError
+from .errors import BadRequest, Cancelled, ExchangeFormatError, ProtocolError
+from .exchange.leftout import LeftOut, find_element, guid_named, without_element
 from .replica import Replica
 from .repository import quick
 
@@ -36,6 +37,9 @@ from .repository import quick
 CHUNK_ELEMENTS = 50_000
 #: How many chunks the producer may have ready beyond the slowest member's.
 LOOKAHEAD = 2
+#: How many elements one chunk's import may leave out, one per refusal, before the
+#: refusal fails the direction (each costs a rewrite and an upload of the chunk).
+LEAVE_OUT_LIMIT = 3
 
 
 @dataclass
@@ -84,6 +88,7 @@ class Feed:
         self._error: Optional[BaseException] = None
         self.generation: Optional[int] = None
         self.exports = 0  # export calls made on the source
+        self._skipped: List[LeftOut] = []  # what the source's exports left out
         self._thread: Optional[threading.Thread] = None
 
     # -- the producer -----------------------------------------------------------------
@@ -139,6 +144,7 @@ class Feed:
                 )
             chunk = self._fetch(source, info, len(self._chunks))
             with self._cond:
+                self._skipped.extend(getattr(info, "skipped", None) or ())
                 self._chunks.append(chunk)
                 self._cond.notify_all()
             if not (splits and getattr(info, "more", False)):
@@ -232,6 +238,13 @@ class Feed:
                     self._position[member] = index + 1
                     self._release()
 
+    @property
+    def skipped(self) -> List[LeftOut]:
+        """The elements the source left out of the chunks made so far (all of them once
+        a member has read every chunk): they cannot travel (docs/design.md §4)."""
+        with self._cond:
+            return list(self._skipped)
+
     def leave(self, member: int) -> None:
         """*member* is done (or failed): the producer no longer waits for it."""
         with self._cond:
@@ -250,6 +263,74 @@ class Feed:
         for chunk in self._chunks[:low]:
             _remove(chunk)
         self._cond.notify_all()
+
+
+def import_chunk(
+    target: Replica,
+    chunk: Chunk,
+    workdir: str,
+    left_out: List[LeftOut],
+    import_lock: Optional[threading.Lock] = None,
+) -> Dict[str, Any]:
+    """Import *chunk* into *target*; when the target refuses the document naming one
+    element of it (a 400 naming its GUID, or the line it is on), import it again
+    without that element, which is added to *left_out* (docs/design.md §4, "What the
+    exchange carries"). At most :data:`LEAVE_OUT_LIMIT` elements a chunk.
+
+    A refused import changed nothing (imports are atomic), so importing the rest is
+    safe; the caller keeps the direction's watermark, so the next run retries what was
+    left out.
+
+    :returns: the import's answer.
+    :raises BadRequest: a refusal that names no element of the chunk, or one too many.
+    """
+    assert chunk.path is not None
+    path, copies = chunk.path, []
+    try:
+        for attempt in range(LEAVE_OUT_LIMIT + 1):
+            try:
+                if import_lock is None:
+                    return target.import_document(path, merge=True, gzip=chunk.gzip)
+                with import_lock:
+                    return target.import_document(path, merge=True, gzip=chunk.gzip)
+            except BadRequest as refusal:
+                index = -1 if attempt == LEAVE_OUT_LIMIT else _refused_element(path, refusal)
+                if index < 0:
+                    raise
+                copy, element = without_element(path, index, workdir, packed=chunk.gzip)
+                copies.append(copy)
+                path = copy
+                why = "; ".join([refusal.message, *refusal.details])
+                left_out.append(LeftOut.of(element, f"the receiving server refused it: {why}"))
+        raise AssertionError("unreachable")  # the last attempt returns or raises
+    finally:
+        for copy in copies:
+            if os.path.exists(copy):
+                os.unlink(copy)
+
+
+def _refused_element(path: str, refusal: BadRequest) -> int:
+    """The position of the element of the document at *path* a refusal names: by its
+    GUID, or by the line the server's reader stopped on (``line N`` in the details,
+    with an ``element`` detail that is not the root); -1 when it names none."""
+    if not refusal.message.startswith(_DOCUMENT_REFUSALS):
+        return -1
+    try:
+        # The line first: a message may quote a GUID the element refers to.
+        details = {d.partition(" ")[0]: d.partition(" ")[2] for d in refusal.details}
+        line, tag = details.get("line", ""), details.get("element", "")
+        if line.isdigit() and tag.strip("<>") not in ("", exchange.ROOT):
+            return find_element(path, line=int(line))
+        guid = guid_named(refusal.message)
+        if guid is not None:
+            return find_element(path, guid=guid)
+    except ExchangeFormatError:
+        pass  # not a document this client can read again: no element to leave out
+    return -1
+
+
+# How the emulator's import begins a refusal of the document (docs/protocol.md).
+_DOCUMENT_REFUSALS = ("Invalid exchange document", "Document refused")
 
 
 def validate(path: str) -> Tuple[exchange.ExchangeHeader, int]:

@@ -299,6 +299,14 @@ def export_job_data(
         with tempfile.TemporaryDirectory(prefix="wmsync-file-") as work:
             document = os.path.join(work, DOCUMENT)
             export = replica.export(since, peer if trusted else None)
+            left_out = list(getattr(export, "skipped", None) or ())
+            if left_out:
+                # A file's generation moves the peer's mark past everything it covers,
+                # so a file cannot leave an element out and have it retried: none is made.
+                raise SyncRefused(
+                    f"{me}: {len(left_out)} element(s) cannot travel; change them and "
+                    "export again: " + "; ".join(e.describe() for e in left_out)
+                )
             with open(document, "wb") as handle:
                 replica.download(export.jxl_url, handle)
             header, count = exchange.validate_file(document)

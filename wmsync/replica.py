@@ -57,8 +57,10 @@ class Replica(Protocol):
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
         peer_gen: Optional[int] = None,
+        peer_counter_seen: Optional[str] = None,
     ) -> Optional[int]:
-        """``sync_seq``, ``peer_seq``, ``peer_instance`` and ``peer_gen_seen`` serve restore
+        """``sync_seq``, ``peer_seq``, ``peer_instance``, ``peer_gen_seen`` and
+        ``peer_counter_seen`` serve restore
         detection (docs/design.md §4); the engine passes them only to a replica whose
         ``replication_info`` reports an ``instanceId`` (others may ignore them).
         ``peer_gen`` is the file exchange's mark (docs/design.md §11)."""

@@ -21,7 +21,7 @@ from werkzeug.wrappers import Response
 
 from wmsync.errors import ExchangeFormatError
 from wmsync.repository.renumbering import renumber_own_jobs
-from wmsync.repository.store import ImportRefused
+from wmsync.repository.store import ImportRefused, chunk_cursor, highest_own_counter
 
 from .call import Call
 from .context import Context
@@ -63,7 +63,8 @@ def replication_info(ctx: Context, call: Call) -> Dict[str, Any]:
 
 def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
     """``replication/info`` with the extension marker, generation and watermarks, the
-    repository's ``instanceId`` and ``incarnation``, and per node row with a job id
+    repository's ``instanceId``, ``incarnation`` and highest own counter
+    (``ownCounter``), and per node row with a job id
     block the highest job id held in it (``jobIdHigh``)."""
     call.user()
     with ctx.store.reading() as s:
@@ -81,6 +82,7 @@ def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
             "generation": s.generation(),
             "instanceId": s.meta("instance") or "",
             "incarnation": s.incarnation(),
+            "ownCounter": highest_own_counter(s),
             "extensions": EXTENSIONS,
             "nodes": nodes,
         }
@@ -104,6 +106,7 @@ def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
         peer_seq=call.integer("peerSeq"),
         peer_instance=call.text("peerInstance") or None,
         peer_gen_seen=call.integer("peerGenSeen"),
+        peer_counter_seen=call.text("peerCounterSeen") or None,
     )
     return {"success": True, "lastSync": node.last_sync}
 
@@ -193,17 +196,20 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     until_gen = call.integer("untilGen")
     if max_count is not None and max_count < 1:
         raise BadRequest("Invalid value for parameter maxCount", ["maxCount"])
+    after = call.text("after") or None
     try:
-        info = ctx.store.export(
-            ctx.exports.path,
-            since_gen,
-            exclude_via,
-            until_gen=until_gen,
-            max_count=max_count,
-            after=call.text("after") or None,
-        )
+        if after is not None:
+            chunk_cursor(after)  # checked here, so no other ValueError is blamed on it
     except ValueError:
         raise BadRequest("Invalid value for parameter after", ["after"]) from None
+    info = ctx.store.export(
+        ctx.exports.path,
+        since_gen,
+        exclude_via,
+        until_gen=until_gen,
+        max_count=max_count,
+        after=after,
+    )
     answer: Dict[str, Any] = {
         "jxlURL": f"{call.root}/replication/exports/{info.export_id}.jxl",
         "generation": info.generation,
@@ -215,6 +221,8 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
         answer["more"] = info.more
         if info.after:
             answer["after"] = info.after
+    if info.skipped:  # elements that cannot travel, left out (docs/protocol.md)
+        answer["skipped"] = [entry.to_dict() for entry in info.skipped]
     return answer
 
 

@@ -36,7 +36,10 @@ The modules, one concern each (this package re-exports their public names):
 - ``elements``: the one header reader and element builder every reader uses
   (:func:`read_header`, :func:`to_record`, :func:`to_element`), and the escaping of text
   XML 1.0 cannot hold (:func:`escape_text`, :func:`unescape_text`).
-- ``writer``: :func:`write_document`, :func:`gzip_file`.
+- ``writer``: :func:`write_document` (which leaves out, when asked, an element it cannot
+  write), :func:`gzip_file`.
+- ``leftout``: :class:`LeftOut`, an element that cannot travel, and writing a document
+  again without one element (a receiving server refused it).
 - ``schema``: ``jxl.xsd`` as an lxml XMLSchema.
 - ``checks``: the schema compiled into fast per-element checks (the XMLSchema decides
   whatever they do not accept).
@@ -63,6 +66,7 @@ from .elements import (
     to_record,
     unescape_text,
 )
+from .leftout import LeftOut
 from .parsers import new_parser
 from .reader import DocumentReader, read_document, validate_file
 from .schema import SCHEMA_PATH
@@ -83,6 +87,7 @@ __all__ = [
     "DocumentReader",
     "ExchangeFormatError",
     "ExchangeHeader",
+    "LeftOut",
     "PathOrFile",
     "Record",
     "escape_text",

@@ -36,9 +36,13 @@ class _Rule(NamedTuple):
     match: Callable[[str], Optional[re.Match[str]]]
     low: Optional[int] = None
     high: Optional[int] = None
+    digits: bool = False  # every 1 to 18 ASCII digits match (an xs:long of digits)
 
 
 _NEVER = _Rule(re.compile(r"(?!)").match)  # matches nothing: the schema decides
+# Patterns that match every string of ASCII digits (a rule of only these, on xs:long,
+# has ``digits``: the writer's shortcut for the most common values).
+_DIGIT_PATTERNS = frozenset(("-?[0-9]+", "[0-9]+"))
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ def _compile_simple(node: etree._Element) -> Optional[_Rule]:
         # Up to 18 digits always fit a long; longer numbers (and white space, which
         # xs:long would collapse) are left to the schema.
         parts.append(r"(?=[+-]?[0-9]{1,18}\Z)")
-        return _Rule(re.compile("".join(parts)).match, low, None)
+        digits = all(p in _DIGIT_PATTERNS for p in patterns)
+        return _Rule(re.compile("".join(parts)).match, low, None, digits)
     if base != "xs:string":
         return _NEVER
     if min_length is not None:
@@ -189,3 +194,20 @@ def fast_valid(node: etree._Element, attrs: Dict[str, str], shape: Shape) -> boo
         return False
     child = node[0]
     return child.tag == NOTE and len(child) == 0 and not child.attrib and child.tail is None
+
+
+def attribute_rules(tag: str) -> Dict[str, Optional[_Rule]]:
+    """The compiled rule of each attribute *tag* may carry (``None``: any text); an
+    attribute not listed, or a tag without a shape, is for the schema to decide."""
+    shape = fast_shapes().get(tag)
+    return {} if shape is None else shape.attrs
+
+
+def surely_valid(rule: Optional[_Rule], value: str) -> bool:
+    """True only when the schema would accept *value* for an attribute of *rule*."""
+    if rule is None:
+        return True
+    if not (rule.digits and value.isdigit() and value.isascii() and len(value) <= 18):
+        if rule.match(value) is None:
+            return False
+    return rule.low is None or int(value) >= rule.low

@@ -48,6 +48,7 @@ class DocumentReader:
 
     :ivar header: the :class:`ExchangeHeader`, read on opening.
     :ivar count: how many elements have been handed out so far.
+    :ivar line: the line the element last handed out starts on (``None`` before).
     :raises ExchangeFormatError: on opening or while iterating, for any invalid input.
     """
 
@@ -56,6 +57,7 @@ class DocumentReader:
     def __init__(self, source: PathOrFile, *, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.max_bytes = max_bytes
         self.count = 0
+        self.line: Optional[int] = None
         self._closers: List[Any] = []
         self._open_tags: List[str] = []
         self._events: Optional[Iterator[Tuple[str, etree._Element]]] = None
@@ -128,6 +130,7 @@ class DocumentReader:
             if depth == 1:  # a child of the root ended
                 self._check_text(root)
                 element = self._to_element(node)
+                self.line = _line(node)
                 node.clear()
                 while node.getprevious() is not None:
                     del root[0]

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
+from wmsync.exchange.leftout import LeftOut
 from wmsync.model import Element
 
 
@@ -71,6 +72,8 @@ class Node:
     peer_seq: Optional[int] = None
     peer_instance: Optional[str] = None
     peer_gen_seen: Optional[int] = None
+    #: The peer's highest own counter as seen, as ``incarnation:counter`` (vv text).
+    peer_counter_seen: Optional[str] = None
 
     def to_dict(self) -> Dict[str, Any]:
         """The node as ``replication/info`` lists it."""
@@ -91,6 +94,7 @@ class Node:
             "peerSeq": self.peer_seq,
             "peerInstance": self.peer_instance,
             "peerGenSeen": self.peer_gen_seen,
+            "peerCounterSeen": self.peer_counter_seen,
         }
 
 
@@ -106,6 +110,8 @@ class ExportFile:
     count: int
     more: bool = False  # a split export: further chunks follow, from ``after``
     after: Optional[str] = None  # where the next chunk starts (an opaque cursor)
+    # Elements that cannot travel, left out of the document (docs/design.md §4).
+    skipped: List[LeftOut] = field(default_factory=list)
 
 
 @dataclass

@@ -363,7 +363,8 @@ class Session:
 
     _NODECOLUMNS = (
         "id, name, description, serverURL, isParent, isConnected, lastSync, lastSyncGen, "
-        "syncId, jobIdStart, jobIdBlock, peerGen, syncSeq, peerSeq, peerInstance, peerGenSeen"
+        "syncId, jobIdStart, jobIdBlock, peerGen, syncSeq, peerSeq, peerInstance, peerGenSeen, "
+        "peerCounterSeen"
     )
 
     @staticmethod
@@ -385,6 +386,7 @@ class Session:
             peer_seq=row[13],
             peer_instance=row[14],
             peer_gen_seen=row[15],
+            peer_counter_seen=row[16],
         )
 
     def node(self, name: str) -> Optional[Node]:

@@ -61,7 +61,8 @@ CREATE TABLE IF NOT EXISTS nodes (
     syncSeq INTEGER,
     peerSeq INTEGER,
     peerInstance TEXT,
-    peerGenSeen INTEGER
+    peerGenSeen INTEGER,
+    peerCounterSeen TEXT
 );
 CREATE TABLE IF NOT EXISTS conflicts (
     id INTEGER PRIMARY KEY,
@@ -98,13 +99,14 @@ CONFLICT_COLUMNS_ADDED = (
 #: Columns added to the node table for restore detection (docs/design.md §4, "Restores
 #: and rebuilds"; added on opening an older file): the sequence number of the pair's
 #: syncId this side holds, and what it confirmed of the peer: the sequence number the
-#: peer holds, its instance id and its generation.
+#: peer holds, its instance id, its generation and its highest own counter.
 NODE_COLUMNS_ADDED = (
     ("peerGen", "INTEGER"),
     ("syncSeq", "INTEGER"),
     ("peerSeq", "INTEGER"),
     ("peerInstance", "TEXT"),
     ("peerGenSeen", "INTEGER"),
+    ("peerCounterSeen", "TEXT"),
 )
 
 #: SQL ordering rows by kind in document order (model.KINDS).

@@ -28,10 +28,11 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Union
+from typing import Any, BinaryIO, Dict, List, Mapping, Optional, Tuple, Union
 
 from wmsync.client import WMServerClient
 from wmsync.errors import NotFound, RepositoryError, ServerError
+from wmsync.exchange.leftout import LeftOut
 from wmsync.repository.store import Store
 
 from . import fold, state
@@ -64,6 +65,7 @@ class StockExport:
     generation: int
     export_time: int
     count: int
+    skipped: Tuple[LeftOut, ...] = ()  # elements that cannot travel, left out
 
 
 class _Repository:
@@ -197,6 +199,7 @@ class StockReplica:
         peer_instance: Optional[str] = None,
         peer_gen_seen: Optional[int] = None,
         peer_gen: Optional[int] = None,
+        peer_counter_seen: Optional[str] = None,
     ) -> Optional[int]:
         node = self._repo.store.update_node(
             name,
@@ -277,7 +280,13 @@ class StockReplica:
     def export(self, since_gen: int, exclude_via: Optional[str] = None) -> StockExport:
         self._repo.ensure_scanned(self._client)
         info = self._repo.store.export(self._repo.workdir, since_gen, exclude_via)
-        return StockExport(str(info.path), info.generation, info.export_time, info.count)
+        return StockExport(
+            str(info.path),
+            info.generation,
+            info.export_time,
+            info.count,
+            tuple(info.skipped),
+        )
 
     def download(self, jxl_url: str, dest: BinaryIO) -> int:
         path = Path(jxl_url)
