@@ -33,13 +33,15 @@ import itertools
 import json
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
@@ -48,7 +50,7 @@ from wmsync import synchronize
 from wmsync.client import WMServerClient
 from wmsync.emulator.app import EmulatorConfig, Fault, create_app
 from wmsync.emulator.server import QuietRequestHandler, RunningEmulator, root_url
-from wmsync.model import EQUAL, OLDER, compare_vv
+from wmsync.model import EQUAL, OLDER, Element, compare_vv
 from wmsync.report import child_line
 
 LONG = os.environ.get("WMSYNC_LONG", "") not in ("", "0")
@@ -102,7 +104,21 @@ EDITS = [
     "user_create",
     "user_edit",
     "group_edit",
+    "job_control_text",
+    "job_long_notes",
 ]
+# Setbacks (docs/design.md §4, "Restores and rebuilds"): a backup taken while the server
+# runs, a restore of the node's last backup (server stopped and started again on the
+# same port, or written back into the live file), a rebuild empty under the same name.
+SETBACKS = ["backup", "backup", "restore_offline", "restore_in_place", "rebuild"]
+# How a run's parent name and table rows are typed: as the servers spell them, or not.
+CASES = [None, None, "lower", "upper", "swap"]
+# Text the REST API accepts that XML 1.0 cannot hold: control characters (U+000B, the
+# vertical tab Word writes for a manual line break; NUL; U+0001 ...), CR LF and a lone
+# CR, non-characters, and a lone surrogate (sent as a JSON \uXXXX escape).
+CONTROL_TEXT = "\x0b\x00\x01\x08\x1f\x7f\x85\r\n\r\t\ufffe\uffff\ud800"
+LONG_NOTES_CHARS = 100_000
+TEXT_FIELDS = {"job_control_text": "description", "job_long_notes": "notes"}
 
 
 # ---------------------------------------------------------------------------
@@ -155,8 +171,11 @@ class Node:
         self.port = 0
         self.running: Optional[RunningEmulator] = None
         self.url = ""
+        self.db_path = Path()
+        self.offset = 0
 
     def fresh(self, db_path: Path, clock_offset_ms: int) -> None:
+        self.db_path, self.offset = db_path, clock_offset_ms
         self.app = create_app(
             EmulatorConfig(
                 repository=self.name, db_path=str(db_path), clock_offset_ms=clock_offset_ms
@@ -165,6 +184,35 @@ class Node:
         self.gate.inner = self.app
         if self.running is None:
             self.up()
+
+    # -- setbacks (the server keeps its port) ----------------------------------------
+
+    def backup(self, dest: Path) -> Path:
+        """A consistent copy of the live database, made with SQLite's backup API."""
+        sqlite_copy(self.db_path, dest)
+        return dest
+
+    def restore_offline(self, copy: Path) -> None:
+        """Stop the server, put the copy back in place of its files (``-wal``/``-shm``
+        removed), start it again on the same port."""
+        self._replace_files(copy)
+
+    def restore_in_place(self, copy: Path) -> None:
+        """Write the copy back into the live file with the backup API while it runs."""
+        sqlite_copy(copy, self.db_path)
+
+    def rebuild(self) -> None:
+        """Stop the server and start it on a new, empty database under the same name."""
+        self._replace_files(None)
+
+    def _replace_files(self, copy: Optional[Path]) -> None:
+        self.down()
+        self.gate.wait_quiet(time.monotonic() + QUIET_DEADLINE)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        if copy is not None:
+            self.db_path.write_bytes(copy.read_bytes())
+        self.fresh(self.db_path, self.offset)  # a new application over the files
 
     @property
     def store(self) -> Any:
@@ -200,6 +248,22 @@ class Node:
         return self.app.faults  # type: ignore[no-any-return]
 
 
+def sqlite_copy_to(source_path: Any, dest_path: Path) -> Path:
+    sqlite_copy(Path(source_path), dest_path)
+    return dest_path
+
+
+def sqlite_copy(source_path: Path, dest_path: Path) -> None:
+    """Copy one SQLite database into another with the backup API (both may be live)."""
+    source = sqlite3.connect(str(source_path))
+    target = sqlite3.connect(str(dest_path))
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
 @dataclass(frozen=True)
 class Write:
     """One local version a node wrote (a user's edit or its side effects)."""
@@ -211,6 +275,7 @@ class Write:
     content: str  # content hash
     deleted: bool
     fields: Tuple[Tuple[str, str], ...]
+    base: Optional[str] = None  # content hash the node held before the edit (None: new)
 
 
 TALLY: Counter = Counter()
@@ -231,6 +296,9 @@ class Example:
         self.table = ";".join(f"{n.name} true {n.url} ''" for n in nodes[1:])
         self.tokens = itertools.count()
         self.user_pool = ["u0", "u1", "u2"]
+        self.setbacks = Setbacks()
+        self.texts: List[Tuple[int, str, str]] = []  # (write index, field, text sent)
+        self._sent_text = ""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -245,12 +313,17 @@ class Example:
 
     # -- runs ------------------------------------------------------------------
 
-    def sync(self, factory: Optional[Callable[[str], Any]] = None) -> Any:
+    def sync(
+        self, factory: Optional[Callable[[str], Any]] = None, case: Optional[str] = None
+    ) -> Any:
+        """One run; *case* types the parent name and the table's names in another case."""
+        table = typed_table(self.table, case)
         result = synchronize(
-            self.parent.url, "Parent", self.table, user=USER, client_factory=factory
+            self.parent.url, typed("Parent", case), table, user=USER, client_factory=factory
         )
         if result.status >= 0 and result.last_sync_text:
             self.table = result.last_sync_text  # chained, as ModelBuilder does
+        self.setbacks.after_run(self)
         return result
 
     def wait_quiet(self) -> None:
@@ -278,8 +351,11 @@ class Example:
                     element.content_hash(),
                     element.deleted,
                     tuple(sorted(element.fields.items())),
+                    before[guid][1] if guid in before else None,
                 )
             )
+        if done and op in TEXT_FIELDS:
+            self.record_text(node, op, changed)
         TALLY["edits"] += int(done)
         TALLY["versions_written"] += len(changed)
 
@@ -340,9 +416,44 @@ class Example:
             )
         elif op == "group_edit":
             client.post("community/groups/1/update", description=self.token("g"))
+        elif op in TEXT_FIELDS:
+            if job is None:
+                return False
+            self._sent_text = self.text_for(op)
+            if op == "job_control_text":  # JSON: the lone surrogate goes as an escape
+                client.post(
+                    f"jobs/{job.local_id}/update",
+                    properties=json.dumps({"description": self._sent_text}),
+                )
+            else:
+                client.post(f"jobs/{job.local_id}/notes/update", notes=self._sent_text)
         else:  # pragma: no cover
             raise AssertionError(op)
         return True
+
+    # -- text XML 1.0 cannot hold, and long notes -------------------------------
+
+    def text_for(self, op: str) -> str:
+        if op == "job_control_text":
+            return f"{self.token('c')}{CONTROL_TEXT}"
+        head = self.token("long")
+        return head + ("notes\x0b" * LONG_NOTES_CHARS)[: LONG_NOTES_CHARS - len(head)]
+
+    def record_text(self, node: Node, op: str, changed: List[str]) -> None:
+        """Remember the text sent; the node stored exactly that (the API changed nothing)."""
+        field = TEXT_FIELDS[op]
+        first = len(self.writes) - len(changed)
+        index = next(i for i in range(first, len(self.writes)) if self.writes[i].kind == "Job")
+        stored = dict(self.writes[index].fields).get(field)
+        assert stored == self._sent_text, f"{node.name} stored another {field} than sent"
+        self.texts.append((index, field, self._sent_text))
+        TALLY["control_char_texts" if op == "job_control_text" else "long_notes"] += 1
+
+    # -- setbacks --------------------------------------------------------------
+
+    def setback(self, what: str, node: Node) -> None:
+        """A backup, a restore of the node's last backup, or a rebuild; see :class:`Setbacks`."""
+        self.setbacks.act(self, what, node)
 
     # -- faults ----------------------------------------------------------------
 
@@ -390,6 +501,172 @@ def faulty_client(url: str) -> WMServerClient:
 
 
 # ---------------------------------------------------------------------------
+# Setbacks, and which writes descend from which
+
+
+def loser_key(entry: Dict[str, Any]) -> Tuple[str, str]:
+    """(GUID, content hash) of a conflict log entry's losing version."""
+    loser = entry["loser"]
+    version = Element(
+        entry["kind"], entry["guid"], {}, 0, "", loser["content"], bool(loser.get("deleted"))
+    )
+    return entry["guid"], version.content_hash()
+
+
+class Lineage:
+    """Which recorded writes a version descends from, judged by content, never by
+    version vectors (a restored node reuses its counters until a run finds the restore,
+    and a re-stamp rewrites them).
+
+    Every user write has content no other write of that element has (unique tokens;
+    only tombstones repeat, and any tombstone of an element stands for any other), and
+    records its *base*: the content its node held before the edit. A version's ancestry
+    is the write(s) with its content and, through their bases, everything they were
+    made on top of.
+    """
+
+    def __init__(self, writes: List[Write]) -> None:
+        self.writes = writes
+        self.by_content: Dict[Tuple[str, str], List[int]] = {}
+        for index, write in enumerate(writes):
+            self.by_content.setdefault((write.guid, write.content), []).append(index)
+        self._memo: Dict[Tuple[str, str], FrozenSet[int]] = {}
+
+    def ancestry(self, guid: str, content: str) -> FrozenSet[int]:
+        key = (guid, content)
+        if key not in self._memo:
+            self._memo[key] = frozenset()  # no cycle can loop forever
+            found: Set[int] = set()
+            for index in self.by_content.get(key, []):
+                found.add(index)
+                base = self.writes[index].base
+                if base is not None:
+                    found |= self.ancestry(guid, base)
+            self._memo[key] = frozenset(found)
+        return self._memo[key]
+
+    def held(self, prints: Dict[str, Tuple[str, str, str]]) -> Set[int]:
+        """The writes a node with these fingerprints holds (as its version or below it)."""
+        found: Set[int] = set()
+        for guid, (_kind, content, _vv) in prints.items():
+            found |= self.ancestry(guid, content)
+        return found
+
+    def logged(self, losers: Set[Tuple[str, str]]) -> Set[int]:
+        """The writes some logged loser holds."""
+        found: Set[int] = set()
+        for guid, content in losers:
+            found |= self.ancestry(guid, content)
+        return found
+
+
+class Setbacks:
+    """Backups, restores and rebuilds in one example, and what they legitimately take.
+
+    A restore puts a node back to its last backup; a rebuild to an empty database. Both
+    take away what the node held that its backup did not. That is legitimate exactly
+    for the writes that *no other node held* just before the setback: held meaning the
+    write is a node's current version of its element or lies below it (the node's
+    version descends from it, see :class:`Lineage`), or a conflict log ever logged it or
+    a version on top of it as a loser. A write another node held must survive: the next
+    runs bring it back to the restored node (or log it, when an edit made after the
+    restore beats it). "Received" is judged as "still held": a node that received the
+    write and was itself restored since no longer has it, and counts for nothing. A
+    write nobody held even before the setback is not excused (something already lost
+    it: the final check says so).
+
+    Conflict logs are snapshotted after every run and before every setback, and the
+    losers add up: a restore takes back a node's log with its data, but a version that
+    once lost a conflict was not lost by the product (the rule that decided it depends
+    only on the two versions, so every node decides alike).
+
+    A delete is *confirmed* once, after a run, the parent and at least one other node
+    hold the job deleted (the delete was synchronized from or to the parent).
+    """
+
+    def __init__(self) -> None:
+        self.backups: Dict[str, Path] = {}
+        self.count = 0  # restores and rebuilds done
+        self.dropped: Set[int] = set()  # writes the setbacks legitimately took
+        self.losers: Set[Tuple[str, str]] = set()  # (guid, content hash) ever logged
+        self.rebuilt: Dict[str, Set[str]] = {}  # guid -> contents a rebuild made anew
+        self.confirmed_deletes: Set[int] = set()
+        self.copies = itertools.count()
+
+    def after_run(self, ex: Example) -> None:
+        self.note_logs(ex)
+        self.confirm_deletes(ex)
+
+    def note_logs(self, ex: Example) -> None:
+        for node in ex.nodes:
+            self.losers.update(loser_key(entry) for entry in node.store.conflicts())
+
+    def confirm_deletes(self, ex: Example) -> None:
+        prints = [n.store.fingerprint() for n in ex.nodes]
+        for index, write in enumerate(ex.writes):
+            if not (write.kind == "Job" and write.deleted) or index in self.dropped:
+                continue
+            holding = [p for p in prints if p.get(write.guid, ("", "", ""))[1] == write.content]
+            if prints[0].get(write.guid, ("", "", ""))[1] == write.content and len(holding) > 1:
+                if index not in self.confirmed_deletes:
+                    TALLY["deletes_confirmed"] += 1
+                self.confirmed_deletes.add(index)
+
+    def act(self, ex: Example, what: str, node: Node) -> None:
+        if what == "backup":
+            copy = ex.root / f"{node.name}-backup-{next(self.copies)}.sqlite"
+            self.backups[node.name] = node.backup(copy)
+            TALLY["backups"] += 1
+            return
+        if what != "rebuild" and node.name not in self.backups:
+            return  # nothing to restore from yet
+        ex.wait_quiet()
+        self.note_logs(ex)
+        lineage = Lineage(ex.writes)
+        before = lineage.held(node.store.fingerprint())
+        elsewhere = lineage.logged(self.losers)
+        for other in ex.nodes:
+            if other is not node:
+                elsewhere |= lineage.held(other.store.fingerprint())
+        if what == "rebuild":
+            node.rebuild()
+            for guid, (_kind, content, _vv) in node.store.fingerprint().items():
+                self.rebuilt.setdefault(guid, set()).add(content)
+        elif what == "restore_offline":
+            node.restore_offline(self.backups[node.name])
+        else:
+            node.restore_in_place(self.backups[node.name])
+        kept = lineage.held(node.store.fingerprint())
+        taken = (before - elsewhere - kept) - self.dropped
+        self.dropped |= taken
+        self.count += 1
+        TALLY["rebuilds" if what == "rebuild" else f"{what.replace('restore_', 'restores_')}"] += 1
+        TALLY["writes_taken_by_setbacks"] += len(taken)
+
+
+def typed(name: str, case: Optional[str]) -> str:
+    """*name* as a user might type it: lower, upper or swapped case."""
+    if case == "lower":
+        return name.lower()
+    if case == "upper":
+        return name.upper()
+    if case == "swap":
+        return name.swapcase()
+    return name
+
+
+def typed_table(table: str, case: Optional[str]) -> str:
+    """The child table with each row's name typed in *case* (URLs as they are)."""
+    if case is None:
+        return table
+    rows = []
+    for row in table.split(";"):
+        name, sep, rest = row.partition(" ")
+        rows.append(typed(name, case) + sep + rest)
+    return ";".join(rows)
+
+
+# ---------------------------------------------------------------------------
 # The invariants
 
 
@@ -408,6 +685,55 @@ def check_invariants(ex: Example) -> Dict[str, int]:
                 f"{[(found.get(g), reference.get(g)) for g in differ[:3]]}"
             )
     final = {e.guid: e.element for e in ex.parent.store.elements()}
+    kept = [w for i, w in enumerate(ex.writes) if i not in ex.setbacks.dropped]
+    expected = set(ex.initial) | {w.guid for w in kept} | set(ex.setbacks.rebuilt)
+    assert set(final) == expected, (
+        f"elements appeared {sorted(set(final) - expected)[:3]} "
+        f"or vanished {sorted(expected - set(final))[:3]}"
+    )
+    lost = check_final_contents(ex, final)
+    if not ex.setbacks.count:  # counters are never reused: version vectors are exact
+        lost += check_version_vectors(ex, final)
+    lost += check_lineage(ex, final)
+    resurrected = check_deletes_stay_deleted(ex, final)
+    duplicates = check_job_ids(ex)
+    names = check_canonical_names(ex)
+    texts = check_texts_everywhere(ex, final)
+    tally = {
+        "lost": len(lost),
+        "duplicates": len(duplicates),
+        "conflicts_logged": len(ex.setbacks.losers),
+        "resurrected": len(resurrected),
+    }
+    assert not lost, lost[:5]
+    assert not resurrected, resurrected[:5]
+    assert not duplicates, duplicates[:5]
+    assert not names, names[:5]
+    assert not texts, texts[:5]
+    return tally
+
+
+def check_final_contents(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """The final content of every element is one a user wrote (and no setback took), or
+    the initial one, or one a rebuild made anew."""
+    contents: Dict[str, Set[str]] = {}
+    for index, write in enumerate(ex.writes):
+        if index not in ex.setbacks.dropped:
+            contents.setdefault(write.guid, set()).add(write.content)
+    for guid, (_kind, content, _vv) in ex.initial.items():
+        contents.setdefault(guid, set()).add(content)
+    for guid, made in ex.setbacks.rebuilt.items():
+        contents.setdefault(guid, set()).update(made)
+    return [
+        f"{guid}: final content was never written by a user"
+        for guid, element in final.items()
+        if element.content_hash() not in contents.get(guid, set())
+    ]
+
+
+def check_version_vectors(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """Without setbacks: every recorded version is covered by the final vector, and every
+    maximal one is the final content or a logged loser."""
     losers = set()
     for node in ex.nodes:
         for entry in node.store.conflicts():
@@ -418,16 +744,9 @@ def check_invariants(ex: Example) -> Dict[str, int]:
     by_guid: Dict[str, List[Write]] = {}
     for write in ex.writes:
         by_guid.setdefault(write.guid, []).append(write)
-
     lost: List[str] = []
-    assert set(final) == set(ex.initial) | set(by_guid), "an element appeared or vanished"
     for guid, element in final.items():
         writes = by_guid.get(guid, [])
-        contents = {w.content for w in writes}
-        if guid in ex.initial:
-            contents.add(ex.initial[guid][1])
-        if element.content_hash() not in contents:
-            lost.append(f"{guid}: final content was never written by a user")
         for write in writes:
             if compare_vv(write.vv, element.vv) not in (EQUAL, OLDER):
                 lost.append(
@@ -442,24 +761,99 @@ def check_invariants(ex: Example) -> Dict[str, int]:
                     f"{guid}: {write.kind} version {write.vv} written on "
                     f"{write.node} is neither the final one nor a logged loser"
                 )
+    return lost
 
+
+def check_lineage(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """No edit lost: every write no setback legitimately took (see :class:`Setbacks`) is
+    the final version of its element or lies below it, or lies below (or is) a version
+    some conflict log once logged as a loser."""
+    lineage = Lineage(ex.writes)
+    accounted = lineage.logged(ex.setbacks.losers)
+    for guid, element in final.items():
+        accounted |= lineage.ancestry(guid, element.content_hash())
+    return [
+        f"{w.guid}: {w.kind} {'delete' if w.deleted else 'version'} {w.vv} written on "
+        f"{w.node} is neither the final one, nor below it, nor a logged loser"
+        for i, w in enumerate(ex.writes)
+        if i not in ex.setbacks.dropped and i not in accounted
+    ]
+
+
+def check_deletes_stay_deleted(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """No resurrected delete: a job whose delete was confirmed (and no setback took it)
+    is deleted at the end, unless the delete lost a conflict to a concurrent, newer edit
+    (then the delete is a logged loser)."""
+    found = []
+    for index in sorted(ex.setbacks.confirmed_deletes - ex.setbacks.dropped):
+        write = ex.writes[index]
+        if final[write.guid].deleted or (write.guid, write.content) in ex.setbacks.losers:
+            continue
+        found.append(
+            f"job {write.guid} deleted on {write.node} (confirmed) is live again, "
+            "and no conflict log shows its delete losing"
+        )
+    return found
+
+
+def check_job_ids(ex: Example) -> List[str]:
+    """One id per job: every job GUID, deleted ones too, has the same id on every node,
+    and no two job GUIDs share an id on a node; live job names (unique tokens) are
+    unique on every node."""
     duplicates: List[str] = []
     ids_everywhere = None
     for node in ex.nodes:
-        jobs = [e for e in node.store.elements(include_deleted=False) if e.kind == "Job"]
-        names = Counter(e.fields.get("name") for e in jobs)
+        jobs = [e for e in node.store.elements() if e.kind == "Job"]
+        names = Counter(e.fields.get("name") for e in jobs if not e.element.deleted)
         duplicates += [f"{node.name}: job {n!r} x{c}" for n, c in names.items() if c > 1]
         ids = {e.guid: e.local_id for e in jobs}
         if len(set(ids.values())) != len(ids):
-            duplicates.append(f"{node.name}: a job id is used twice")
+            duplicates.append(f"{node.name}: a job id is used by two jobs")
         if ids_everywhere is None:
             ids_everywhere = ids
         elif ids != ids_everywhere:
-            duplicates.append(f"{node.name}: job ids differ from the parent's")
-    tally = {"lost": len(lost), "duplicates": len(duplicates), "conflicts_logged": len(losers)}
-    assert not lost, lost[:5]
-    assert not duplicates, duplicates[:5]
-    return tally
+            differ = [g for g in ids if ids[g] != ids_everywhere.get(g)]
+            duplicates.append(
+                f"{node.name}: job ids differ from the parent's, e.g. "
+                f"{[(ids[g], ids_everywhere.get(g)) for g in differ[:3]]}"
+            )
+    return duplicates
+
+
+def check_canonical_names(ex: Example) -> List[str]:
+    """Names typed in another case never reach node rows, version vectors or ``via``:
+    the servers' own spelling does (incarnations are ``Name~token``)."""
+    wrong: List[str] = []
+    for node in ex.nodes:
+        rows = [row.name for row in node.store.nodes()]
+        wrong += [f"{node.name}: node row {r!r}" for r in rows if r not in NAMES]
+        if len({r.casefold() for r in rows}) != len(rows):
+            wrong.append(f"{node.name}: two node rows for one repository: {rows}")
+        for stored in node.store.elements():
+            spelled = [k.split("~")[0] for k in stored.element.vv] + [stored.via or "Parent"]
+            wrong += [f"{node.name}: {stored.guid} counts {k!r}" for k in spelled if k not in NAMES]
+    return wrong
+
+
+def check_texts_everywhere(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """Text with control characters and long notes read back identical, through the
+    REST API, on every node, wherever the version that wrote them is the final one."""
+    differ: List[str] = []
+    for index, field, text in ex.texts:
+        write = ex.writes[index]
+        element = final[write.guid]
+        if index in ex.setbacks.dropped or element.content_hash() != write.content:
+            continue  # taken by a setback, or superseded (then checked as any edit)
+        for node in ex.nodes:
+            client = ex.clients[node.name]
+            if field == "notes":
+                got = client.get(f"jobs/{element.local_id}/notes")["notes"]
+            else:
+                got = client.get(f"jobs/{element.local_id}")[field]
+            if got != text:
+                differ.append(f"{node.name}: job {element.local_id} {field} differs from sent")
+        TALLY["texts_read_back_everywhere"] += 1
+    return differ
 
 
 # ---------------------------------------------------------------------------
@@ -473,12 +867,13 @@ fault_spec = st.tuples(
     st.sampled_from([1, None]),
 )
 edit = st.tuples(st.integers(0, 4), st.sampled_from(EDITS), st.integers(0, 1000))
-step = st.one_of(
-    # users at work between runs, often on the same element on several nodes (the same
-    # pick selects the same element on nodes that hold the same ones): conflicts
-    st.tuples(st.just("edit"), st.lists(edit, min_size=1, max_size=4)),
-    st.tuples(st.just("sync"), st.lists(fault_spec, max_size=2)),
-)
+# users at work between runs, often on the same element on several nodes (the same
+# pick selects the same element on nodes that hold the same ones): conflicts
+edits_step = st.tuples(st.just("edit"), st.lists(edit, min_size=1, max_size=4))
+# a run with up to two faults, its names typed as the servers spell them or not
+sync_step = st.tuples(st.just("sync"), st.lists(fault_spec, max_size=2), st.sampled_from(CASES))
+setback_step = st.tuples(st.just("setback"), st.sampled_from(SETBACKS), st.integers(0, 4))
+step = st.one_of(edits_step, sync_step, edits_step, sync_step, setback_step)  # 1 in 5
 
 
 def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factory):
@@ -517,17 +912,21 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
                     for target, op, pick in item[1]:
                         ex.edit(ex.nodes[target % len(ex.nodes)], op, pick)
                     continue
+                if item[0] == "setback":
+                    ex.setback(item[1], ex.nodes[item[2] % len(ex.nodes)])
+                    continue
                 counters = [ex.arm(spec) for spec in item[1]]
                 try:
-                    result = ex.sync(faulty_client)
+                    result = ex.sync(faulty_client, item[2])
                 finally:
                     ex.disarm()
                 TALLY["sync_runs"] += 1
+                TALLY["case_renamed_runs"] += int(item[2] is not None)
                 TALLY["faults_injected"] += sum(count() for count in counters)
                 TALLY["runs_with_failures"] += int(result.status != 0)
                 assert -1 <= result.status <= children
                 if result.status == -1:
-                    assert result.error and "Parent" in result.error
+                    assert result.error and "parent" in result.error.lower()
                 else:
                     for child in result.children:
                         if child.state == "failed":
@@ -552,6 +951,7 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
             TALLY["changes_lost"] += tally["lost"]
             TALLY["duplicates"] += tally["duplicates"]
             TALLY["conflicts_logged"] += tally["conflicts_logged"]
+            TALLY["resurrected_deletes"] += tally["resurrected"]
         finally:
             ex.close()
             for node in ex.nodes:
@@ -590,3 +990,76 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
         for node in nodes:
             node.down()
         write_report(passed)
+
+
+# ---------------------------------------------------------------------------
+# The text actions, pinned
+
+
+def test_text_xml_cannot_hold_reads_back_and_travels_identical(
+    emulator: Callable[..., Any],
+) -> None:
+    """What the property's control-character action sends (a lone surrogate included,
+    as a JSON escape) is stored, read back through the REST API and synchronized
+    unchanged; so are 100,000-character notes."""
+    parent, ohio = emulator("Parent"), emulator("Ohio")
+    table = f"Ohio true {ohio.url} ''"
+    clients = [WMServerClient(s.url, user=USER) for s in (parent, ohio)]
+    text, notes = f"c{CONTROL_TEXT}", ("notes\x0b" * LONG_NOTES_CHARS)[:LONG_NOTES_CHARS]
+    job = clients[1].post("jobs/create", jobTypeId=1, name="J")["jobIds"][0]
+    clients[1].post(f"jobs/{job}/update", properties=json.dumps({"description": text}))
+    clients[1].post(f"jobs/{job}/notes/update", notes=notes)
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+    for client in clients:
+        assert client.get(f"jobs/{job}")["description"] == text
+        assert client.get(f"jobs/{job}/notes")["notes"] == notes
+    assert parent.store.fingerprint() == ohio.store.fingerprint()
+
+
+# ---------------------------------------------------------------------------
+# Minimal reproductions of what the property found in the product
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product: an edit that reached the parent in a run cut before its watermark "
+    "commit is silently replaced after the child is restored to a backup taken before "
+    "it: no confirmed sync after the backup, so no restore is detected, the restored "
+    "child reuses its counters and its second edit dominates the lost one",
+)
+def test_an_unconfirmed_edit_that_reached_the_parent_survives_a_restore(
+    emulator: Callable[..., Any], tmp_path: Path
+) -> None:
+    parent, ohio = emulator("Parent"), emulator("Ohio")
+    table = f"Ohio true {ohio.url} ''"
+    p_client, o_client = WMServerClient(parent.url, user=USER), WMServerClient(ohio.url, user=USER)
+    job = o_client.post("jobs/create", jobTypeId=1, name="J")["jobIds"][0]
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+    copy = sqlite_copy_to(ohio.db_path, tmp_path / "ohio-backup.sqlite")
+
+    def describe(client: WMServerClient, text: str) -> None:
+        client.post(f"jobs/{job}/update", properties=json.dumps({"description": text}))
+
+    describe(o_client, "reached the parent")
+    ohio.app.faults.append(Fault(STAGES["nodes"], "drop"))  # killed before Ohio's mark
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 1
+    ohio.app.faults.clear()
+    assert p_client.get(f"jobs/{job}")["description"] == "reached the parent"
+
+    ohio.stop()  # restored offline to the copy taken before the edit
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ohio.db_path}{suffix}").unlink(missing_ok=True)
+    Path(ohio.db_path).write_bytes(copy.read_bytes())
+    ohio = emulator("Ohio", db_path=ohio.db_path, port=ohio.port)
+    o_client = WMServerClient(ohio.url, user=USER)
+    describe(o_client, "after the restore, one")
+    describe(o_client, "after the restore, two")
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+
+    final = p_client.get(f"jobs/{job}")["description"]
+    logged = [
+        c["loser"]["content"].get("description")
+        for client in (p_client, o_client)
+        for c in client.get("replication/conflicts")["conflicts"]
+    ]
+    assert final == "reached the parent" or "reached the parent" in logged, (final, logged)
