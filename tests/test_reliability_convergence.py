@@ -97,6 +97,10 @@ REPORT_PATH = os.environ.get("WMSYNC_RELIABILITY_JSON") or (
 NAMES = ["Parent", "Ohio", "AZ", "Utah", "Maine"]
 USER = "tester"
 HOUR = 3_600_000
+# Opt-in, to look past the reported restore gap (see the xfail test at the end): no
+# restore of a node whose last run failed for it after its backup (an import may have
+# reached its partner unconfirmed, and such a restore is never found).
+AVOID_UNCONFIRMED_RESTORES = os.environ.get("WMSYNC_AVOID_UNCONFIRMED_RESTORES", "") == "1"
 T_CALL, T_TRANSFER = 0.3, 0.6  # the faulty runs' client timeouts (seconds)
 QUIET_DEADLINE = 15.0
 
@@ -309,6 +313,22 @@ class Write:
 
 
 TALLY: Counter = Counter()
+# Counted in every report, zero or not (the setbacks, typed names and texts included).
+ALWAYS_REPORTED = (
+    "changes_lost",
+    "duplicates",
+    "resurrected_deletes",
+    "backups",
+    "restores_offline",
+    "restores_in_place",
+    "rebuilds",
+    "writes_taken_by_setbacks",
+    "deletes_confirmed",
+    "case_renamed_runs",
+    "control_char_texts",
+    "long_notes",
+    "texts_read_back_everywhere",
+)
 
 
 class Example:
@@ -353,7 +373,7 @@ class Example:
         )
         if result.status >= 0 and result.last_sync_text:
             self.table = result.last_sync_text  # chained, as ModelBuilder does
-        self.setbacks.after_run(self)
+        self.setbacks.after_run(self, result)
         return result
 
     def wait_quiet(self) -> None:
@@ -622,10 +642,21 @@ class Setbacks:
         self.rebuilt: Dict[str, Set[str]] = {}  # guid -> contents a rebuild made anew
         self.confirmed_deletes: Set[int] = set()
         self.copies = itertools.count()
+        self.unconfirmed: Set[str] = set()  # nodes whose last run failed for them
 
-    def after_run(self, ex: Example) -> None:
+    def after_run(self, ex: Example, result: Any) -> None:
         self.note_logs(ex)
         self.confirm_deletes(ex)
+        if result.status == -1:
+            return  # nothing moved
+        for child in result.children:
+            name = next(n for n in NAMES if n.casefold() == child.name.casefold())
+            if child.state == "synchronized":
+                self.unconfirmed.discard(name)
+            else:
+                self.unconfirmed.update((name, "Parent"))
+        if result.status == 0:
+            self.unconfirmed.discard("Parent")
 
     def note_logs(self, ex: Example) -> None:
         for node in ex.nodes:
@@ -646,10 +677,14 @@ class Setbacks:
         if what == "backup":
             copy = ex.root / f"{node.name}-backup-{next(self.copies)}.sqlite"
             self.backups[node.name] = node.backup(copy)
+            self.unconfirmed.discard(node.name)
             TALLY["backups"] += 1
             return
         if what != "rebuild" and node.name not in self.backups:
             return  # nothing to restore from yet
+        if what != "rebuild" and AVOID_UNCONFIRMED_RESTORES and node.name in self.unconfirmed:
+            TALLY["restores_avoided"] += 1
+            return
         ex.wait_quiet()
         self.note_logs(ex)
         lineage = Lineage(ex.writes)
@@ -1009,6 +1044,7 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
         Path(REPORT_PATH).write_text(json.dumps(report, indent=2) + "\n")
 
     TALLY.clear()
+    TALLY.update({key: 0 for key in ALWAYS_REPORTED})
     passed = False
     try:
         example()
