@@ -52,7 +52,8 @@ always can. A further run must then move nothing.
 
 Servers are started once per test and reused: each example swaps a fresh application
 (new SQLite files) in behind them. ``WMSYNC_EXAMPLES=N`` sets the example count
-(default 20); ``WMSYNC_LONG=1`` means 10,000 with random seeds. Tallies go to the JSON
+(default 20); ``WMSYNC_SEED=N`` picks other programs (the default ones are fixed);
+``WMSYNC_LONG=1`` means 10,000 with random seeds. Tallies go to the JSON
 file named by ``WMSYNC_RELIABILITY_JSON`` (in long mode by default
 ``benchmarks/results/reliability.json``).
 """
@@ -72,7 +73,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
@@ -84,6 +85,7 @@ from wmsync.model import EQUAL, OLDER, Element, compare_vv
 from wmsync.report import child_line
 
 LONG = os.environ.get("WMSYNC_LONG", "") not in ("", "0")
+SEED = os.environ.get("WMSYNC_SEED")  # other fixed programs in short mode
 EXAMPLES = int(os.environ.get("WMSYNC_EXAMPLES") or (10_000 if LONG else 20))
 # Long mode runs hypothesis in rounds of CHUNK examples, each with a fresh random seed,
 # until EXAMPLES have passed or WMSYNC_LONG_SECONDS of wall time are used up.
@@ -948,10 +950,11 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
     started = time.monotonic()
     previous: List[Path] = []
 
+    @seed(int(SEED or 0))
     @settings(
         max_examples=CHUNK,
         deadline=None,
-        derandomize=not LONG,
+        derandomize=not (LONG or SEED),
         database=None,
         suppress_health_check=list(HealthCheck),
         print_blob=True,
