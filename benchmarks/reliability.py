@@ -120,7 +120,10 @@ def main(argv: Sequence[str] = ()) -> int:
     print(
         f"{report.get('examples', 0)} examples, "
         f"passed: {report['passed']}, lost: {report.get('changes_lost')}, "
-        f"duplicates: {report.get('duplicates')} -> {args.out}"
+        f"duplicates: {report.get('duplicates')}, "
+        f"resurrected deletes: {report.get('resurrected_deletes')}; "
+        f"restores: {report.get('restores_offline', 0) + report.get('restores_in_place', 0)}, "
+        f"rebuilds: {report.get('rebuilds')} -> {args.out}"
     )
     return 0 if report["passed"] else 1
 

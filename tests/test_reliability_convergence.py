@@ -2,30 +2,61 @@
 
 Every example builds a fresh cluster (a parent and 1-4 children, each with its own clock
 offset of 0 or +/- 1 hour) behind real loopback servers, registers it with one clean
-run, then plays a random program: users create, edit and delete jobs, holds, job types,
-users and the default group on any node through the REST API, and synchronization runs
-happen with random failures injected at any stage of any node (a server down, a
-timeout, a 500 envelope, HTTP 500, a dropped connection, a truncated or mislabelled or
-HTML answer, and "the process was killed" between an import and its watermark commit or
-between the pull and the push). After one final fault-free run the invariants must hold:
+run, then plays a random program of steps:
+
+- users create, edit and delete jobs, holds, job types, users and the default group on
+  any node through the REST API, write job descriptions with text XML 1.0 cannot hold
+  (U+000B, NUL, U+0001 ..., CR LF, a lone CR, U+FFFE/U+FFFF, a lone surrogate sent as a
+  JSON escape) and 100,000-character notes;
+- synchronization runs with random failures injected at any stage of any node (a server
+  down, a timeout, a 500 envelope, HTTP 500, a dropped connection, a truncated or
+  mislabelled or HTML answer, and "the process was killed" between an import and its
+  watermark commit or between the pull and the push), the parent name and the table's
+  repository names typed as the servers spell them or in lower, upper or swapped case;
+- setbacks (docs/design.md §4, "Restores and rebuilds"): a node's database backed up with
+  SQLite's backup API while its server runs; later restored from that copy, either with
+  the server stopped, its files replaced and the server started again on the same port,
+  or written back into the live file with the backup API while it runs; or the node
+  rebuilt empty under its name (new database, same name, same URL).
+
+Then ONE fault-free run, and the invariants must hold. One is what the design needs,
+restores included: a run checks every pair for a restore or rebuild while preparing it,
+before anything moves; the side that went back takes its new incarnation and re-stamps
+its changes there, and the same run exchanges that pair in full both ways. Every pull
+comes before any push, so whatever a pull resolves on the parent (a re-stamped edit
+meeting a version the restore lost) reaches every child in that run's push. A second
+run is needed only when the first cannot finish both directions, which a fault-free run
+always can. A further run must then move nothing.
 
 - every node holds the same elements: same GUIDs, content and version vectors
   (``Store.fingerprint()``), hence the same conflict winners everywhere;
-- no change is lost: every local version ever written (recorded by diffing the node's
-  store around each user edit) is covered by the final version vector, and every
-  *maximal* one (no later version of the same element was made on top of it) is either
-  the final content or a loser in some node's conflict log; the final content is one
-  that a user wrote; no element appears from nowhere or disappears;
-- no job exists twice: live job names (unique tokens) are unique on every node, and a
-  job has the same id everywhere;
+- no edit lost, judged by content lineage (:class:`Lineage`): every user write (recorded
+  by diffing the node's store around each edit, with the content it was made on top
+  of) is the final version of its element or lies below it, or is (or lies below) a
+  version some conflict log logged as a loser. Writes that a restore or rebuild took
+  legitimately are left out, exactly those no other node held just before it (see
+  :class:`Setbacks`). Without setbacks, version vectors are exact as well: every
+  recorded version is covered by the final vector and every maximal one is the final
+  content or a logged loser;
+- the final content is one a user wrote (or the initial one, or one a rebuild made
+  anew); no element appears from nowhere or disappears;
+- no resurrected delete: a job whose delete was confirmed (held by the parent and another
+  node after a run) is deleted at the end, unless the delete is a logged loser (a
+  concurrent edit, newer by the rule, revived the job);
+- one id per job: every job GUID, deleted ones too, has the same id on every node, and
+  no id names two jobs on a node; live job names (unique tokens) are unique;
+- typed spellings never reach node rows, version vectors or ``via``;
+- text with control characters and long notes read back identical, through the REST API
+  on every node, wherever their version is the final one (and the writing node stored
+  exactly what was sent).
 - holds and activity records follow their job: none is live on a deleted job, and none
   deleted with its job stays deleted when the job is live (a repository's automatic
-  edits that do this are accepted in the place of the user's version they flip);
-- a further run moves nothing and changes no generation.
+  edits that do this count in the place of the user's version they flip);
 
 Servers are started once per test and reused: each example swaps a fresh application
 (new SQLite files) in behind them. ``WMSYNC_EXAMPLES=N`` sets the example count
-(default 25); ``WMSYNC_LONG=1`` means 10,000 with random seeds. Tallies go to the JSON
+(default 20); ``WMSYNC_SEED=N`` picks other programs (the default ones are fixed);
+``WMSYNC_LONG=1`` means 10,000 with random seeds. Tallies go to the JSON
 file named by ``WMSYNC_RELIABILITY_JSON`` (in long mode by default
 ``benchmarks/results/reliability.json``).
 """
@@ -36,14 +67,16 @@ import itertools
 import json
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Set, Tuple
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from werkzeug.serving import make_server
 
@@ -51,10 +84,11 @@ from wmsync import synchronize
 from wmsync.client import WMServerClient
 from wmsync.emulator.app import EmulatorConfig, Fault, create_app
 from wmsync.emulator.server import QuietRequestHandler, RunningEmulator, root_url
-from wmsync.model import EQUAL, OLDER, compare_vv
+from wmsync.model import EQUAL, OLDER, Element, compare_vv
 from wmsync.report import child_line
 
 LONG = os.environ.get("WMSYNC_LONG", "") not in ("", "0")
+SEED = os.environ.get("WMSYNC_SEED")  # other fixed programs in short mode
 EXAMPLES = int(os.environ.get("WMSYNC_EXAMPLES") or (10_000 if LONG else 20))
 # Long mode runs hypothesis in rounds of CHUNK examples, each with a fresh random seed,
 # until EXAMPLES have passed or WMSYNC_LONG_SECONDS of wall time are used up.
@@ -68,6 +102,10 @@ REPORT_PATH = os.environ.get("WMSYNC_RELIABILITY_JSON") or (
 NAMES = ["Parent", "Ohio", "AZ", "Utah", "Maine"]
 USER = "tester"
 HOUR = 3_600_000
+# Opt-in, to look past the reported restore gap (see the xfail test at the end): no
+# restore of a node whose last run failed for it after its backup (an import may have
+# reached its partner unconfirmed, and such a restore is never found).
+AVOID_UNCONFIRMED_RESTORES = os.environ.get("WMSYNC_AVOID_UNCONFIRMED_RESTORES", "") == "1"
 T_CALL, T_TRANSFER = 0.3, 0.6  # the faulty runs' client timeouts (seconds)
 QUIET_DEADLINE = 15.0
 
@@ -105,7 +143,21 @@ EDITS = [
     "user_create",
     "user_edit",
     "group_edit",
+    "job_control_text",
+    "job_long_notes",
 ]
+# Setbacks (docs/design.md §4, "Restores and rebuilds"): a backup taken while the server
+# runs, a restore of the node's last backup (server stopped and started again on the
+# same port, or written back into the live file), a rebuild empty under the same name.
+SETBACKS = ["backup", "backup", "restore_offline", "restore_in_place", "rebuild"]
+# How a run's parent name and table rows are typed: as the servers spell them, or not.
+CASES = [None, None, "lower", "upper", "swap"]
+# Text the REST API accepts that XML 1.0 cannot hold: control characters (U+000B, the
+# vertical tab Word writes for a manual line break; NUL; U+0001 ...), CR LF and a lone
+# CR, non-characters, and a lone surrogate (sent as a JSON \uXXXX escape).
+CONTROL_TEXT = "\x0b\x00\x01\x08\x1f\x7f\x85\r\n\r\t\ufffe\uffff\ud800"
+LONG_NOTES_CHARS = 100_000
+TEXT_FIELDS = {"job_control_text": "description", "job_long_notes": "notes"}
 
 
 # ---------------------------------------------------------------------------
@@ -158,8 +210,11 @@ class Node:
         self.port = 0
         self.running: Optional[RunningEmulator] = None
         self.url = ""
+        self.db_path = Path()
+        self.offset = 0
 
     def fresh(self, db_path: Path, clock_offset_ms: int) -> None:
+        self.db_path, self.offset = db_path, clock_offset_ms
         self.app = create_app(
             EmulatorConfig(
                 repository=self.name, db_path=str(db_path), clock_offset_ms=clock_offset_ms
@@ -168,6 +223,35 @@ class Node:
         self.gate.inner = self.app
         if self.running is None:
             self.up()
+
+    # -- setbacks (the server keeps its port) ----------------------------------------
+
+    def backup(self, dest: Path) -> Path:
+        """A consistent copy of the live database, made with SQLite's backup API."""
+        sqlite_copy(self.db_path, dest)
+        return dest
+
+    def restore_offline(self, copy: Path) -> None:
+        """Stop the server, put the copy back in place of its files (``-wal``/``-shm``
+        removed), start it again on the same port."""
+        self._replace_files(copy)
+
+    def restore_in_place(self, copy: Path) -> None:
+        """Write the copy back into the live file with the backup API while it runs."""
+        sqlite_copy(copy, self.db_path)
+
+    def rebuild(self) -> None:
+        """Stop the server and start it on a new, empty database under the same name."""
+        self._replace_files(None)
+
+    def _replace_files(self, copy: Optional[Path]) -> None:
+        self.down()
+        self.gate.wait_quiet(time.monotonic() + QUIET_DEADLINE)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        if copy is not None:
+            self.db_path.write_bytes(copy.read_bytes())
+        self.fresh(self.db_path, self.offset)  # a new application over the files
 
     @property
     def store(self) -> Any:
@@ -203,6 +287,22 @@ class Node:
         return self.app.faults  # type: ignore[no-any-return]
 
 
+def sqlite_copy_to(source_path: Any, dest_path: Path) -> Path:
+    sqlite_copy(Path(source_path), dest_path)
+    return dest_path
+
+
+def sqlite_copy(source_path: Path, dest_path: Path) -> None:
+    """Copy one SQLite database into another with the backup API (both may be live)."""
+    source = sqlite3.connect(str(source_path))
+    target = sqlite3.connect(str(dest_path))
+    try:
+        source.backup(target)
+    finally:
+        target.close()
+        source.close()
+
+
 @dataclass(frozen=True)
 class Write:
     """One local version a node wrote (a user's edit or its side effects)."""
@@ -214,9 +314,26 @@ class Write:
     content: str  # content hash
     deleted: bool
     fields: Tuple[Tuple[str, str], ...]
+    base: Optional[str] = None  # content hash the node held before the edit (None: new)
 
 
 TALLY: Counter = Counter()
+# Counted in every report, zero or not (the setbacks, typed names and texts included).
+ALWAYS_REPORTED = (
+    "changes_lost",
+    "duplicates",
+    "resurrected_deletes",
+    "backups",
+    "restores_offline",
+    "restores_in_place",
+    "rebuilds",
+    "writes_taken_by_setbacks",
+    "deletes_confirmed",
+    "case_renamed_runs",
+    "control_char_texts",
+    "long_notes",
+    "texts_read_back_everywhere",
+)
 
 
 class Example:
@@ -234,6 +351,9 @@ class Example:
         self.table = ";".join(f"{n.name} true {n.url} ''" for n in nodes[1:])
         self.tokens = itertools.count()
         self.user_pool = ["u0", "u1", "u2"]
+        self.setbacks = Setbacks()
+        self.texts: List[Tuple[int, str, str]] = []  # (write index, field, text sent)
+        self._sent_text = ""
 
     def close(self) -> None:
         for client in self.clients.values():
@@ -248,12 +368,17 @@ class Example:
 
     # -- runs ------------------------------------------------------------------
 
-    def sync(self, factory: Optional[Callable[[str], Any]] = None) -> Any:
+    def sync(
+        self, factory: Optional[Callable[[str], Any]] = None, case: Optional[str] = None
+    ) -> Any:
+        """One run; *case* types the parent name and the table's names in another case."""
+        table = typed_table(self.table, case)
         result = synchronize(
-            self.parent.url, "Parent", self.table, user=USER, client_factory=factory
+            self.parent.url, typed("Parent", case), table, user=USER, client_factory=factory
         )
         if result.status >= 0 and result.last_sync_text:
             self.table = result.last_sync_text  # chained, as ModelBuilder does
+        self.setbacks.after_run(self, result)
         return result
 
     def wait_quiet(self) -> None:
@@ -281,8 +406,11 @@ class Example:
                     element.content_hash(),
                     element.deleted,
                     tuple(sorted(element.fields.items())),
+                    before[guid][1] if guid in before else None,
                 )
             )
+        if done and op in TEXT_FIELDS:
+            self.record_text(node, op, changed)
         TALLY["edits"] += int(done)
         TALLY["versions_written"] += len(changed)
 
@@ -343,9 +471,44 @@ class Example:
             )
         elif op == "group_edit":
             client.post("community/groups/1/update", description=self.token("g"))
+        elif op in TEXT_FIELDS:
+            if job is None:
+                return False
+            self._sent_text = self.text_for(op)
+            if op == "job_control_text":  # JSON: the lone surrogate goes as an escape
+                client.post(
+                    f"jobs/{job.local_id}/update",
+                    properties=json.dumps({"description": self._sent_text}),
+                )
+            else:
+                client.post(f"jobs/{job.local_id}/notes/update", notes=self._sent_text)
         else:  # pragma: no cover
             raise AssertionError(op)
         return True
+
+    # -- text XML 1.0 cannot hold, and long notes -------------------------------
+
+    def text_for(self, op: str) -> str:
+        if op == "job_control_text":
+            return f"{self.token('c')}{CONTROL_TEXT}"
+        head = self.token("long")
+        return head + ("notes\x0b" * LONG_NOTES_CHARS)[: LONG_NOTES_CHARS - len(head)]
+
+    def record_text(self, node: Node, op: str, changed: List[str]) -> None:
+        """Remember the text sent; the node stored exactly that (the API changed nothing)."""
+        field = TEXT_FIELDS[op]
+        first = len(self.writes) - len(changed)
+        index = next(i for i in range(first, len(self.writes)) if self.writes[i].kind == "Job")
+        stored = dict(self.writes[index].fields).get(field)
+        assert stored == self._sent_text, f"{node.name} stored another {field} than sent"
+        self.texts.append((index, field, self._sent_text))
+        TALLY["control_char_texts" if op == "job_control_text" else "long_notes"] += 1
+
+    # -- setbacks --------------------------------------------------------------
+
+    def setback(self, what: str, node: Node) -> None:
+        """A backup, a restore of the node's last backup, or a rebuild; see :class:`Setbacks`."""
+        self.setbacks.act(self, what, node)
 
     # -- faults ----------------------------------------------------------------
 
@@ -393,6 +556,187 @@ def faulty_client(url: str) -> WMServerClient:
 
 
 # ---------------------------------------------------------------------------
+# Setbacks, and which writes descend from which
+
+
+def loser_key(entry: Dict[str, Any]) -> Tuple[str, str]:
+    """(GUID, content hash) of a conflict log entry's losing version."""
+    loser = entry["loser"]
+    version = Element(
+        entry["kind"], entry["guid"], {}, 0, "", loser["content"], bool(loser.get("deleted"))
+    )
+    return entry["guid"], version.content_hash()
+
+
+class Lineage:
+    """Which recorded writes a version descends from, judged by content, never by
+    version vectors (a restored node reuses its counters until a run finds the restore,
+    and a re-stamp rewrites them).
+
+    Every user write has content no other write of that element has (unique tokens;
+    only tombstones repeat, and any tombstone of an element stands for any other), and
+    records its *base*: the content its node held before the edit. A version's ancestry
+    is the write(s) with its content and, through their bases, everything they were
+    made on top of.
+    """
+
+    def __init__(self, writes: List[Write]) -> None:
+        self.writes = writes
+        self.by_content: Dict[Tuple[str, str], List[int]] = {}
+        for index, write in enumerate(writes):
+            self.by_content.setdefault((write.guid, write.content), []).append(index)
+        self._memo: Dict[Tuple[str, str], FrozenSet[int]] = {}
+
+    def ancestry(self, guid: str, content: str) -> FrozenSet[int]:
+        key = (guid, content)
+        if key not in self._memo:
+            self._memo[key] = frozenset()  # no cycle can loop forever
+            found: Set[int] = set()
+            for index in self.by_content.get(key, []):
+                found.add(index)
+                base = self.writes[index].base
+                if base is not None:
+                    found |= self.ancestry(guid, base)
+            self._memo[key] = frozenset(found)
+        return self._memo[key]
+
+    def held(self, prints: Dict[str, Tuple[str, str, str]]) -> Set[int]:
+        """The writes a node with these fingerprints holds (as its version or below it)."""
+        found: Set[int] = set()
+        for guid, (_kind, content, _vv) in prints.items():
+            found |= self.ancestry(guid, content)
+        return found
+
+    def logged(self, losers: Set[Tuple[str, str]]) -> Set[int]:
+        """The writes some logged loser holds."""
+        found: Set[int] = set()
+        for guid, content in losers:
+            found |= self.ancestry(guid, content)
+        return found
+
+
+class Setbacks:
+    """Backups, restores and rebuilds in one example, and what they legitimately take.
+
+    A restore puts a node back to its last backup; a rebuild to an empty database. Both
+    take away what the node held that its backup did not. That is legitimate exactly
+    for the writes that *no other node held* just before the setback: held meaning the
+    write is a node's current version of its element or lies below it (the node's
+    version descends from it, see :class:`Lineage`), or a conflict log ever logged it or
+    a version on top of it as a loser. A write another node held must survive: the next
+    runs bring it back to the restored node (or log it, when an edit made after the
+    restore beats it). "Received" is judged as "still held": a node that received the
+    write and was itself restored since no longer has it, and counts for nothing. A
+    write nobody held even before the setback is not excused (something already lost
+    it: the final check says so).
+
+    Conflict logs are snapshotted after every run and before every setback, and the
+    losers add up: a restore takes back a node's log with its data, but a version that
+    once lost a conflict was not lost by the product (the rule that decided it depends
+    only on the two versions, so every node decides alike).
+
+    A delete is *confirmed* once, after a run, the parent and at least one other node
+    hold the job deleted (the delete was synchronized from or to the parent).
+    """
+
+    def __init__(self) -> None:
+        self.backups: Dict[str, Path] = {}
+        self.count = 0  # restores and rebuilds done
+        self.dropped: Set[int] = set()  # writes the setbacks legitimately took
+        self.losers: Set[Tuple[str, str]] = set()  # (guid, content hash) ever logged
+        self.rebuilt: Dict[str, Set[str]] = {}  # guid -> contents a rebuild made anew
+        self.confirmed_deletes: Set[int] = set()
+        self.copies = itertools.count()
+        self.unconfirmed: Set[str] = set()  # nodes whose last run failed for them
+
+    def after_run(self, ex: Example, result: Any) -> None:
+        self.note_logs(ex)
+        self.confirm_deletes(ex)
+        if result.status == -1:
+            return  # nothing moved
+        for child in result.children:
+            name = next(n for n in NAMES if n.casefold() == child.name.casefold())
+            if child.state == "synchronized":
+                self.unconfirmed.discard(name)
+            else:
+                self.unconfirmed.update((name, "Parent"))
+        if result.status == 0:
+            self.unconfirmed.discard("Parent")
+
+    def note_logs(self, ex: Example) -> None:
+        for node in ex.nodes:
+            self.losers.update(loser_key(entry) for entry in node.store.conflicts())
+
+    def confirm_deletes(self, ex: Example) -> None:
+        prints = [n.store.fingerprint() for n in ex.nodes]
+        for index, write in enumerate(ex.writes):
+            if not (write.kind == "Job" and write.deleted) or index in self.dropped:
+                continue
+            holding = [p for p in prints if p.get(write.guid, ("", "", ""))[1] == write.content]
+            if prints[0].get(write.guid, ("", "", ""))[1] == write.content and len(holding) > 1:
+                if index not in self.confirmed_deletes:
+                    TALLY["deletes_confirmed"] += 1
+                self.confirmed_deletes.add(index)
+
+    def act(self, ex: Example, what: str, node: Node) -> None:
+        if what == "backup":
+            copy = ex.root / f"{node.name}-backup-{next(self.copies)}.sqlite"
+            self.backups[node.name] = node.backup(copy)
+            self.unconfirmed.discard(node.name)
+            TALLY["backups"] += 1
+            return
+        if what != "rebuild" and node.name not in self.backups:
+            return  # nothing to restore from yet
+        if what != "rebuild" and AVOID_UNCONFIRMED_RESTORES and node.name in self.unconfirmed:
+            TALLY["restores_avoided"] += 1
+            return
+        ex.wait_quiet()
+        self.note_logs(ex)
+        lineage = Lineage(ex.writes)
+        before = lineage.held(node.store.fingerprint())
+        elsewhere = lineage.logged(self.losers)
+        for other in ex.nodes:
+            if other is not node:
+                elsewhere |= lineage.held(other.store.fingerprint())
+        if what == "rebuild":
+            node.rebuild()
+            for guid, (_kind, content, _vv) in node.store.fingerprint().items():
+                self.rebuilt.setdefault(guid, set()).add(content)
+        elif what == "restore_offline":
+            node.restore_offline(self.backups[node.name])
+        else:
+            node.restore_in_place(self.backups[node.name])
+        kept = lineage.held(node.store.fingerprint())
+        taken = (before - elsewhere - kept) - self.dropped
+        self.dropped |= taken
+        self.count += 1
+        TALLY["rebuilds" if what == "rebuild" else f"{what.replace('restore_', 'restores_')}"] += 1
+        TALLY["writes_taken_by_setbacks"] += len(taken)
+
+
+def typed(name: str, case: Optional[str]) -> str:
+    """*name* as a user might type it: lower, upper or swapped case."""
+    if case == "lower":
+        return name.lower()
+    if case == "upper":
+        return name.upper()
+    if case == "swap":
+        return name.swapcase()
+    return name
+
+
+def typed_table(table: str, case: Optional[str]) -> str:
+    """The child table with each row's name typed in *case* (URLs as they are)."""
+    if case is None:
+        return table
+    rows = []
+    for row in table.split(";"):
+        name, sep, rest = row.partition(" ")
+        rows.append(typed(name, case) + sep + rest)
+    return ";".join(rows)
+
+
+# ---------------------------------------------------------------------------
 # The invariants
 
 
@@ -425,6 +769,76 @@ def check_invariants(ex: Example) -> Dict[str, int]:
                 f"{[(found.get(g), reference.get(g)) for g in differ[:3]]}"
             )
     final = {e.guid: e.element for e in ex.parent.store.elements()}
+    kept = [w for i, w in enumerate(ex.writes) if i not in ex.setbacks.dropped]
+    expected = set(ex.initial) | {w.guid for w in kept} | set(ex.setbacks.rebuilt)
+    assert set(final) == expected, (
+        f"elements appeared {sorted(set(final) - expected)[:3]} "
+        f"or vanished {sorted(expected - set(final))[:3]}"
+    )
+    lost = check_final_contents(ex, final)
+    if not ex.setbacks.count:  # counters are never reused: version vectors are exact
+        lost += check_version_vectors(ex, final)
+    lost += check_lineage(ex, final)
+    resurrected = check_deletes_stay_deleted(ex, final)
+    duplicates = check_job_ids(ex)
+    names = check_canonical_names(ex)
+    texts = check_texts_everywhere(ex, final)
+    orphans = [f"{n.name}: {o}" for n in ex.nodes for o in not_following_their_job(n.store)]
+    tally = {
+        "lost": len(lost),
+        "duplicates": len(duplicates),
+        "conflicts_logged": len(ex.setbacks.losers),
+        "resurrected": len(resurrected),
+    }
+    assert not orphans, orphans[:5]
+    assert not lost, lost[:5]
+    assert not resurrected, resurrected[:5]
+    assert not duplicates, duplicates[:5]
+    assert not names, names[:5]
+    assert not texts, texts[:5]
+    return tally
+
+
+def check_final_contents(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """The final content of every element is one a user wrote (and no setback took), or
+    the initial one, or one a rebuild made anew."""
+    contents: Dict[str, Set[str]] = {}
+    for index, write in enumerate(ex.writes):
+        if index not in ex.setbacks.dropped:
+            contents.setdefault(write.guid, set()).add(write.content)
+    for guid, (_kind, content, _vv) in ex.initial.items():
+        contents.setdefault(guid, set()).add(content)
+    for guid, made in ex.setbacks.rebuilt.items():
+        contents.setdefault(guid, set()).update(made)
+    return [
+        f"{guid}: final content was never written by a user"
+        for guid, element in final.items()
+        if element.content_hash() not in contents.get(guid, set())
+        and followed_write(ex, element) is None
+    ]
+
+
+def followed_write(ex: Example, element: Element) -> Optional[str]:
+    """The content of the user write whose deleted flag a repository flipped to make
+    *element* (a hold or activity record following its job, docs/design.md §4: an
+    automatic edit made during an import, so not recorded as a write), if any."""
+    if element.kind not in ("Hold", "Activity"):
+        return None
+    fields = tuple(sorted(element.fields.items()))
+    for index, write in enumerate(ex.writes):
+        if (
+            write.guid == element.guid
+            and index not in ex.setbacks.dropped
+            and write.fields == fields
+            and write.deleted != element.deleted
+        ):
+            return write.content
+    return None
+
+
+def check_version_vectors(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """Without setbacks: every recorded version is covered by the final vector, and every
+    maximal one is the final content or a logged loser."""
     losers = set()
     for node in ex.nodes:
         for entry in node.store.conflicts():
@@ -435,24 +849,10 @@ def check_invariants(ex: Example) -> Dict[str, int]:
     by_guid: Dict[str, List[Write]] = {}
     for write in ex.writes:
         by_guid.setdefault(write.guid, []).append(write)
-
     lost: List[str] = []
-    assert set(final) == set(ex.initial) | set(by_guid), "an element appeared or vanished"
     for guid, element in final.items():
         writes = by_guid.get(guid, [])
-        contents = {w.content for w in writes}
-        if guid in ex.initial:
-            contents.add(ex.initial[guid][1])
-        # A hold or activity record follows its job (docs/design.md §4): a repository's
-        # own automatic edit (made during an import, so not recorded here) may flip the
-        # deleted flag of a version a user wrote, keeping its content.
         final_fields = tuple(sorted(element.fields.items()))
-        followed = {(not w.deleted, w.fields) for w in writes}
-        if (
-            element.content_hash() not in contents
-            and (element.deleted, final_fields) not in followed
-        ):
-            lost.append(f"{guid}: final content was never written by a user")
         for write in writes:
             if compare_vv(write.vv, element.vv) not in (EQUAL, OLDER):
                 lost.append(
@@ -469,26 +869,102 @@ def check_invariants(ex: Example) -> Dict[str, int]:
                     f"{guid}: {write.kind} version {write.vv} written on "
                     f"{write.node} is neither the final one nor a logged loser"
                 )
+    return lost
 
+
+def check_lineage(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """No edit lost: every write no setback legitimately took (see :class:`Setbacks`) is
+    the final version of its element or lies below it, or lies below (or is) a version
+    some conflict log once logged as a loser."""
+    lineage = Lineage(ex.writes)
+    accounted = lineage.logged(ex.setbacks.losers)
+    for guid, element in final.items():
+        accounted |= lineage.ancestry(guid, element.content_hash())
+        flipped = followed_write(ex, element)
+        if flipped is not None:  # the write it follows its job from, and below it
+            accounted |= lineage.ancestry(guid, flipped)
+    return [
+        f"{w.guid}: {w.kind} {'delete' if w.deleted else 'version'} {w.vv} written on "
+        f"{w.node} is neither the final one, nor below it, nor a logged loser"
+        for i, w in enumerate(ex.writes)
+        if i not in ex.setbacks.dropped and i not in accounted
+    ]
+
+
+def check_deletes_stay_deleted(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """No resurrected delete: a job whose delete was confirmed (and no setback took it)
+    is deleted at the end, unless the delete lost a conflict to a concurrent, newer edit
+    (then the delete is a logged loser)."""
+    found = []
+    for index in sorted(ex.setbacks.confirmed_deletes - ex.setbacks.dropped):
+        write = ex.writes[index]
+        if final[write.guid].deleted or (write.guid, write.content) in ex.setbacks.losers:
+            continue
+        found.append(
+            f"job {write.guid} deleted on {write.node} (confirmed) is live again, "
+            "and no conflict log shows its delete losing"
+        )
+    return found
+
+
+def check_job_ids(ex: Example) -> List[str]:
+    """One id per job: every job GUID, deleted ones too, has the same id on every node,
+    and no two job GUIDs share an id on a node; live job names (unique tokens) are
+    unique on every node."""
     duplicates: List[str] = []
     ids_everywhere = None
     for node in ex.nodes:
-        jobs = [e for e in node.store.elements(include_deleted=False) if e.kind == "Job"]
-        names = Counter(e.fields.get("name") for e in jobs)
+        jobs = [e for e in node.store.elements() if e.kind == "Job"]
+        names = Counter(e.fields.get("name") for e in jobs if not e.element.deleted)
         duplicates += [f"{node.name}: job {n!r} x{c}" for n, c in names.items() if c > 1]
         ids = {e.guid: e.local_id for e in jobs}
         if len(set(ids.values())) != len(ids):
-            duplicates.append(f"{node.name}: a job id is used twice")
+            duplicates.append(f"{node.name}: a job id is used by two jobs")
         if ids_everywhere is None:
             ids_everywhere = ids
         elif ids != ids_everywhere:
-            duplicates.append(f"{node.name}: job ids differ from the parent's")
-    orphans = [f"{n.name}: {o}" for n in ex.nodes for o in not_following_their_job(n.store)]
-    tally = {"lost": len(lost), "duplicates": len(duplicates), "conflicts_logged": len(losers)}
-    assert not orphans, orphans[:5]
-    assert not lost, lost[:5]
-    assert not duplicates, duplicates[:5]
-    return tally
+            differ = [g for g in ids if ids[g] != ids_everywhere.get(g)]
+            duplicates.append(
+                f"{node.name}: job ids differ from the parent's, e.g. "
+                f"{[(ids[g], ids_everywhere.get(g)) for g in differ[:3]]}"
+            )
+    return duplicates
+
+
+def check_canonical_names(ex: Example) -> List[str]:
+    """Names typed in another case never reach node rows, version vectors or ``via``:
+    the servers' own spelling does (incarnations are ``Name~token``)."""
+    wrong: List[str] = []
+    for node in ex.nodes:
+        rows = [row.name for row in node.store.nodes()]
+        wrong += [f"{node.name}: node row {r!r}" for r in rows if r not in NAMES]
+        if len({r.casefold() for r in rows}) != len(rows):
+            wrong.append(f"{node.name}: two node rows for one repository: {rows}")
+        for stored in node.store.elements():
+            spelled = [k.split("~")[0] for k in stored.element.vv] + [stored.via or "Parent"]
+            wrong += [f"{node.name}: {stored.guid} counts {k!r}" for k in spelled if k not in NAMES]
+    return wrong
+
+
+def check_texts_everywhere(ex: Example, final: Dict[str, Element]) -> List[str]:
+    """Text with control characters and long notes read back identical, through the
+    REST API, on every node, wherever the version that wrote them is the final one."""
+    differ: List[str] = []
+    for index, field, text in ex.texts:
+        write = ex.writes[index]
+        element = final.get(write.guid)
+        if element is None or element.content_hash() != write.content:
+            continue  # taken by a setback, or superseded (then checked as any edit)
+        for node in ex.nodes:
+            client = ex.clients[node.name]
+            if field == "notes":
+                got = client.get(f"jobs/{element.local_id}/notes")["notes"]
+            else:
+                got = client.get(f"jobs/{element.local_id}")[field]
+            if got != text:
+                differ.append(f"{node.name}: job {element.local_id} {field} differs from sent")
+        TALLY["texts_read_back_everywhere"] += 1
+    return differ
 
 
 # ---------------------------------------------------------------------------
@@ -502,12 +978,13 @@ fault_spec = st.tuples(
     st.sampled_from([1, None]),
 )
 edit = st.tuples(st.integers(0, 4), st.sampled_from(EDITS), st.integers(0, 1000))
-step = st.one_of(
-    # users at work between runs, often on the same element on several nodes (the same
-    # pick selects the same element on nodes that hold the same ones): conflicts
-    st.tuples(st.just("edit"), st.lists(edit, min_size=1, max_size=4)),
-    st.tuples(st.just("sync"), st.lists(fault_spec, max_size=2)),
-)
+# users at work between runs, often on the same element on several nodes (the same
+# pick selects the same element on nodes that hold the same ones): conflicts
+edits_step = st.tuples(st.just("edit"), st.lists(edit, min_size=1, max_size=4))
+# a run with up to two faults, its names typed as the servers spell them or not
+sync_step = st.tuples(st.just("sync"), st.lists(fault_spec, max_size=2), st.sampled_from(CASES))
+setback_step = st.tuples(st.just("setback"), st.sampled_from(SETBACKS), st.integers(0, 4))
+step = st.one_of(edits_step, sync_step, edits_step, sync_step, setback_step)  # 1 in 5
 
 
 def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factory):
@@ -520,7 +997,7 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
     @settings(
         max_examples=CHUNK,
         deadline=None,
-        derandomize=not LONG,
+        derandomize=not (LONG or SEED),
         database=None,
         suppress_health_check=list(HealthCheck),
         print_blob=True,
@@ -546,17 +1023,21 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
                     for target, op, pick in item[1]:
                         ex.edit(ex.nodes[target % len(ex.nodes)], op, pick)
                     continue
+                if item[0] == "setback":
+                    ex.setback(item[1], ex.nodes[item[2] % len(ex.nodes)])
+                    continue
                 counters = [ex.arm(spec) for spec in item[1]]
                 try:
-                    result = ex.sync(faulty_client)
+                    result = ex.sync(faulty_client, item[2])
                 finally:
                     ex.disarm()
                 TALLY["sync_runs"] += 1
+                TALLY["case_renamed_runs"] += int(item[2] is not None)
                 TALLY["faults_injected"] += sum(count() for count in counters)
                 TALLY["runs_with_failures"] += int(result.status != 0)
                 assert -1 <= result.status <= children
                 if result.status == -1:
-                    assert result.error and "Parent" in result.error
+                    assert result.error and "parent" in result.error.lower()
                 else:
                     for child in result.children:
                         if child.state == "failed":
@@ -581,6 +1062,7 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
             TALLY["changes_lost"] += tally["lost"]
             TALLY["duplicates"] += tally["duplicates"]
             TALLY["conflicts_logged"] += tally["conflicts_logged"]
+            TALLY["resurrected_deletes"] += tally["resurrected"]
         finally:
             ex.close()
             for node in ex.nodes:
@@ -588,6 +1070,9 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
                 if node.running is None:
                     node.up()
             ex.wait_quiet()
+
+    if SEED:  # only then: long mode's rounds each take a fresh random seed
+        example = seed(int(SEED))(example)
 
     def write_report(passed):
         if not REPORT_PATH:
@@ -608,6 +1093,7 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
         Path(REPORT_PATH).write_text(json.dumps(report, indent=2) + "\n")
 
     TALLY.clear()
+    TALLY.update({key: 0 for key in ALWAYS_REPORTED})
     passed = False
     try:
         example()
@@ -619,3 +1105,109 @@ def test_random_clusters_converge_under_faults_with_nothing_lost(tmp_path_factor
         for node in nodes:
             node.down()
         write_report(passed)
+
+
+# ---------------------------------------------------------------------------
+# The text actions, pinned
+
+
+def test_text_xml_cannot_hold_reads_back_and_travels_identical(
+    emulator: Callable[..., Any],
+) -> None:
+    """What the property's control-character action sends (a lone surrogate included,
+    as a JSON escape) is stored, read back through the REST API and synchronized
+    unchanged; so are 100,000-character notes."""
+    parent, ohio = emulator("Parent"), emulator("Ohio")
+    table = f"Ohio true {ohio.url} ''"
+    clients = [WMServerClient(s.url, user=USER) for s in (parent, ohio)]
+    text, notes = f"c{CONTROL_TEXT}", ("notes\x0b" * LONG_NOTES_CHARS)[:LONG_NOTES_CHARS]
+    job = clients[1].post("jobs/create", jobTypeId=1, name="J")["jobIds"][0]
+    clients[1].post(f"jobs/{job}/update", properties=json.dumps({"description": text}))
+    clients[1].post(f"jobs/{job}/notes/update", notes=notes)
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+    for client in clients:
+        assert client.get(f"jobs/{job}")["description"] == text
+        assert client.get(f"jobs/{job}/notes")["notes"] == notes
+    assert parent.store.fingerprint() == ohio.store.fingerprint()
+
+
+# ---------------------------------------------------------------------------
+# Minimal reproductions of what the property found in the product
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product (docs/design.md §4, restores): an edit that reached the parent in a "
+    "run cut before its watermark commit, the child then restored to a backup "
+    "taken before the edit: the partner confirmed nothing after the backup, so no run "
+    "finds the restore. With no edit after the restore the parent's version stays out "
+    "of the child forever (it came via the child: echo suppression); with two edits "
+    "the child's reused counters dominate the lost edit, which is silently replaced",
+)
+@pytest.mark.parametrize("edits_after", [0, 2])
+def test_an_unconfirmed_edit_that_reached_the_parent_survives_a_restore(
+    emulator: Callable[..., Any], tmp_path: Path, edits_after: int
+) -> None:
+    parent, ohio = emulator("Parent"), emulator("Ohio")
+    table = f"Ohio true {ohio.url} ''"
+    p_client, o_client = WMServerClient(parent.url, user=USER), WMServerClient(ohio.url, user=USER)
+    job = o_client.post("jobs/create", jobTypeId=1, name="J")["jobIds"][0]
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+    copy = sqlite_copy_to(ohio.db_path, tmp_path / "ohio-backup.sqlite")
+
+    def describe(client: WMServerClient, text: str) -> None:
+        client.post(f"jobs/{job}/update", properties=json.dumps({"description": text}))
+
+    describe(o_client, "reached the parent")
+    # The run dies after the parent's import, before either side's mark is written.
+    parent.app.faults.append(Fault(STAGES["nodes"], "drop"))
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 1
+    parent.app.faults.clear()
+    assert p_client.get(f"jobs/{job}")["description"] == "reached the parent"
+
+    ohio.stop()  # restored offline to the copy taken before the edit
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ohio.db_path}{suffix}").unlink(missing_ok=True)
+    Path(ohio.db_path).write_bytes(copy.read_bytes())
+    ohio = emulator("Ohio", db_path=ohio.db_path, port=ohio.port)
+    o_client = WMServerClient(ohio.url, user=USER)
+    for number in range(edits_after):
+        describe(o_client, f"after the restore, {number + 1}")
+    for _ in range(2):  # two clean runs: nothing left to a later one
+        assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+
+    final = p_client.get(f"jobs/{job}")["description"]
+    logged = [
+        c["loser"]["content"].get("description")
+        for client in (p_client, o_client)
+        for c in client.get("replication/conflicts")["conflicts"]
+    ]
+    assert final == "reached the parent" or "reached the parent" in logged, (final, logged)
+    assert parent.store.fingerprint() == ohio.store.fingerprint(), "diverged for good"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="product (docs/design.md §4, job ids; documented as a limit in "
+    "docs/reliability.md): a rebuilt parent numbers a job made before its next run "
+    "from 1 again, an id the cluster already gave another job; the run then "
+    "renumbers on both sides and the two jobs end up with different ids per node",
+)
+def test_a_job_made_on_a_rebuilt_parent_before_its_next_run_keeps_one_id(
+    emulator: Callable[..., Any],
+) -> None:
+    parent, ohio = emulator("Parent"), emulator("Ohio")
+    table = f"Ohio true {ohio.url} ''"
+    WMServerClient(parent.url, user=USER).post("jobs/create", jobTypeId=1, name="before")
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+    parent.stop()  # rebuilt: a new, empty database under the same name and port
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{parent.db_path}{suffix}").unlink(missing_ok=True)
+    parent = emulator("Parent", db_path=parent.db_path, port=parent.port)
+    WMServerClient(parent.url, user=USER).post("jobs/create", jobTypeId=1, name="after")
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+
+    def ids(server: Any) -> Dict[str, Any]:
+        return {e.guid: e.local_id for e in server.store.elements() if e.kind == "Job"}
+
+    assert ids(parent) == ids(ohio)

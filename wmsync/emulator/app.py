@@ -55,11 +55,15 @@ log = logging.getLogger("wmsync.emulator")
 
 _CALLBACK_RE = re.compile(r"^[A-Za-z_$][\w$]*(\.[A-Za-z_$][\w$]*)*$")
 _VARIABLE_RE = re.compile(r"<(?:\w+:)?(\w+)>")
+_LONE_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
 
 
 def render(payload: Any, callback: Optional[str], pretty: bool) -> Response:
     """A JSON answer (``f=pjson``: indented; ``callback``: JSONP)."""
     text = json.dumps(payload, indent=2 if pretty else None, ensure_ascii=False)
+    # A lone surrogate (accepted as a \uXXXX escape in a JSON parameter, and stored)
+    # cannot be encoded as UTF-8: it is answered as the same JSON escape.
+    text = _LONE_SURROGATE_RE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
     if callback:
         return Response(f"{callback}({text});", mimetype="application/javascript")
     return Response(text, mimetype="application/json")
