@@ -137,9 +137,10 @@ def gone_back(
     number of the pair's syncId it holds (renewed at every watermark move, written to
     one side and then, with that confirmation, to the other: a restored side holds an
     older one, while a renewal interrupted between its writes leaves nothing confirmed
-    that is not true); and, as backstops, its generation and its highest own counter in
-    any version vector (compared under the incarnation it was recorded for: a new
-    incarnation starts its counters again).
+    that is not true; the number is also bumped on the side data leaves and recorded
+    with its import, :meth:`_Run.sender_mark`); and, as backstops, its generation and
+    its highest own counter in any version vector (compared under the incarnation it
+    was recorded for: a new incarnation starts its counters again).
     """
     if row_of_it is None or not info.get("instanceId"):
         return []
