@@ -4,6 +4,8 @@ node row of the sender, in the import's own transaction, or not at all."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Tuple
 
@@ -11,6 +13,7 @@ import pytest
 
 from wmsync import synchronize
 from wmsync.client import WMServerClient
+from wmsync.emulator.app import Fault
 from wmsync.errors import BadRequest
 from wmsync.progress import SyncListener
 
@@ -126,3 +129,41 @@ def test_every_pull_and_push_leaves_each_side_confirming_what_the_other_holds(
     p_row, c_row = parent.store.node("Ohio"), ohio.store.node("Parent")
     assert p_row.peer_seq <= c_row.sync_seq and c_row.peer_seq <= p_row.sync_seq
     assert not [w for w in warnings if "went back in time" in w]
+
+
+def test_a_run_that_read_the_parent_before_a_rival_push_finds_no_restore(
+    emulator: Callable[..., Any],
+) -> None:
+    """A run reads the parent's rows first and a child's later; a rival run whose push
+    (sequence bump, import, renewal) lands in between makes the child confirm a number
+    newer than the parent's row as first read. That is not a restore of the parent."""
+    parent, ohio = emulator("Parent"), emulator("Ohio")
+    table = f"Ohio true {ohio.url} ''"
+    assert synchronize(parent.url, "Parent", table, user=USER).status == 0
+    WMServerClient(parent.url, user=USER).post("jobs/create", jobTypeId=1, name="pushed")
+    slow = Fault("replication/info", "latency", seconds=3.0, times=1)
+    ohio.app.faults.append(slow)
+    warnings: list = []
+
+    class Warnings(SyncListener):
+        def warning(self, message: str) -> None:
+            warnings.append(message)
+
+    first: list = []
+    waiting = threading.Thread(
+        target=lambda: first.append(
+            synchronize(parent.url, "Parent", table, user=USER, listener=Warnings())
+        )
+    )
+    waiting.start()
+    try:
+        deadline = time.monotonic() + 10
+        while slow.hits == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert slow.hits == 1  # the first run has read the parent and waits on Ohio
+        assert synchronize(parent.url, "Parent", table, user=USER).status == 0  # the rival
+    finally:
+        slow.release()
+        waiting.join(30)
+    assert first and first[0].status == 0
+    assert not [w for w in warnings if "went back in time" in w], warnings

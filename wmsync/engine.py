@@ -374,6 +374,12 @@ class _Run:
             )
             child_back = gone_back(info, p_row, c_row)
             parent_back = gone_back(parent_info, c_row, p_row)
+            if parent_back:
+                # The parent's rows were read before this child's: a rival run's push
+                # in between (sequence bump, import, renewal) makes the child confirm a
+                # newer number than the parent held then. Only what it holds now counts.
+                fresh = parent.replication_info()
+                parent_back = gone_back(fresh, c_row, node_row(fresh, name))
         if child_back or parent_back:
             pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
         if child_back:
