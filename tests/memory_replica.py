@@ -24,7 +24,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from wmsync import exchange
 from wmsync.client import EXTENSION
-from wmsync.errors import ConnectionFailed, MissingExtensions, NotFound
+from wmsync.errors import BadRequest, ConnectionFailed, MissingExtensions, NotFound
 from wmsync.model import CONCURRENT, NEWER, Element, bump_vv, compare_vv, merge_vv
 from wmsync.repository.renumbering import own_only
 
@@ -317,12 +317,26 @@ class MemoryReplica:
         return len(data)
 
     def import_document(
-        self, path: str, merge: bool = True, *, gzip: bool = False
+        self,
+        path: str,
+        merge: bool = True,
+        *,
+        gzip: bool = False,
+        peer: Optional[str] = None,
+        peer_seq: Optional[int] = None,
     ) -> Dict[str, Any]:
         assert merge, "the sync only merges"
+        assert (peer is None) == (peer_seq is None), "peer and peer_seq go together"
         with self.repo.lock:
             self._do("import_document")
+            row = self.repo.nodes.get(peer) if peer is not None else None
+            if peer is not None and row is None:
+                raise BadRequest(
+                    400, f"Unknown peer: no node row of {peer}", ["peer"], self.display_url
+                )
             answer = self.repo.merge(path)
+            if row is not None:  # with the import, as one change
+                row["peerSeq"] = max(row.get("peerSeq") or 0, peer_seq or 0)
         hook = self.repo.hooks.get("import_document")
         if hook:
             hook()

@@ -105,10 +105,10 @@ def test_engine_uploads_gzip_and_repositories_converge(emulator, monkeypatch, le
     uploads = []
 
     class Recording(WMServerClient):
-        def import_document(self, path, merge=True, *, gzip=False):
+        def import_document(self, path, merge=True, *, gzip=False, **mark):
             with open(path, "rb") as head:
                 uploads.append((gzip, head.read(2) == b"\x1f\x8b", os.path.getsize(path)))
-            return super().import_document(path, merge, gzip=gzip)
+            return super().import_document(path, merge, gzip=gzip, **mark)
 
     result = synchronize(
         cluster.parent.url,

@@ -601,13 +601,21 @@ class WMServerClient:
         return self._request(request, save_into(dest))
 
     def import_document(
-        self, path: Union[str, os.PathLike[str]], merge: bool = True, *, gzip: bool = False
+        self,
+        path: Union[str, os.PathLike[str]],
+        merge: bool = True,
+        *,
+        gzip: bool = False,
+        peer: Optional[str] = None,
+        peer_seq: Optional[int] = None,
     ) -> Dict[str, Any]:
         """``POST replication/import`` with the file at *path* as a streamed raw body.
 
         :param merge: ``True`` combines (what the sync does); ``False`` replaces
             everything on the server.
         :param gzip: the file is gzip-compressed: sent with ``Content-Encoding: gzip``.
+        :param peer: with *peer_seq* (extensions): the sending repository, whose node
+            row on the server records *peer_seq* in the import's transaction.
         :returns: the server's answer (``importTime``, ``generation``, ``added`` ...).
         :raises ValueError: with ``gzip=True`` for a file that is not gzip.
         :raises OSError: when the file cannot be read.
@@ -622,7 +630,7 @@ class WMServerClient:
         return self._json(
             "POST",
             "replication/import",
-            params={"merge": merge},
+            params={"merge": merge, "peer": peer, "peerSeq": peer_seq},
             upload=path,
             headers=headers,
             transfer=True,

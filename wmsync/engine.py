@@ -137,9 +137,10 @@ def gone_back(
     number of the pair's syncId it holds (renewed at every watermark move, written to
     one side and then, with that confirmation, to the other: a restored side holds an
     older one, while a renewal interrupted between its writes leaves nothing confirmed
-    that is not true); and, as backstops, its generation and its highest own counter in
-    any version vector (compared under the incarnation it was recorded for: a new
-    incarnation starts its counters again).
+    that is not true; the number is also bumped on the side data leaves and recorded
+    with its import, :meth:`_Run.sender_mark`); and, as backstops, its generation and
+    its highest own counter in any version vector (compared under the incarnation it
+    was recorded for: a new incarnation starts its counters again).
     """
     if row_of_it is None or not info.get("instanceId"):
         return []
@@ -373,6 +374,12 @@ class _Run:
             )
             child_back = gone_back(info, p_row, c_row)
             parent_back = gone_back(parent_info, c_row, p_row)
+            if parent_back:
+                # The parent's rows were read before this child's: a rival run's push
+                # in between (sequence bump, import, renewal) makes the child confirm a
+                # newer number than the parent held then. Only what it holds now counts.
+                fresh = parent.replication_info()
+                parent_back = gone_back(fresh, c_row, node_row(fresh, name))
         if child_back or parent_back:
             pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
         if child_back:
@@ -513,6 +520,7 @@ class _Run:
         member: int,
         target: Replica,
         import_lock: Optional[threading.Lock] = None,
+        announce: Optional[Callable[[], Dict[str, Any]]] = None,
     ) -> Tuple[int, int, List[Dict[str, Any]], List[LeftOut]]:
         """Import every chunk of *feed* into *target*, in order.
 
@@ -520,18 +528,23 @@ class _Run:
         several children still overlap. An element that cannot travel (the source left
         it out, or *target* refused it: :func:`~wmsync.feed.import_chunk`) never stops
         the others; it is returned, and the caller keeps the direction's watermark.
+        *announce* (:meth:`sender_mark`) is called once, after the export and before
+        the first import; what it returns goes with every import.
 
         :returns: (elements moved, generation the export covered, import answers,
             elements left out).
         """
         moved, answers = 0, []
         refused: List[LeftOut] = []
+        mark: Optional[Dict[str, Any]] = None
         for chunk in feed.chunks(member):
             if chunk.path is None:
                 continue
             self.check_cancel()
+            if mark is None:
+                mark = announce() if announce is not None else {}
             before = len(refused)
-            answers.append(import_chunk(target, chunk, self.workdir, refused, import_lock))
+            answers.append(import_chunk(target, chunk, self.workdir, refused, import_lock, mark))
             moved += chunk.count - (len(refused) - before)
         assert feed.generation is not None  # set before the first chunk
         return moved, feed.generation, answers, feed.skipped + refused
@@ -549,6 +562,31 @@ class _Run:
             self.events.warning(
                 warning if warning.startswith(f"{repository}: ") else f"{repository}: {warning}"
             )
+
+    def sender_mark(
+        self, pair: _Pair, sender: Replica, row: str, sender_name: str
+    ) -> Callable[[], Dict[str, Any]]:
+        """What makes a direction's import carry the sender's sequence number.
+
+        Called once the export has been read and before the first import: the sending
+        side's node row of the pair (*row*, on *sender*) takes the next sequence number
+        (``syncSeq``), then every import of the direction hands that number to the
+        receiving side, which records it (``peerSeq``) in the import's own transaction.
+        A sender later restored to a backup taken before the export then holds a smaller
+        ``syncSeq`` than its partner confirmed, although the run was cut before any
+        renewal: :func:`gone_back` finds it (docs/design.md §4, "Restores and
+        rebuilds"). A run cut between the bump and the import leaves the sender ahead,
+        which is never taken for a restore. Extension servers only (``{}`` otherwise).
+        """
+
+        def announce() -> Dict[str, Any]:
+            if not pair.extended:
+                return {}
+            pair.seq += 1
+            sender.update_node(row, sync_seq=pair.seq)
+            return {"peer": sender_name, "peer_seq": pair.seq}
+
+        return announce
 
     def guarded(
         self,
@@ -584,7 +622,11 @@ class _Run:
             feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1)
             try:
                 sent, generation, answers, left_out = self.transfer(
-                    feed, 0, parent, self.parent_import_lock
+                    feed,
+                    0,
+                    parent,
+                    self.parent_import_lock,
+                    self.sender_mark(pair, child, self.parent_name, pair.name),
                 )
             finally:
                 feed.leave(0)
@@ -701,7 +743,9 @@ class _Run:
         pair.doing = "receiving the parent's changes"
 
         def work(child: Replica, parent: Replica) -> None:
-            received, generation, answers, left_out = self.transfer(feed, member, child)
+            received, generation, answers, left_out = self.transfer(
+                feed, member, child, None, self.sender_mark(pair, parent, name, self.parent_name)
+            )
             for answer in answers:
                 self.record(pair, answer, name)
             pair.result.received = received

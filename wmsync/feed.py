@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from . import exchange
 from .errors import BadRequest, Cancelled, ExchangeFormatError, ProtocolError
@@ -271,6 +271,7 @@ def import_chunk(
     workdir: str,
     left_out: List[LeftOut],
     import_lock: Optional[threading.Lock] = None,
+    sender_mark: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """Import *chunk* into *target*; when the target refuses the document naming one
     element of it (a 400 naming its GUID, or the line it is on), import it again
@@ -281,6 +282,8 @@ def import_chunk(
     safe; the caller keeps the direction's watermark, so the next run retries what was
     left out.
 
+    :param sender_mark: extra arguments of every import attempt (``peer`` and
+        ``peer_seq``: the sender's sequence number the target records with the import).
     :returns: the import's answer.
     :raises BadRequest: a refusal that names no element of the chunk, or one too many.
     """
@@ -289,10 +292,11 @@ def import_chunk(
     try:
         for attempt in range(LEAVE_OUT_LIMIT + 1):
             try:
+                mark = dict(sender_mark or {})
                 if import_lock is None:
-                    return target.import_document(path, merge=True, gzip=chunk.gzip)
+                    return target.import_document(path, merge=True, gzip=chunk.gzip, **mark)
                 with import_lock:
-                    return target.import_document(path, merge=True, gzip=chunk.gzip)
+                    return target.import_document(path, merge=True, gzip=chunk.gzip, **mark)
             except BadRequest as refusal:
                 index = -1 if attempt == LEAVE_OUT_LIMIT else _refused_element(path, refusal)
                 if index < 0:

@@ -88,8 +88,16 @@ class Replica(Protocol):
     def download(self, jxl_url: str, dest: Any) -> int: ...
 
     def import_document(
-        self, path: str, merge: bool = True, *, gzip: bool = False
-    ) -> Dict[str, Any]: ...
+        self,
+        path: str,
+        merge: bool = True,
+        *,
+        gzip: bool = False,
+        peer: Optional[str] = None,
+        peer_seq: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """Merge the document at *path*; with *peer* and *peer_seq*, the node row of
+        *peer* records *peer_seq* (``peerSeq``) in the same transaction."""
 
     def conflicts(self, since_gen: Optional[int] = None) -> List[Dict[str, Any]]: ...
 

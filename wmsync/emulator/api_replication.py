@@ -13,7 +13,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from typing import Any, Dict
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -21,7 +21,12 @@ from werkzeug.wrappers import Response
 
 from wmsync.errors import ExchangeFormatError
 from wmsync.repository.renumbering import renumber_own_jobs
-from wmsync.repository.store import ImportRefused, chunk_cursor, highest_own_counter
+from wmsync.repository.store import (
+    ImportRefused,
+    UnknownPeer,
+    chunk_cursor,
+    highest_own_counter,
+)
 
 from .call import Call
 from .context import Context
@@ -273,16 +278,25 @@ def import_refused(ctx: Context, call: Call) -> Dict[str, Any]:
 
 
 def import_document(ctx: Context, call: Call) -> Dict[str, Any]:
-    """``replication/import``: one transaction; an invalid document changes nothing."""
+    """``replication/import``: one transaction; an invalid document changes nothing.
+
+    With ``peer`` and ``peerSeq`` (extensions), the node row of ``peer`` records
+    ``peerSeq`` in the import's transaction (:meth:`Store.import_file`)."""
     call.user()
     if not call.boolean("merge", True):
         raise BadRequest("merge=false (replace) is not supported by the emulator", ["merge"])
+    peer, peer_seq = _peer_mark(call)
     spool = tempfile.NamedTemporaryFile(dir=ctx.spool_dir, suffix=".jxl", delete=False)
     try:
         with spool:
             _receive_document(ctx, call, spool)
         try:
-            result = ctx.store.import_file(spool.name, max_bytes=ctx.config.max_document_bytes)
+            result = ctx.store.import_file(
+                spool.name,
+                max_bytes=ctx.config.max_document_bytes,
+                peer=peer,
+                peer_seq=peer_seq,
+            )
         except ExchangeFormatError as error:
             details = []
             if error.line is not None:
@@ -293,9 +307,22 @@ def import_document(ctx: Context, call: Call) -> Dict[str, Any]:
             raise BadRequest(f"Invalid exchange document: {error.reason}", details) from None
         except ImportRefused as error:
             raise BadRequest(f"Document refused: {error}") from None
+        except UnknownPeer as error:
+            raise BadRequest(f"Unknown peer: {error}", ["peer"]) from None
     finally:
         os.unlink(spool.name)
     return result.to_dict()
+
+
+def _peer_mark(call: Call) -> Tuple[Optional[str], Optional[int]]:
+    """``peer`` and ``peerSeq`` of an import: both or neither, a sequence number >= 1."""
+    peer = (call.text("peer") or "").strip() or None
+    seq = call.integer("peerSeq")
+    if (peer is None) != (seq is None):
+        raise BadRequest("peer and peerSeq go together: give both or neither", ["peer", "peerSeq"])
+    if seq is not None and seq < 1:
+        raise BadRequest(f"peerSeq must be 1 or more, not {seq}", ["peerSeq"])
+    return peer, seq
 
 
 def _receive_document(ctx: Context, call: Call, spool: Any) -> None:

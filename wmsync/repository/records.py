@@ -22,6 +22,11 @@ class WrongRepository(StoreError, ValueError):
     """The database file belongs to another repository."""
 
 
+class UnknownPeer(StoreError, ValueError):
+    """An import names a sending peer this repository has no node row of: nothing
+    changed (the sequence number it carries has nowhere to be recorded)."""
+
+
 @dataclass(frozen=True)
 class StoredElement:
     """The current version of one element, with where it came from and when."""

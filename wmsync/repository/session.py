@@ -398,3 +398,14 @@ class Session:
     def nodes(self) -> List[Node]:
         rows = self.conn.execute(f"SELECT {self._NODECOLUMNS} FROM nodes ORDER BY id")
         return [self._node(r) for r in rows.fetchall()]
+
+    def confirm_peer_seq(self, name: str, seq: int) -> bool:
+        """Record in node row *name* that the peer held sequence number *seq* when it
+        sent what this transaction imports (``peerSeq``, only moving forward); False
+        when there is no such row. Names match case aside, as repository names do.
+        Consumes no generation."""
+        cursor = self.conn.execute(
+            "UPDATE nodes SET peerSeq = MAX(COALESCE(peerSeq, 0), ?) WHERE name = ? COLLATE NOCASE",
+            (int(seq), name),
+        )
+        return cursor.rowcount > 0

@@ -64,6 +64,7 @@ from .records import (
     Node,
     StoredElement,
     StoreError,
+    UnknownPeer,
     WrongRepository,
 )
 from .session import Session
@@ -91,6 +92,7 @@ __all__ = [
     "Store",
     "StoreError",
     "StoredElement",
+    "UnknownPeer",
     "WrongRepository",
 ]
 
@@ -495,19 +497,37 @@ class Store:
             return importer.finish()
 
     def import_file(
-        self, path: Union[str, os.PathLike[str]], *, max_bytes: Optional[int] = None
+        self,
+        path: Union[str, os.PathLike[str]],
+        *,
+        max_bytes: Optional[int] = None,
+        peer: Optional[str] = None,
+        peer_seq: Optional[int] = None,
     ) -> ImportResult:
         """Validate a whole exchange document, then apply it in one transaction.
 
         One pass for a valid document: every element is validated as it is read, and an
         invalid one raises inside the transaction, which then rolls back.
 
+        :param peer: the sending repository, whose node row records *peer_seq* (as its
+            ``peerSeq``, only moving forward) in the same transaction: the sequence
+            number the sender bumped before the data left it. A sender later restored to
+            before that bump holds a smaller one, which is how the restore is found even
+            though nothing else was confirmed (docs/design.md §4, "Restores and
+            rebuilds"). Both or neither.
         :raises wmsync.errors.ExchangeFormatError: the document is invalid; nothing
             changed.
         :raises ImportRefused: the document cannot be applied; nothing changed.
+        :raises UnknownPeer: *peer* has no node row here; nothing changed.
         """
+        if (peer is None) != (peer_seq is None):
+            raise ValueError("peer and peer_seq go together")
         limit = exchange.DEFAULT_MAX_BYTES if max_bytes is None else max_bytes
         with self.atomic() as session:
+            if peer is not None and peer_seq is not None:
+                # First: an unknown peer is refused before the document is read.
+                if not session.confirm_peer_seq(peer, peer_seq):
+                    raise UnknownPeer(f"no node row of {peer} to record its sequence number")
             # Room for the GUID index of a large import (pages are taken as needed;
             # this connection ends with the request).
             session.conn.execute(f"PRAGMA cache_size = {-IMPORT_CACHE_KIB}")

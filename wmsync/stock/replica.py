@@ -304,8 +304,17 @@ class StockReplica:
         return written
 
     def import_document(
-        self, path: Union[str, os.PathLike[str]], merge: bool = True, *, gzip: bool = False
+        self,
+        path: Union[str, os.PathLike[str]],
+        merge: bool = True,
+        *,
+        gzip: bool = False,
+        peer: Optional[str] = None,
+        peer_seq: Optional[int] = None,
     ) -> Dict[str, Any]:
+        """Merge into the shadow, then write what changed to the server. *peer* and
+        *peer_seq* are recorded in the shadow's node row in the shadow's import
+        transaction (the engine sends them only to servers reporting an instance id)."""
         if not merge:
             raise RepositoryError(
                 "a stock repository is never replaced (merge=false)", self.display_url
@@ -315,7 +324,7 @@ class StockReplica:
             repo.ensure_scanned(self._client)
             # The exchange readers take gzip as it is (wmsync.exchange.source), so a
             # packed upload is imported without unpacking it to a file first.
-            result = repo.store.import_file(os.fspath(path))
+            result = repo.store.import_file(os.fspath(path), peer=peer, peer_seq=peer_seq)
             outcome = repo.write(self._client)
             repo.take(outcome)
             answer = result.to_dict()
