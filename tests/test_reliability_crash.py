@@ -98,8 +98,9 @@ BOUNDARIES = {
         [("replication/nodes/update", 3), ("replication/nodes/update", None)],
         ONE,
     ),
-    # Ohio's import is being uploaded when the process dies
-    "during the push import": ("Ohio", [("replication/import", None)], []),
+    # Ohio's import is being uploaded when the process dies (one worker: AZ's push,
+    # running beside it, could otherwise be caught between its own commit's two writes)
+    "during the push import": ("Ohio", [("replication/import", None)], ONE),
     # Ohio's watermark and new syncId are written, the parent's copy of the syncId is not:
     # the pair's rows disagree, so the next run makes a full exchange with Ohio
     # (docs/design.md §4: watermarks are trusted only when both syncIds match) -- costlier, safe.
