@@ -1186,13 +1186,6 @@ def test_an_unconfirmed_edit_that_reached_the_parent_survives_a_restore(
     assert parent.store.fingerprint() == ohio.store.fingerprint(), "diverged for good"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product (docs/design.md §4, job ids; documented as a limit in "
-    "docs/reliability.md): a rebuilt parent numbers a job made before its next run "
-    "from 1 again, an id the cluster already gave another job; the run then "
-    "renumbers on both sides and the two jobs end up with different ids per node",
-)
 def test_a_job_made_on_a_rebuilt_parent_before_its_next_run_keeps_one_id(
     emulator: Callable[..., Any],
 ) -> None:
