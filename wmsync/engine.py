@@ -505,8 +505,8 @@ class _Run:
         until *stack* closes; one that cannot be read is left out with a warning."""
         children = []
         for other in self.pairs:
-            replica = stack.enter_context(closing(self.factory(other.spec.url)))
             try:
+                replica = stack.enter_context(closing(self.factory(other.spec.url)))
                 _, info = read_child(replica, other.spec, self.parent_name, self.parent_url)
             except WMSyncError as exc:
                 self.events.warning(
@@ -514,7 +514,7 @@ class _Run:
                     f"restored {self.parent_name} gave again is renumbered where it arrives"
                 )
                 continue
-            if node_row(info, self.parent_name) is not None:
+            if node_row(info, self.parent_name) is not None and hasattr(replica, "job_ids"):
                 children.append(replica)
         return children
 
