@@ -29,7 +29,19 @@ import os
 import threading
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, Callable, Dict, List, Mapping, Optional, Tuple, TypeVar, Union
+from typing import (
+    Any,
+    BinaryIO,
+    Callable,
+    Dict,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Tuple,
+    TypeVar,
+    Union,
+)
 from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit, urlunsplit
 
 import requests
@@ -486,12 +498,78 @@ class WMServerClient:
                 "dryRun": True if dry_run else None,
             },
         )
+        return self._renumbered(op, answer)
+
+    def _renumbered(self, op: str, answer: Mapping[str, Any]) -> List[Dict[str, Any]]:
         done = answer.get("renumbered")
         if not isinstance(done, list) or not all(
             isinstance(e, dict) and _is_int(e.get("from")) and _is_int(e.get("to")) for e in done
         ):
             raise ProtocolError(f"{op} answered without a renumbered list", self._where(op))
         return [dict(e) for e in done]
+
+    def renumber_reused_jobs(
+        self,
+        name: str,
+        job_id_start: int,
+        job_id_block: int,
+        job_id_high: int,
+        since_gen: int,
+        *,
+        guids: Optional[Sequence[str]] = None,
+        dry_run: bool = False,
+    ) -> List[Dict[str, Any]]:
+        """``POST replication/renumber`` with ``jobIdHigh``: this repository (*name*)
+        went back in time; of the jobs it made after *since_gen* with ids up to
+        *job_id_high* in its block, those in *guids* move past *job_id_high*; with
+        *dry_run* the candidates are answered and nothing changes.
+
+        :returns: ``[{"guid", "from", "to"}]``.
+        :raises ProtocolError: the answer has no such list.
+        """
+        op = "replication/renumber"
+        answer = self._json(
+            "POST",
+            op,
+            form={
+                "name": name,
+                "jobIdStart": job_id_start,
+                "jobIdBlock": job_id_block,
+                "jobIdHigh": job_id_high,
+                "sinceGen": since_gen,
+                "guids": None if guids is None else ",".join(guids),
+                "dryRun": True if dry_run else None,
+            },
+        )
+        return self._renumbered(op, answer)
+
+    def job_ids(
+        self, job_id_start: int, job_id_block: int, ids: Sequence[int]
+    ) -> Tuple[Optional[int], Dict[int, str]]:
+        """``GET replication/jobids``: the highest job id this repository holds in a
+        block (``None``: none) and the GUID of the job it holds at each of *ids*.
+
+        :raises ProtocolError: the answer is not of that shape.
+        """
+        op = "replication/jobids"
+        answer = self._json(
+            "GET",
+            op,
+            params={
+                "jobIdStart": job_id_start,
+                "jobIdBlock": job_id_block,
+                "ids": ",".join(str(i) for i in ids),
+            },
+        )
+        highest, jobs = answer.get("highest"), answer.get("jobs")
+        if (highest is not None and not _is_int(highest)) or not isinstance(jobs, dict):
+            raise ProtocolError(f"{op} answered without highest and jobs", self._where(op))
+        try:
+            return highest, {int(k): str(v) for k, v in jobs.items()}
+        except ValueError:
+            raise ProtocolError(
+                f"{op} answered a job id that is not one", self._where(op)
+            ) from None
 
     def reset_node(self, name: str) -> None:
         """``POST replication/nodes/reset``: forget the watermarks and syncId of *name*."""

@@ -21,11 +21,12 @@ import secrets
 import tempfile
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
+from . import wentback
 from .auth import TokenLike
 from .errors import (
     Cancelled,
@@ -383,9 +384,9 @@ class _Run:
         if child_back or parent_back:
             pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
         if child_back:
-            self.child_went_back(pair, child, info, p_row, c_row, child_back)
+            self.child_went_back(pair, child, parent, p_row, c_row, child_back, block)
         if parent_back:
-            self.parent_went_back(parent, parent_info, parent_back)
+            self.parent_went_back(pair, parent, parent_info, parent_back)
         own = node_row(info, name)
         handed = own is not None and int_or_none(own.get("jobIdStart")) == block
         registered = p_row is not None and int_or_none(p_row.get("jobIdStart")) is not None
@@ -456,25 +457,32 @@ class _Run:
         self,
         pair: _Pair,
         child: Replica,
-        info: Mapping[str, Any],
+        parent: Replica,
         p_row: Optional[Mapping[str, Any]],
         c_row: Optional[Mapping[str, Any]],
         reasons: List[str],
+        block: int,
     ) -> None:
         """The child was restored or rebuilt: a new incarnation, re-stamped changes since
-        its last confirmed synchronization, job ids past what the parent saw in its block."""
+        its last confirmed synchronization, job ids past what the parent saw in its
+        block, and the jobs it made since it went back under ids the parent holds for
+        other jobs renumbered past them."""
         since = int_or_none((c_row or {}).get("lastSyncGen")) or 0
-        high = int_or_none((p_row or {}).get("jobIdHigh"))
+        seen = self.block_view([parent], block, JOB_ID_BLOCK, []).highest
+        high = _highest(int_or_none((p_row or {}).get("jobIdHigh")), seen)
         answer = _new_incarnation(child, since, None if high is None else high + 1)
         self.events.warning(_went_back_text(pair.name, reasons, answer))
+        self.renumber_reused(pair, child, pair.name, [parent], block, JOB_ID_BLOCK, since, high)
 
     def parent_went_back(
-        self, parent: Replica, parent_info: Mapping[str, Any], reasons: List[str]
+        self, pair: _Pair, parent: Replica, parent_info: Mapping[str, Any], reasons: List[str]
     ) -> None:
         """The parent was restored or rebuilt (found by any child's pair; handled once a
         run): its changes since its oldest confirmed synchronization with any child are
-        re-stamped. The full pulls then bring back the job ids it lost."""
-        with self._parent_back_lock:
+        re-stamped, and the jobs it made since it went back under ids a child holds for
+        other jobs are renumbered past every id the children hold in its block (the
+        full pulls then bring back the jobs it lost, under their own ids)."""
+        with self._parent_back_lock, ExitStack() as stack:
             if self.parent_back is not None:
                 return
             marks = [
@@ -482,9 +490,82 @@ class _Run:
                 for n in node_rows(parent_info)
                 if not same_name(str(n.get("name", "")), self.parent_name)
             ]
-            answer = _new_incarnation(parent, min(marks, default=0), None)
+            since = min(marks, default=0)
+            own = node_row(parent_info, self.parent_name) or {}
+            start = int_or_none(own.get("jobIdStart"))
+            size = int_or_none(own.get("jobIdBlock")) or JOB_ID_BLOCK
+            children: List[Replica] = []
+            high = None
+            if start is not None:
+                children = self.children_to_ask(stack)
+                high = self.block_view(children, start, size, []).highest
+            answer = _new_incarnation(parent, since, None if high is None else high + 1)
             self.parent_back = str(answer.get("incarnation") or "")
             self.events.warning(_went_back_text(self.parent_name, reasons, answer))
+            if start is not None:
+                self.renumber_reused(
+                    pair, parent, self.parent_name, children, start, size, since, high
+                )
+
+    def children_to_ask(self, stack: ExitStack) -> List[Replica]:
+        """The run's children that are this parent's (their node row of it exists), open
+        until *stack* closes; one that cannot be read is left out with a warning."""
+        children = []
+        for other in self.pairs:
+            try:
+                replica = stack.enter_context(closing(self.factory(other.spec.url)))
+                _, info = read_child(replica, other.spec, self.parent_name, self.parent_url)
+            except WMSyncError as exc:
+                self.events.warning(
+                    f"{other.name}: not asked which job ids it holds ({exc}); a job id the "
+                    f"restored {self.parent_name} gave again is renumbered where it arrives"
+                )
+                continue
+            if node_row(info, self.parent_name) is not None and hasattr(replica, "job_ids"):
+                children.append(replica)
+        return children
+
+    def block_view(
+        self, partners: List[Replica], start: int, size: int, ids: List[int]
+    ) -> wentback.BlockView:
+        """What *partners* hold of a job id block: its highest id, the GUIDs at *ids*."""
+
+        def trouble(partner: Replica, exc: WMSyncError) -> None:
+            self.events.warning(
+                f"{partner.display_url}: could not say which job ids it holds ({exc})"
+            )
+
+        return wentback.look(partners, start, size, ids, trouble)
+
+    def renumber_reused(
+        self,
+        pair: _Pair,
+        replica: Replica,
+        name: str,
+        partners: List[Replica],
+        start: int,
+        size: int,
+        since: int,
+        high: Optional[int],
+    ) -> None:
+        """Before anything is exchanged: the jobs the repository that went back made
+        since, under ids up to *high* that a partner holds for other jobs, move past
+        *high*; the result lists old -> new."""
+        if high is None or high < start:
+            return
+        found = wentback.candidates(replica, name, start, size, high, since)
+        if not found:
+            return
+        view = self.block_view(partners, start, size, [int(job["from"]) for job in found])
+        moved = wentback.move(
+            replica, name, start, size, high, since, wentback.clashing(found, view)
+        )
+        pair.result.add_renumbered(name, moved)
+        if moved:
+            self.events.info(
+                f"{name}: {len(moved)} job(s) it made after it went back in time had ids the "
+                f"cluster already gave other jobs; renumbered: {id_changes(moved)}"
+            )
 
     # -- the two directions ----------------------------------------------------------
 
@@ -825,6 +906,10 @@ def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> 
         raise RepositoryError("it went back in time but cannot take a new incarnation")
     answer = take(since_gen, floor)
     return dict(answer) if isinstance(answer, Mapping) else {}
+
+
+def _highest(*values: Optional[int]) -> Optional[int]:
+    return max((v for v in values if v is not None), default=None)
 
 
 def _last_generation(answers: List[Dict[str, Any]]) -> Optional[int]:

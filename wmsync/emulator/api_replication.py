@@ -20,7 +20,7 @@ import requests
 from werkzeug.wrappers import Response
 
 from wmsync.errors import ExchangeFormatError
-from wmsync.repository.renumbering import renumber_own_jobs
+from wmsync.repository.renumbering import held_job_ids, renumber_own_jobs, renumber_reused_ids
 from wmsync.repository.store import (
     ImportRefused,
     UnknownPeer,
@@ -130,16 +130,24 @@ def new_incarnation(ctx: Context, call: Call) -> Dict[str, Any]:
 def renumber(ctx: Context, call: Call) -> Dict[str, Any]:
     """``replication/renumber``: a joining child's own jobs move into its id block
     (``jobIdStart``, ``jobIdBlock``), in one transaction; ``dryRun=true`` only answers
-    what would move. ``name`` (optional) must be this repository's own name."""
+    what would move. ``name`` (optional) must be this repository's own name.
+
+    With ``jobIdHigh`` (the highest id the cluster has seen in the block) it is the
+    went-back mode instead: the jobs this repository made after ``sinceGen`` with ids
+    up to ``jobIdHigh`` are the candidates (``dryRun=true`` lists them), and those named
+    in ``guids`` (comma-separated) move past ``jobIdHigh``."""
     user = call.user()
     name = call.text("name")
     if name is not None and name.strip().lower() != ctx.repository.lower():
         raise BadRequest(
             f"Invalid value for parameter name: this repository is {ctx.repository}", ["name"]
         )
-    peer = call.required("peer").strip()
     start, size = _positive(call, "jobIdStart"), _positive(call, "jobIdBlock")
     dry_run = call.boolean("dryRun")
+    high = call.integer("jobIdHigh")
+    if high is not None:
+        return _renumber_reused(ctx, call, user, start, size, high, dry_run)
+    peer = call.required("peer").strip()
     try:
         if dry_run:
             with ctx.store.reading() as s:
@@ -150,6 +158,43 @@ def renumber(ctx: Context, call: Call) -> Dict[str, Any]:
     except ValueError as error:
         raise BadRequest(f"Cannot renumber: {error}", ["jobIdBlock"]) from None
     return {"success": True, "dryRun": dry_run, "renumbered": done}
+
+
+def _renumber_reused(
+    ctx: Context, call: Call, user: str, start: int, size: int, high: int, dry_run: bool
+) -> Dict[str, Any]:
+    since_gen = call.integer("sinceGen") or 0
+    if since_gen < 0:
+        raise BadRequest("Invalid value for parameter sinceGen", ["sinceGen"])
+    listed = call.text("guids")
+    if listed is None and not dry_run:
+        raise BadRequest("Missing required parameter: guids", ["guids"])
+    guids = None if listed is None else [g.strip() for g in listed.split(",") if g.strip()]
+    try:
+        if dry_run:
+            with ctx.store.reading() as s:
+                done = renumber_reused_ids(s, start, size, high, since_gen, user, dry_run=True)
+        else:
+            with ctx.store.atomic() as s:
+                done = renumber_reused_ids(s, start, size, high, since_gen, user, guids=guids)
+    except ValueError as error:
+        raise BadRequest(f"Cannot renumber: {error}", ["jobIdHigh"]) from None
+    return {"success": True, "dryRun": dry_run, "renumbered": done}
+
+
+def job_ids(ctx: Context, call: Call) -> Dict[str, Any]:
+    """``replication/jobids``: the highest job id held in a block (``jobIdStart``,
+    ``jobIdBlock``; tombstones too) and the GUID of the job held at each of ``ids``
+    (comma-separated)."""
+    call.user()
+    start, size = _positive(call, "jobIdStart"), _positive(call, "jobIdBlock")
+    try:
+        ids = [int(text) for text in (call.text("ids") or "").split(",") if text.strip()]
+    except ValueError:
+        raise BadRequest("Invalid value for parameter ids: comma-separated ids", ["ids"]) from None
+    with ctx.store.reading() as s:
+        highest, held = held_job_ids(s, start, size, ids)
+    return {"highest": highest, "jobs": {str(k): v for k, v in held.items()}}
 
 
 def _positive(call: Call, key: str) -> int:

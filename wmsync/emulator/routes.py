@@ -91,6 +91,7 @@ _EXTENSIONS: List[Tuple[str, str, Handler]] = [
     ("/replication/nodes/delete", "node_delete", replication.node_delete),
     ("/replication/incarnation", "incarnation", replication.new_incarnation),
     ("/replication/renumber", "renumber", replication.renumber),
+    ("/replication/jobids", "jobids", replication.job_ids),
     ("/replication/conflicts", "conflicts", replication.conflicts),
     ("/replication/export", "export", replication.export),
     ("/replication/import", "import", replication.import_document),

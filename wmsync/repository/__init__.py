@@ -12,7 +12,7 @@ serves one over HTTP (:mod:`wmsync.emulator`); nothing here needs werkzeug.
 - :mod:`wmsync.repository.bulk` loads many jobs at once (benchmarks);
 - :mod:`wmsync.repository.merge` is the merge rule;
 - :mod:`wmsync.repository.renumbering` moves a joining child's own jobs into its id
-  block;
+  block, and the jobs a repository that went back in time gave taken ids past them;
 - :mod:`wmsync.repository.catalog` holds the default configuration every repository
   starts with.
 """
