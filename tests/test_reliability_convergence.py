@@ -709,6 +709,9 @@ class Setbacks:
             node.restore_in_place(self.backups[node.name])
         kept = lineage.held(node.store.fingerprint())
         taken = (before - elsewhere - kept) - self.dropped
+        # A restore to a backup taken before an earlier setback brings back what that
+        # setback took: those writes are held again, no longer taken.
+        self.dropped -= kept
         self.dropped |= taken
         self.count += 1
         TALLY["rebuilds" if what == "rebuild" else f"{what.replace('restore_', 'restores_')}"] += 1
