@@ -421,15 +421,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from .report import PlanResult, SyncResult
 
     _check_args(args)
-    known = [
-        args.token or "",
-        os.environ.get("WMSYNC_TOKEN", ""),
-        os.environ.get("WMSYNC_PASSWORD", ""),
-    ]
-    redactor = configure_logging(args.verbose, args.log_file, known)
-    verify = _verify(args)
-    credentials = _credentials(args, verify, redactor)
-    token = _token(args, redactor, verify)
+    token, verify, credentials = _access(args)
     children = _read_children(args)
     refused = _parent_rows(args, children)
     factory, state = (None, None) if refused else _sync_access(args, credentials, token, verify)
@@ -539,9 +531,9 @@ def cmd_install_toolbox(args: argparse.Namespace) -> int:
 # export / import: synchronization by file (docs/design.md §11)
 
 
-def _file_session(args: argparse.Namespace) -> Any:
-    """Logging, TLS, credentials and token as ``sync`` sets them up; the replica
-    factory for the one repository (None: the default one)."""
+def _access(args: argparse.Namespace) -> Tuple[TokenLike, Any, Optional[Credentials]]:
+    """(token, TLS verify, credentials) of a command that talks to servers, with its
+    logging set up to redact every secret it knows of."""
     known = [
         args.token or "",
         os.environ.get("WMSYNC_TOKEN", ""),
@@ -550,7 +542,13 @@ def _file_session(args: argparse.Namespace) -> Any:
     redactor = configure_logging(args.verbose, args.log_file, known)
     verify = _verify(args)
     credentials = _credentials(args, verify, redactor)
-    token = _token(args, redactor, verify)
+    return _token(args, redactor, verify), verify, credentials
+
+
+def _file_session(args: argparse.Namespace) -> Any:
+    """Logging, TLS, credentials and token as ``sync`` sets them up; the replica
+    factory for the one repository and the stock builder to close."""
+    token, verify, credentials = _access(args)
     return (token, verify, *_file_replicas(args, credentials, token, verify))
 
 
