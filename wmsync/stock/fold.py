@@ -44,7 +44,6 @@ from __future__ import annotations
 import json
 import secrets
 import uuid
-from collections import Counter
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 from urllib.parse import quote
 
@@ -242,8 +241,8 @@ def fold(
             restore.forget_lost_records(
                 s,
                 job_id,
-                restore.hold_keys(job_id, read.holds),
-                restore.activity_keys(job_id, read.activity),
+                views.hold_keys(job_id, read.holds),
+                views.activity_keys(job_id, read.activity),
             )
         _fold_job(s, job_id, guid, read, types, seen_jobs, old_view, set_back=set_back)
     present = set(snapshot.jobs) | snapshot.unreadable
@@ -530,8 +529,7 @@ def _fold_children(
     conn = s.conn
     seen_holds = state.seen_of_job(conn, "Hold", job_id)
     free_holds = _unmapped(s, "Hold", guid)
-    for hold in read.holds:
-        key = f"{job_id}/{hold.get('id')}"
+    for hold, key in zip(read.holds, views.hold_keys(job_id, read.holds)):
         view = views.hold_view_of_server(hold)
         if key in seen_holds:
             _, hold_guid, old = seen_holds[key]
@@ -552,11 +550,7 @@ def _fold_children(
         state.set_seen(conn, "Hold", key, job_id, hold_guid, views.dumps(view))
     seen_acts = set(state.seen_of_job(conn, "Activity", job_id))
     free_acts = _unmapped(s, "Activity", guid)
-    counts: Counter[str] = Counter()
-    for record_ in read.activity:
-        base = views.activity_key(record_)
-        counts[base] += 1
-        key = f"{job_id}/{base}#{counts[base]}"
+    for record_, key in zip(read.activity, views.activity_keys(job_id, read.activity)):
         if key in seen_acts:
             continue
         message = views.text(record_.get("message"))
@@ -632,20 +626,16 @@ def _edit_hold(s: Session, guid: str, hold: Mapping[str, Any], view: Mapping[str
 
 
 def _local_delete(s: Session, guid: str, held: Optional[Dict[str, int]]) -> None:
-    """A job gone from the server: a tombstone for it, its holds and activity records
-    (over a version not yet written there: decided by the merge rule, as an edit is)."""
+    """A job gone from the server: a tombstone for it (over a version not yet written
+    there: decided by the merge rule, as an edit is). Its holds and activity records
+    follow it, as the session's delete and the importer make them (docs/design.md §4)."""
     current = s.get(guid)
     if current is None or current.deleted:
         return
     if held is not None and dict(current.element.vv) != held:
-        found = _edit_over_unwritten(s, current.element, held, {}, deleted=True)
-        if not found.deleted:
-            return  # the unwritten version won: the job comes back
+        _edit_over_unwritten(s, current.element, held, {}, deleted=True)
     else:
         s.delete(guid)
-    for kind in ("Hold", "Activity"):
-        for element in s.of_job(kind, guid):
-            s.delete(element.guid)
 
 
 def record_seen(

@@ -25,7 +25,6 @@ the server again.
 from __future__ import annotations
 
 import secrets
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Sequence, Set
 
@@ -35,17 +34,6 @@ from wmsync.repository.session import Session
 
 from . import state, views
 from .scan import Snapshot
-
-
-def activity_keys(job_id: int, activity: Sequence[Mapping[str, Any]]) -> List[str]:
-    """The server keys of a job's activity records, as the fold records them."""
-    counts: Counter[str] = Counter()
-    keys = []
-    for record in activity:
-        base = views.activity_key(record)
-        counts[base] += 1
-        keys.append(f"{job_id}/{base}#{counts[base]}")
-    return keys
 
 
 @dataclass
@@ -68,7 +56,7 @@ def signs_of_restore(s: Session, snapshot: Snapshot, seen_jobs: Mapping[int, str
     for job_id, keys in sorted(by_job.items()):
         if job_id not in snapshot.jobs:
             continue
-        found = set(activity_keys(job_id, snapshot.jobs[job_id].activity))
+        found = set(views.activity_keys(job_id, snapshot.jobs[job_id].activity))
         if any(k not in found for k in keys):
             signs.lost.add(job_id)
     if signs.lost:
@@ -90,7 +78,7 @@ def edited_since_restore(s: Session, job_id: int, activity: Sequence[Mapping[str
     """Whether a job the restore set back has activity records the shadow never saw:
     a user worked on it after the restore (Workflow Manager logs every change)."""
     seen = state.seen_of_job(s.conn, "Activity", job_id)
-    return any(key not in seen for key in activity_keys(job_id, activity))
+    return any(key not in seen for key in views.activity_keys(job_id, activity))
 
 
 def restore_incarnation(s: Session) -> str:
@@ -153,7 +141,3 @@ def forget_lost_records(
                 conn.execute(
                     "DELETE FROM stock_seen WHERE kind = ? AND server_key = ?", (kind, key)
                 )
-
-
-def hold_keys(job_id: int, holds: Sequence[Mapping[str, Any]]) -> List[str]:
-    return [f"{job_id}/{h.get('id')}" for h in holds]

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from datetime import datetime, timezone
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from wmsync.model import Element
 
@@ -101,6 +102,23 @@ def hold_view_of_fields(fields: Mapping[str, str]) -> View:
         "comments": strip_tag(fields.get("holdComments", "")),
         "released": "1" if fields.get("releaseDate") else "0",
     }
+
+
+def hold_keys(job_id: int, holds: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The state store's keys of a job's holds as a server answered them."""
+    return [f"{job_id}/{hold.get('id')}" for hold in holds]
+
+
+def activity_keys(job_id: int, activity: Sequence[Mapping[str, Any]]) -> List[str]:
+    """The state store's keys of a job's activity records, in the server's order:
+    their content, numbered where two records are alike."""
+    counts: Counter[str] = Counter()
+    keys = []
+    for record in activity:
+        base = activity_key(record)
+        counts[base] += 1
+        keys.append(f"{job_id}/{base}#{counts[base]}")
+    return keys
 
 
 def activity_key(record: Mapping[str, Any]) -> str:
