@@ -341,15 +341,16 @@ def _credentials(
     return credentials
 
 
-def _file_replicas(
+def replicas_with_state(
     args: argparse.Namespace,
     credentials: Optional[Credentials],
     token: TokenLike,
     verify: Any,
 ) -> Tuple[Callable[[str], Any], Any]:
-    """(factory, stock builder) for export and import: servers with the extensions
-    through their client, stock servers through the --state store (the caller closes
-    the builder); with --credentials, each server URL with its own token."""
+    """(factory, stock builder) for a command on one or a few repositories (export,
+    import, the toolset): servers with the extensions through their client, stock
+    servers through the --state store (the caller closes the builder); with
+    *credentials*, each server URL with its own token."""
     from .credentials import per_url_factory
     from .replica import default_replica_factory
     from .stock import StockReplicas
@@ -378,19 +379,7 @@ def _sync_access(
     engine's own factory, one token for all."""
     if credentials is None:
         return None, args.state
-    from .credentials import per_url_factory
-    from .replica import default_replica_factory
-    from .stock import StockReplicas
-
-    builder = StockReplicas(args.state)
-    factory = per_url_factory(
-        credentials,
-        token,
-        lambda source: default_replica_factory(
-            user=args.user, token=source, timeout=args.timeout, verify=verify, stock=builder
-        ),
-    )
-    return factory, builder
+    return replicas_with_state(args, credentials, token, verify)
 
 
 def _write_report(path: Optional[str], payload: Dict[str, Any]) -> None:
@@ -549,7 +538,7 @@ def _file_session(args: argparse.Namespace) -> Any:
     """Logging, TLS, credentials and token as ``sync`` sets them up; the replica
     factory for the one repository and the stock builder to close."""
     token, verify, credentials = _access(args)
-    return (token, verify, *_file_replicas(args, credentials, token, verify))
+    return (token, verify, *replicas_with_state(args, credentials, token, verify))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List
 from urllib.parse import urlsplit
 
-from .replica import ReplicaFactory, default_replica_factory
+from .replica import ReplicaFactory
 
 __all__ = ["add_commands"]
 
@@ -37,17 +37,13 @@ def _replicas(args: argparse.Namespace) -> Iterator[ReplicaFactory]:
     repositories are held for this command and let go at its end."""
     if not args.timeout > 0:  # also refuses NaN
         raise ToolsetUsageError(f"--timeout must be more than 0 seconds, not {args.timeout}")
-    from .stock import StockReplicas
+    from .cli import replicas_with_state
 
     verify: Any = False if args.insecure else (args.ca_bundle or True)
     token = args.token or os.environ.get("WMSYNC_TOKEN") or None
-    from .cli import checked_state_path
-
-    builder = StockReplicas(checked_state_path(args.state))
+    factory, builder = replicas_with_state(args, None, token, verify)
     try:
-        yield default_replica_factory(
-            user=args.user, token=token, timeout=args.timeout, verify=verify, stock=builder
-        )
+        yield factory
     finally:
         builder.close()
 
