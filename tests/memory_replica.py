@@ -20,7 +20,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 from wmsync import exchange
 from wmsync.client import EXTENSION
@@ -308,6 +308,11 @@ class MemoryReplica:
         with self.repo.lock:
             self._do("count_changes", since_gen, exclude_via)
             return len(self.repo.selected(since_gen, exclude_via))
+
+    def count_window(self, since_gen: int, exclude_via: Optional[str] = None) -> Tuple[int, int]:
+        with self.repo.lock:
+            self._do("count_window", since_gen, exclude_via)
+            return len(self.repo.selected(since_gen, exclude_via)), self.repo.generation
 
     def download(self, jxl_url: str, dest: Any) -> int:
         with self.repo.lock:

@@ -18,7 +18,7 @@ from wmsync.client import (
     WMServerClient,  # the extension replica is the client itself
 )
 from wmsync.engine import default_client_factory
-from wmsync.errors import ConnectionFailed, MissingExtensions
+from wmsync.errors import ConnectionFailed, MissingExtensions, ProtocolError
 from wmsync.replica import default_replica_factory
 
 STOCK = "http://stock.test/arcgis/rest/services/Ohio/WMServer"
@@ -123,3 +123,35 @@ def test_the_extension_replica_counts_through_countonly(monkeypatch):
     assert asked == [
         ("replication/export", {"sinceGen": 3, "excludeVia": "Ohio", "countOnly": "true"})
     ]
+
+
+@pytest.mark.parametrize(
+    "answer, missing",
+    [
+        ({"count": 4}, "generation"),
+        ({"generation": "9", "count": 4}, "generation"),
+        ({"generation": 9, "count": True}, "count"),
+    ],
+)
+def test_a_count_without_an_integer_generation_or_count_is_refused_by_name(
+    monkeypatch, answer, missing
+):
+    monkeypatch.setattr(WMServerClient, "get", lambda self, path, **params: answer)
+    replica = WMServerClient(OURS, user="tester")
+    try:
+        with pytest.raises(ProtocolError, match=f"without an integer {missing}"):
+            replica.count_window(3)
+    finally:
+        replica.close()
+
+
+def test_the_window_count_carries_the_generation_it_was_made_at(monkeypatch):
+    monkeypatch.setattr(
+        WMServerClient, "get", lambda self, path, **params: {"generation": 9, "count": 0}
+    )
+    replica = WMServerClient(OURS, user="tester")
+    try:
+        assert replica.count_window(3, "Ohio") == (0, 9)
+        assert replica.count_changes(3) == 0
+    finally:
+        replica.close()

@@ -96,6 +96,26 @@ def test_trusted_children_share_the_uncut_window_only_when_the_cut_leaves_nothin
     assert windows == ["None", "Ohio"]  # Ohio's own (echo cut), one shared by the others
 
 
+def test_a_quiet_cluster_push_asks_the_parent_for_no_export(mem):
+    run(mem)
+    run(mem)  # every pair trusted, with one watermark on the parent
+    exports = len(mem["Parent"].ops("export"))
+    quiet = run(mem)
+    assert quiet.status == 0 and [c.received for c in quiet.children] == [0, 0, 0]
+    # The uncut window was counted empty: the feed covers the count's generation, and
+    # the parent writes no export for it.
+    assert len(mem["Parent"].ops("count_window")) >= 1
+    assert len(mem["Parent"].ops("export")) == exports
+    generation = mem["Parent"].generation
+    rows = mem["Parent"].nodes
+    assert all(rows[name]["lastSyncGen"] == generation for name in ("Ohio", "AZ", "Texas"))
+    # An edit after the count still goes in the next run.
+    mem["Parent"].edit("after the quiet run")
+    later = run(mem)
+    assert later.status == 0 and [c.received for c in later.children] == [1, 1, 1]
+    assert len(mem["Parent"].ops("export")) == exports + 1
+
+
 def test_a_cancel_during_a_shared_push_leaves_every_sharer_safe(mem):
     from wmsync import SyncListener
 
@@ -221,6 +241,27 @@ def test_an_edit_made_between_chunks_goes_in_the_next_run(emulator, tiny_chunks)
         assert second.status == 0 and second.children[0].received >= 1  # the job, its activity
         assert_converged(cluster)
         assert_converged(cluster)
+    finally:
+        cluster.close()
+
+
+def test_a_quiet_run_writes_no_export_on_the_parent_and_moves_its_watermarks(emulator):
+    cluster = make_cluster(emulator, "Parent", "Ohio", "AZ")
+    try:
+        parent = cluster.client("Parent")
+        create_job(parent, "before")
+        for _ in range(2):  # registered, then every pair trusted on one watermark
+            assert synchronize(parent.url, "Parent", cluster.table(), user="tester").status == 0
+        factory = Counting()
+        quiet = synchronize(parent.url, "Parent", cluster.table(), replica_factory=factory)
+        assert quiet.status == 0, quiet.summary_lines()
+        assert [e for e in factory.exports if e["url"] == parent.url] == []
+        rows = {n["name"]: n for n in parent.replication_info()["nodes"]}
+        assert rows["Ohio"]["lastSyncGen"] == rows["AZ"]["lastSyncGen"] == generation(parent)
+        create_job(parent, "after")
+        later = synchronize(parent.url, "Parent", cluster.table(), user="tester")
+        assert later.status == 0 and all(c.received >= 1 for c in later.children)
+        assert len(assert_converged(cluster)["jobs"]) == 2
     finally:
         cluster.close()
 

@@ -644,14 +644,29 @@ class WMServerClient:
 
         :raises ProtocolError: when the answer has no integer ``count``.
         """
+        return self._counted(since_gen, exclude_via, "count")[0]
+
+    def count_window(self, since_gen: int, exclude_via: Optional[str] = None) -> Tuple[int, int]:
+        """:meth:`count_changes` and the generation the count was made at: an export at
+        that moment would have covered that generation.
+
+        :raises ProtocolError: when the answer has no integer ``count`` or ``generation``.
+        """
+        count, generation = self._counted(since_gen, exclude_via, "count", "generation")
+        return count, generation
+
+    def _counted(self, since_gen: int, exclude_via: Optional[str], *keys: str) -> List[int]:
         op = "replication/export"
         answer = self.get(op, sinceGen=since_gen, excludeVia=exclude_via, countOnly="true")
-        count = answer.get("count")
-        if not isinstance(count, int) or isinstance(count, bool):
-            raise ProtocolError(
-                f"{op}?countOnly=true answered without an integer count", self._where(op)
-            )
-        return count
+        values: List[int] = []
+        for key in keys:
+            value = answer.get(key)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ProtocolError(
+                    f"{op}?countOnly=true answered without an integer {key}", self._where(op)
+                )
+            values.append(value)
+        return values
 
     def download(self, jxl_url: str, dest: BinaryIO) -> int:
         """Stream the document at *jxl_url* into *dest* (decoded, 64 KiB at a time).

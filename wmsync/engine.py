@@ -580,8 +580,10 @@ class _Run:
         exclude_via: Optional[str],
         label: str,
         members: int,
+        empty_at: Optional[int] = None,
     ) -> Feed:
-        """A started :class:`Feed` of one export window of *source_url* for *members*."""
+        """A started :class:`Feed` of one export window of *source_url* for *members*
+        (*empty_at*: see :class:`Feed`)."""
         feed = Feed(
             lambda: self.factory(source_url),
             since_gen,
@@ -591,6 +593,7 @@ class _Run:
             self.workdir,
             self.events.cancelled,
             gzip_level=UPLOAD_GZIP_LEVEL,
+            empty_at=empty_at,
         )
         feed.start()
         return feed
@@ -744,21 +747,24 @@ class _Run:
         """One started feed per export window of the parent, shared by the *pairs* that
         ask for the same window; by pair (its ``id``): (feed, member number)."""
         groups: Dict[Tuple[int, Optional[str]], List[_Pair]] = {}
-        unfiltered = self.unfiltered_windows(pairs)
+        unfiltered, empty = self.unfiltered_windows(pairs)
         for pair in pairs:
             via = pair.name if pair.trusted and id(pair) not in unfiltered else None
             groups.setdefault((pair.parent_mark, via), []).append(pair)
         feeds: Dict[int, Tuple[Feed, int]] = {}
         for (mark, via), members in groups.items():
             label = members[0].name if len(members) == 1 else self.parent_name
-            feed = self.feed(self.parent_url, mark, via, label, len(members))
+            empty_at = empty.get(mark) if via is None else None
+            feed = self.feed(self.parent_url, mark, via, label, len(members), empty_at)
             for number, pair in enumerate(members):
                 feeds[id(pair)] = (feed, number)
         return feeds
 
-    def unfiltered_windows(self, pairs: List[_Pair]) -> set[int]:
+    def unfiltered_windows(self, pairs: List[_Pair]) -> Tuple[set[int], Dict[int, int]]:
         """The trusted pairs (by ``id``) whose echo cut leaves nothing out, so that they
-        can share the export without one with the same watermark.
+        can share the export without one with the same watermark; and the watermarks
+        whose uncut window the parent counted empty, with the generation of that count
+        (their feed needs no export: a quiet cluster's push asks for no document).
 
         A trusted pair's window leaves out what came from the child (``excludeVia``);
         when the parent holds nothing after the watermark that came from the child, the
@@ -774,34 +780,46 @@ class _Run:
         shared: set[int] = set()
         groups = [(mark, group) for mark, group in by_mark.items() if len(group) > 1]
         if not groups:
-            return shared
+            return shared, {}
         totals = self.count_windows([(mark, None) for mark, _ in groups])
         cut: List[Tuple[int, Optional[str]]] = [
             (mark, pair.name)
             for mark, group in groups
             for pair in group
-            if totals.get((mark, None), -1) > 0
+            if totals.get((mark, None), (-1, None))[0] > 0
         ]
         counts = self.count_windows(cut)
         for mark, group in groups:
-            total = totals.get((mark, None))
+            total = totals.get((mark, None), (None, None))[0]
             for pair in group:
-                if total is not None and (total == 0 or counts.get((mark, pair.name)) == total):
+                cut_count = counts.get((mark, pair.name), (None, None))[0]
+                if total is not None and (total == 0 or cut_count == total):
                     shared.add(id(pair))
-        return shared
+        empty = {
+            mark: generation
+            for (mark, _), (total, generation) in totals.items()
+            if total == 0 and generation is not None
+        }
+        return shared, empty
 
     def count_windows(
         self, windows: List[Tuple[int, Optional[str]]]
-    ) -> Dict[Tuple[int, Optional[str]], int]:
-        """The parent's ``count_changes`` of each window, asked at the same time; a
-        window whose count failed is left out."""
-        counts: Dict[Tuple[int, Optional[str]], int] = {}
+    ) -> Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]]:
+        """The parent's count of each window and the generation it was made at (``None``
+        from a replica that counts without one), asked at the same time; a window whose
+        count failed is left out."""
+        counts: Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]] = {}
 
         def count(window: Tuple[int, Optional[str]]) -> None:
             try:
                 parent = self.factory(self.parent_url)
                 try:
-                    counts[window] = parent.count_changes(*window)
+                    count_window = getattr(parent, "count_window", None)
+                    if count_window is not None:
+                        total, generation = count_window(*window)
+                        counts[window] = (total, generation)
+                    else:
+                        counts[window] = (parent.count_changes(*window), None)
                 finally:
                     parent.close()
             except WMSyncError as exc:

@@ -58,6 +58,8 @@ class Feed:
     :param open_source: opens a replica on the source (the producer's own; closed after).
     :param cancelled: tells the producer to stop at the next chunk.
     :param gzip_level: uploads are gzip-compressed at this zlib level (0: not).
+    :param empty_at: the source was counted to hold nothing in the window at this
+        generation: the feed is one empty chunk covering it, and no export is asked for.
     """
 
     def __init__(
@@ -71,8 +73,10 @@ class Feed:
         cancelled: Callable[[], bool],
         gzip_level: int = 1,
         chunk_elements: Optional[int] = None,
+        empty_at: Optional[int] = None,
     ) -> None:
         self._open_source = open_source
+        self._empty_at = empty_at
         self.since_gen = since_gen
         self.exclude_via = exclude_via
         self.label = label
@@ -109,6 +113,13 @@ class Feed:
                 _remove(chunk)
 
     def _produce(self) -> None:
+        if self._empty_at is not None:
+            with self._cond:
+                self.generation = self._empty_at
+                self._chunks.append(Chunk(0, None, 0, False))
+                self._finished = True
+                self._cond.notify_all()
+            return
         try:
             source = self._open_source()
             try:
