@@ -31,7 +31,8 @@ def reads(monkeypatch) -> List[str]:
     seen: List[str] = []
     lock = threading.Lock()
 
-    def replication_info(self) -> Dict[str, Any]:
+    def replication_info(self, own_counter: bool = True) -> Dict[str, Any]:
+        assert not own_counter, "the factory reads a server's kind without ownCounter"
         with lock:
             seen.append(self.url)
         if "down" in self.url:
@@ -155,3 +156,13 @@ def test_the_window_count_carries_the_generation_it_was_made_at(monkeypatch):
         assert replica.count_changes(3) == 0
     finally:
         replica.close()
+
+
+def test_info_for_the_kind_leaves_out_the_own_counter_pass(emulator):
+    server = emulator("Parent")
+    client = WMServerClient(server.url, user="tester")
+    try:
+        assert client.replication_info()["ownCounter"] == 0
+        assert "ownCounter" not in client.replication_info(own_counter=False)
+    finally:
+        client.close()

@@ -397,11 +397,16 @@ class WMServerClient:
         """``GET <root>``: the service description (``name``, ``jobTypes`` ...)."""
         return self._json("GET", "")
 
-    def replication_info(self) -> Dict[str, Any]:
+    def replication_info(self, own_counter: bool = True) -> Dict[str, Any]:
         """``GET replication/info``: node rows plus, with the extensions, ``repository``,
         ``generation`` and ``extensions``. Checks nothing (see :meth:`require_extensions`).
+
+        :param own_counter: ``False`` asks an extension server to leave out
+            ``ownCounter`` (a pass over its elements) when only its kind is wanted.
         """
-        return self._json("GET", "replication/info")
+        if own_counter:
+            return self._json("GET", "replication/info")
+        return self._json("GET", "replication/info", params={"ownCounter": "false"})
 
     def require_extensions(self, info: Mapping[str, Any]) -> None:
         """Check that *info* (from :meth:`replication_info`) lists ``wmsync-replication/1``.

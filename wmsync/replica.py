@@ -147,8 +147,8 @@ class _Factory:
         try:
             with url_lock:  # one read per URL, even when workers ask at the same moment
                 info = self._kinds.get(key)
-                if info is None:
-                    info = client.replication_info()
+                if info is None:  # only its kind is wanted here: no ownCounter pass
+                    info = client.replication_info(own_counter=False)
                     self._kinds[key] = info
             if self._stock is not None and not has_extensions(info):
                 return self._stock(url, client, info)  # it owns the client from now on

@@ -69,9 +69,10 @@ def replication_info(ctx: Context, call: Call) -> Dict[str, Any]:
 def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
     """``replication/info`` with the extension marker, generation and watermarks, the
     repository's ``instanceId``, ``incarnation`` and highest own counter
-    (``ownCounter``), and per node row with a job id
-    block the highest job id held in it (``jobIdHigh``)."""
+    (``ownCounter``; one pass over the elements, left out with ``ownCounter=false``),
+    and per node row with a job id block the highest job id held in it (``jobIdHigh``)."""
     call.user()
+    with_counter = call.boolean("ownCounter", default=True)
     with ctx.store.reading() as s:
         nodes = [n.to_dict() for n in s.nodes()]
         for node in nodes:
@@ -82,15 +83,17 @@ def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
                     (node["jobIdStart"], node["jobIdStart"] + (node["jobIdBlock"] or 1)),
                 ).fetchone()
                 node["jobIdHigh"] = row[0]
-        return {
+        answer = {
             "repository": ctx.repository,
             "generation": s.generation(),
             "instanceId": s.meta("instance") or "",
             "incarnation": s.incarnation(),
-            "ownCounter": highest_own_counter(s),
             "extensions": EXTENSIONS,
             "nodes": nodes,
         }
+        if with_counter:
+            answer["ownCounter"] = highest_own_counter(s)
+        return answer
 
 
 def node_update(ctx: Context, call: Call) -> Dict[str, Any]:
