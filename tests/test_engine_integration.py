@@ -340,7 +340,7 @@ def test_a_failed_push_is_redone_next_run_without_a_full_exchange(three):
     ],
 )
 def test_watermarks_are_trusted_only_with_matching_sync_ids(parent_row, child_row, full, expected):
-    from wmsync.engine import watermarks
+    from wmsync.pairrules import watermarks
 
     assert watermarks(parent_row, child_row, full) == expected
 

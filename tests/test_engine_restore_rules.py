@@ -1,8 +1,8 @@
-"""The restore-detection rule (``engine.gone_back``) on node rows, without servers."""
+"""The restore-detection rule (``pairrules.gone_back``) on node rows, without servers."""
 
 from __future__ import annotations
 
-from wmsync.engine import gone_back
+from wmsync.pairrules import gone_back
 
 INFO = {"repository": "Ohio", "generation": 40, "instanceId": "a" * 32}
 

@@ -12,20 +12,16 @@ from typing import Any, List, Mapping, Optional
 from .auth import TokenLike
 from .engine import (
     StateLike,
-    gone_back,
     make_factory,
     not_connected_reason,
-    read_child,
     read_inputs,
-    read_parent,
-    repository_kind,
     stock_builder,
     stock_findings,
-    watermarks,
 )
 from .errors import RepositoryError, SyncRefused, ValueTableError, WMSyncError
 from .idblocks import JOB_ID_BLOCK, allocate_blocks, joining
 from .membership import node_row
+from .pairrules import gone_back, read_child, read_parent, repository_kind, watermarks
 from .replica import Replica, ReplicaFactory
 from .report import FAILED, PLANNED, PlanEntry, PlanResult
 

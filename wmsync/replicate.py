@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
-from . import engine
+from . import engine, pairrules
 from .errors import RepositoryError, SyncRefused, ValueTableError
 from .idblocks import JOB_ID_BLOCK
 from .membership import node_row
@@ -88,11 +88,11 @@ def replicate(
     says it (status -1)."""
     row = [child_name, "true", child_url.rstrip("/"), ""]
     try:
-        parent_name, _ = engine.read_parent(factory, parent_url, parent_name)
+        parent_name, _ = pairrules.read_parent(factory, parent_url, parent_name)
         spec = parse_children([row])[0]
         child = factory(spec.url)
         try:
-            engine.read_child(child, spec, parent_name, parent_url.rstrip("/"))
+            pairrules.read_child(child, spec, parent_name, parent_url.rstrip("/"))
         finally:
             child.close()
     except (SyncRefused, RepositoryError, ValueTableError) as exc:

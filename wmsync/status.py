@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Dict, List, Mapping, Optional
 
-from .engine import watermarks
 from .errors import WMSyncError, redact_url
 from .membership import canonical_name, node_row, same_name
+from .pairrules import watermarks
 from .replica import Replica, ReplicaFactory
 
 __all__ = ["ClusterStatus", "RepositoryStatus", "cluster_status"]
