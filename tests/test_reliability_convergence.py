@@ -1221,3 +1221,43 @@ def test_a_job_made_on_a_rebuilt_parent_before_its_next_run_keeps_one_id(
         return {e.guid: e.local_id for e in server.store.elements() if e.kind == "Job"}
 
     assert ids(parent) == ids(ohio)
+
+
+def test_a_parent_found_gone_back_again_by_a_child_that_was_away_ends_the_run_in_step(
+    emulator: Callable[..., Any],
+) -> None:
+    # Found by the long run (2 December): a child that missed the run which found the
+    # rebuilt parent finds it again; the parent re-stamps once more, and a child that
+    # already held the first re-stamp's versions met the new ones only in the push.
+    names = ("Parent", "Ohio", "AZ", "Utah")
+    servers = {name: emulator(name) for name in names}
+    parent = servers["Parent"]
+
+    def table(*connected: str) -> str:
+        return ";".join(
+            f"{n} {'true' if n in connected else 'false'} {servers[n].url} ''" for n in names[1:]
+        )
+
+    def create(name: str) -> None:
+        WMServerClient(servers[name].url, user=USER).post("jobs/create", jobTypeId=1, name=name)
+
+    create("Parent")
+    assert synchronize(parent.url, "Parent", table(*names[1:]), user=USER).status == 0
+    parent.stop()  # rebuilt: a new, empty database under the same name and port
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{parent.db_path}{suffix}").unlink(missing_ok=True)
+    parent = servers["Parent"] = emulator("Parent", db_path=parent.db_path, port=parent.port)
+    for _ in range(3):
+        create("Parent")
+    # Ohio is away; Utah's node rows cannot be written (its row on the parent can).
+    servers["Utah"].app.faults.append(Fault(STAGES["nodes"], "wrongtype"))
+    found = synchronize(parent.url, "Parent", table("AZ", "Utah"), user=USER)
+    servers["Utah"].app.faults.clear()
+    assert [c.state for c in found.children] == ["skipped", "synchronized", "failed"]
+    again = synchronize(parent.url, "Parent", table(*names[1:]), user=USER)
+    assert again.status == 0, again.summary_lines()
+    prints = {name: server.store.fingerprint() for name, server in servers.items()}
+    for name in names[1:]:
+        assert prints[name] == prints["Parent"], f"{name} is not in step with the parent"
+    quiet = synchronize(parent.url, "Parent", table(*names[1:]), user=USER)
+    assert quiet.status == 0 and sum(c.sent + c.received for c in quiet.children) == 0

@@ -22,7 +22,7 @@ import tempfile
 import threading
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack, closing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -1003,7 +1003,7 @@ def synchronize(
         factory = make_factory(
             replica_factory, client_factory, user, token, timeout, verify, builder
         )
-        return _synchronize(
+        first, parent_went_back = _synchronize(
             parent_url,
             parent_name,
             inputs,
@@ -1015,6 +1015,35 @@ def synchronize(
             builder,
             done,
         )
+        if not parent_went_back or first.status != 0 or first.cancelled:
+            return first
+        # The parent re-stamped its changes while the run was being prepared. Children that
+        # already held them (synchronized since it went back) met the re-stamped versions
+        # during the push, after their own pulls, and now hold both versions' marks; one
+        # more pass takes that back to the parent and out to the others, so that the run
+        # ends with every repository in step (docs/reliability.md, "Restores and
+        # rebuilds").
+        listener.info(
+            f"{first.parent_name} went back in time: one more pass, so that what its "
+            "children made of its re-stamped changes reaches every repository"
+        )
+        again = _Inputs(
+            inputs.specs,
+            [replace(spec, last_sync=None) for spec in inputs.connected],  # no row notes again
+        )
+        second, _ = _synchronize(
+            parent_url,
+            first.parent_name,
+            again,
+            skipped,
+            factory,
+            listener,
+            False,
+            max_workers,
+            builder,
+            done,
+        )
+        return _settled(first, second)
     finally:
         if builder is not None:
             builder.close()  # releases the stock repositories' locks, even on failure
@@ -1031,8 +1060,9 @@ def _synchronize(
     max_workers: int,
     builder: Optional[StockReplicas],
     done: Callable[..., SyncResult],
-) -> SyncResult:
-    """The run itself, once the inputs are read and the factory is made."""
+) -> Tuple[SyncResult, bool]:
+    """The run itself, once the inputs are read and the factory is made; and whether the
+    parent was found to have gone back in time in it."""
     with tempfile.TemporaryDirectory(prefix="wmsync-") as workdir:
         try:
             parent_name, parent_info = read_parent(factory, parent_url, parent_name)
@@ -1047,7 +1077,10 @@ def _synchronize(
             warnings, _ = stock_findings(builder, set())
             for warning in warnings:
                 listener.warning(warning)
-            return done(-1, _in_table_order(inputs.specs, skipped, unused), message, None, warnings)
+            outcome = done(
+                -1, _in_table_order(inputs.specs, skipped, unused), message, None, warnings
+            )
+            return outcome, False
         results = _in_table_order(inputs.specs, skipped, [p.result for p in run.pairs])
 
         blocks = run.allocate_blocks(parent_info)
@@ -1098,7 +1131,30 @@ def _synchronize(
                 "Cancelled: the run stopped at a safe point; nothing is half-applied, and "
                 "children not synchronized keep their old Last Synchronized time"
             )
-        return outcome
+        return outcome, run.parent_back is not None
+
+
+def _settled(first: SyncResult, second: SyncResult) -> SyncResult:
+    """One result for a run made of two passes: the second pass's states and times, the
+    counts, ids changed, conflicts and warnings of both."""
+    children = []
+    for one, two in zip(first.children, second.children):
+        if one.state == SKIPPED:
+            children.append(one)
+            continue
+        two.spec = one.spec  # the row as the table gave it (its time, for a failure)
+        two.sent += one.sent
+        two.received += one.received
+        two.conflicts += one.conflicts
+        two.renumbered_ids = one.renumbered_ids + two.renumbered_ids
+        two.renumbered += one.renumbered
+        two.full_exchange = one.full_exchange or two.full_exchange
+        children.append(two)
+    second.children = children
+    second.started = first.started
+    second.conflicts = first.conflicts + second.conflicts
+    second.warnings = list(dict.fromkeys(first.warnings + second.warnings))
+    return second
 
 
 def _in_table_order(
