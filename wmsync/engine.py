@@ -1029,7 +1029,7 @@ def synchronize(
         )
         again = _Inputs(
             inputs.specs,
-            [replace(spec, last_sync=None) for spec in inputs.connected],  # no row notes again
+            [replace(spec, last_sync=None) for spec in inputs.connected],  # no row-time notes again
         )
         second, _ = _synchronize(
             parent_url,
