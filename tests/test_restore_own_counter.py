@@ -12,6 +12,7 @@ from typing import Any, List
 from tests.cluster import assert_converged, create_job, make_cluster
 from wmsync import synchronize
 from wmsync.progress import SyncListener
+from wmsync.repository.store import OWN_COUNTER_MARK
 
 USER = "tester"
 
@@ -63,6 +64,12 @@ def test_a_lower_own_counter_is_found_when_every_other_mark_still_matches(emulat
                 conn.execute(
                     "UPDATE elements SET vv = ? WHERE guid = ?", (json.dumps(counters), guid)
                 )
+        # A restore puts back the store's counter mark with the elements it goes with.
+        marked = conn.execute(
+            "UPDATE meta SET value = json_set(value, '$.counter', 1) WHERE key = ?",
+            (OWN_COUNTER_MARK,),
+        )
+        assert marked.rowcount == 1
     conn.close()
     assert ohio.replication_info()["generation"] == generation
     assert ohio.replication_info()["ownCounter"] == 1

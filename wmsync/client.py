@@ -402,7 +402,7 @@ class WMServerClient:
         ``generation`` and ``extensions``. Checks nothing (see :meth:`require_extensions`).
 
         :param own_counter: ``False`` asks an extension server to leave out
-            ``ownCounter`` (a pass over its elements) when only its kind is wanted.
+            ``ownCounter`` (work for the server) when only its kind is wanted.
         """
         if own_counter:
             return self._json("GET", "replication/info")

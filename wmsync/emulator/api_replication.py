@@ -69,7 +69,8 @@ def replication_info(ctx: Context, call: Call) -> Dict[str, Any]:
 def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
     """``replication/info`` with the extension marker, generation and watermarks, the
     repository's ``instanceId``, ``incarnation`` and highest own counter
-    (``ownCounter``; one pass over the elements, left out with ``ownCounter=false``),
+    (``ownCounter``; read from the store's mark and the rows written since, left out with
+    ``ownCounter=false``),
     and per node row with a job id block the highest job id held in it (``jobIdHigh``)."""
     call.user()
     with_counter = call.boolean("ownCounter", default=True)

@@ -87,6 +87,11 @@ class Session:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'generation'").fetchone()
         return int(row[0])
 
+    @property
+    def allocated_generation(self) -> bool:
+        """This transaction has taken a generation (it wrote elements)."""
+        return self._gen is not None
+
     def new_generation(self) -> int:
         """This transaction's generation, allocated on first use (only when writing)."""
         if not self.writable:
