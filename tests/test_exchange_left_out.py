@@ -148,6 +148,45 @@ def test_a_parent_element_that_cannot_travel_fails_every_child_that_shares_it(em
     assert_converged(cluster)
 
 
+def test_a_window_holding_only_elements_that_cannot_travel_is_not_taken_for_empty(emulator):
+    # The push counts the window its children share and does not export one counted
+    # empty (docs/protocol.md, countOnly): the count must include what the export would
+    # leave out, or the children's watermarks would move past them unreported.
+    cluster = make_cluster(emulator, "Parent", "Ohio", "Texas")
+    parent = cluster.client("Parent")
+    bad = create_job(parent, "Survey 11")
+    assert sync(cluster).status == 0
+    marks = {name: watermark(parent, name) for name in ("Ohio", "Texas")}
+    parent.post(f"jobs/{bad}/update", description="edited")  # the job and its activity
+    poison(cluster.parent, bad, "priority", "1e3")
+    with db(cluster.parent) as conn:
+        assert [
+            kind
+            for (kind,) in conn.execute(
+                "SELECT kind FROM elements WHERE gen > ? ORDER BY kind", (marks["Ohio"],)
+            )
+        ] == ["Activity", "Job"]
+        conn.execute(
+            "UPDATE elements SET origin = 'Parent\x0b' WHERE kind = 'Activity' AND gen > ?",
+            (marks["Ohio"],),
+        )
+    conn.close()
+
+    result = sync(cluster)
+
+    assert result.status == 2
+    for name in ("Ohio", "Texas"):
+        entry = child(result, name)
+        assert entry.state == FAILED and f"Job {bad} 'Survey 11'" in entry.error, entry.error
+        assert watermark(parent, name) == marks[name]
+    with db(cluster.parent) as conn:  # repaired in place: only a watermark that stayed
+        conn.execute("UPDATE elements SET origin = 'Parent' WHERE origin = 'Parent\x0b'")
+    conn.close()
+    parent.post(f"jobs/{bad}/update", priority=2)
+    assert sync(cluster).status == 0
+    assert_converged(cluster)
+
+
 def test_an_element_the_receiving_server_refuses_is_left_out_and_the_rest_imported(emulator):
     """Ohio holds a Hold under the GUID the parent's new job has (written by another
     writer): its import refuses the document with a 400 naming that GUID. The run
