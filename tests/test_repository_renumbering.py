@@ -58,7 +58,7 @@ def test_own_only(vv, expected):
     assert own_only(vv, "Ohio") is expected
 
 
-def test_only_live_jobs_made_here_outside_the_block_move_in_old_id_order(tmp_path):
+def test_only_jobs_made_here_outside_the_block_move_in_old_id_order_deleted_ones_too(tmp_path):
     store = make(tmp_path)
     two, one = new_job(store, 2), new_job(store, 1)
     inside = new_job(store, START + 4)
@@ -74,9 +74,12 @@ def test_only_live_jobs_made_here_outside_the_block_move_in_old_id_order(tmp_pat
     assert [(e["guid"], e["from"], e["to"]) for e in done] == [
         (one, 1, START + 5),
         (two, 2, START + 6),
+        (gone, 9, START + 7),  # its tombstone holds the id: it would take another's
     ]
     held = ids(store)
-    assert (held[copy], held[echo], held[gone], held[inside]) == (3, 7, 9, START + 4)
+    assert (held[copy], held[echo], held[gone], held[inside]) == (3, 7, START + 7, START + 4)
+    with store.reading() as s:  # nothing live is added to a deleted job
+        assert [a for a in s.of_job("Activity", gone) if not a.deleted] == []
     # One transaction, one generation: the activity records, not the jobs.
     assert store.generation() == before_gen + 1
     assert store.get(one).gen < store.generation()

@@ -191,3 +191,77 @@ def test_a_child_down_when_the_parent_went_back_keeps_one_id_per_job(
         assert_converged(cluster)
     finally:
         cluster.close()
+
+
+def test_a_rebuilt_child_moves_the_id_of_a_job_it_made_and_deleted_too(
+    emulator: Callable[..., Any],
+) -> None:
+    # Found by the long property run: a deleted job holds its id as a tombstone. Left
+    # at id 1 on the rebuilt child, it took the parent's job 1 out of that id there (and
+    # came to the parent under another id), so two jobs had different ids.
+    cluster = make_cluster(emulator, "Parent", "Ohio")
+    servers = Servers(emulator, cluster)
+    try:
+        parent = cluster.client("Parent")
+        first = create_job(parent, "first")
+        create_job(cluster.client("Ohio"), "made on Ohio, lost in the rebuild")
+        _ok(sync(cluster))
+
+        servers.rebuild("Ohio")
+        ohio = cluster.client("Ohio")
+        gone = create_job(ohio, "made on the rebuilt Ohio, then deleted")
+        assert gone == first  # the rebuilt child, without its block, starts at 1
+        gone_guid = guid_of(cluster.children[0], gone)
+        assert ohio.post("jobs/delete", jobs=str(gone))["success"]
+        kept = guid_of(cluster.children[0], create_job(ohio, "made on the rebuilt Ohio"))
+        _ok(sync(cluster))
+
+        after = all_agree(cluster)
+        assert after[guid_of(cluster.parent, first)] == first
+        assert after[gone_guid] > 1_000_000 and after[kept] > 1_000_000
+        # The tombstone's id moved with no activity record: nothing live on a deleted job.
+        assert activity(cluster.children[0], gone_guid) == activity(cluster.parent, gone_guid)
+        assert not any("renumbered" in text for text in activity(cluster.parent, gone_guid))
+        assert_converged(cluster)
+        again = sync(cluster)
+        _ok(again)
+        assert moves(again) == []
+        assert all_agree(cluster) == after
+    finally:
+        cluster.close()
+
+
+def test_a_restored_child_moves_a_reused_id_it_gave_a_job_it_then_deleted(
+    emulator: Callable[..., Any], tmp_path: Path
+) -> None:
+    cluster = make_cluster(emulator, "Parent", "Ohio")
+    servers = Servers(emulator, cluster)
+    try:
+        ohio = cluster.client("Ohio")
+        create_job(ohio, "joined with")
+        _ok(sync(cluster))
+        copy = backup(cluster.children[0].db_path, tmp_path / "ohio.sqlite")
+        lost = create_job(ohio, "made after the backup")
+        _ok(sync(cluster))
+        lost_guid = guid_of(cluster.parent, lost)
+
+        servers.restore_offline("Ohio", copy)
+        ohio = cluster.client("Ohio")
+        reused = create_job(ohio, "made after the restore, then deleted")
+        assert reused == lost  # the restored child hands the lost job's id out again
+        gone_guid = guid_of(cluster.children[0], reused)
+        assert ohio.post("jobs/delete", jobs=str(reused))["success"]
+        result = sync(cluster)
+        _ok(result)
+
+        after = all_agree(cluster)
+        assert after[lost_guid] == lost  # the lost job came back under its id
+        assert after[gone_guid] == lost + 1
+        assert moves(result) == [("Ohio", gone_guid, lost, lost + 1)]
+        assert not any("renumbered" in text for text in activity(cluster.parent, gone_guid))
+        assert_converged(cluster)
+        again = sync(cluster)
+        _ok(again)
+        assert moves(again) == []
+    finally:
+        cluster.close()

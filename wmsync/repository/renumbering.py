@@ -49,13 +49,16 @@ def renumber_own_jobs(
     *,
     dry_run: bool = False,
 ) -> List[Dict[str, object]]:
-    """Give every live job made here whose id lies outside ``[start, start + size)`` the
+    """Give every job made here whose id lies outside ``[start, start + size)`` the
     next free id of that block, in the order of their old ids.
 
     "Made here" is a local version (empty ``via``) whose vector counts only this
     repository: a copy received from anywhere, even one edited here since, keeps its
-    id. Each renumbered job gets an activity record ("Job renumbered from 12 to 1000001
-    when joining *peer*") made by *user*. A second call finds nothing to do.
+    id. A deleted job moves too, since its tombstone holds the id (left there, it would
+    make the job that has that id elsewhere arrive here under another one). Each live
+    renumbered job gets an activity record ("Job renumbered from 12 to 1000001 when
+    joining *peer*") made by *user*; a deleted one none (nothing live is added to a
+    deleted job). A second call finds nothing to do.
 
     :param dry_run: change nothing; answer what would be done.
     :returns: ``[{"guid", "from", "to"}]``, in the order the ids were given.
@@ -65,7 +68,7 @@ def renumber_own_jobs(
         raise ValueError(f"not a job id block: start {start}, size {size}")
     end = start + size
     rows = session.conn.execute(
-        "SELECT guid, local_id, vv FROM elements WHERE kind = 'Job' AND deleted = 0 "
+        "SELECT guid, local_id, vv FROM elements WHERE kind = 'Job' "
         "AND via = '' AND local_id IS NOT NULL AND (local_id < ? OR local_id >= ?) "
         "ORDER BY local_id, guid",
         (start, end),
@@ -104,12 +107,13 @@ def renumber_reused_ids(
     ids lie in ``[start, high]`` (*high*: the highest id the cluster has seen in this
     block) the next free ids past *high*, in the order of their old ids.
 
-    "Made since then" is a live job with a local version (empty ``via``) whose vector
-    counts only this repository (any incarnation) and which changed after *since_gen*,
-    its last confirmed synchronization. Of those, only the *guids* given move (the
+    "Made since then" is a job, live or deleted (its tombstone holds the id), with a
+    local version (empty ``via``) whose vector counts only this repository (any
+    incarnation) and which changed after *since_gen*, its last confirmed
+    synchronization. Of those, only the *guids* given move (the
     caller names the ones whose id a partner holds for another job; a job the partner
     holds under the same id keeps it); with ``dry_run`` the candidates are answered and
-    nothing changes. Each renumbered job gets an activity record. A second call finds
+    nothing changes. Each live renumbered job gets an activity record. A second call finds
     nothing to do: the jobs are past *high* then.
 
     :returns: ``[{"guid", "from", "to"}]``, in the order the ids were given.
@@ -121,7 +125,7 @@ def renumber_reused_ids(
     if not start - 1 <= high < end:
         raise ValueError(f"highest id {high} is not in job id block {start}-{end - 1}")
     rows = session.conn.execute(
-        "SELECT guid, local_id, vv FROM elements WHERE kind = 'Job' AND deleted = 0 "
+        "SELECT guid, local_id, vv FROM elements WHERE kind = 'Job' "
         "AND via = '' AND gen > ? AND local_id >= ? AND local_id <= ? ORDER BY local_id, guid",
         (since_gen, start, high),
     ).fetchall()
@@ -185,6 +189,8 @@ def _apply(session: Session, done: List[Dict[str, object]], user: str, why: str)
         session.conn.execute(
             "UPDATE elements SET local_id = ? WHERE guid = ?", (entry["to"], entry["guid"])
         )
+        if session.get_live(str(entry["guid"])) is None:
+            continue  # a deleted job: no live record is added to it
         session.log_activity(
             str(entry["guid"]),
             ACTIVITY_TYPE,
