@@ -267,6 +267,48 @@ def test_a_restored_parent_is_found_and_its_edit_is_not_lost(pair: Any, tmp_path
     assert_converged(cluster)
 
 
+@pytest.mark.parametrize("parent_setback", ["rebuild", "restore"])
+def test_an_edit_on_a_child_restored_while_the_parent_went_back_is_not_lost(
+    emulator: Callable[..., Any], tmp_path: Path, parent_setback: str
+) -> None:
+    # Both setbacks before one run: the signs of Utah's restore were in the parent's node
+    # row of Utah, which went back with the parent. Ohio holds Utah's lost edits, whose
+    # counters Utah's next edit reuses: without a new incarnation, that edit looked older
+    # and was dropped with no conflict logged.
+    cluster = make_cluster(emulator, "Parent", "Ohio", "Utah")
+    servers = Servers(emulator, cluster)
+    try:
+        job = create_job(cluster.client("Parent"), "shared")
+        _ok(sync(cluster))
+        parent_copy = backup(cluster.parent.db_path, tmp_path / "parent.sqlite")
+        utah_copy = backup(cluster.children[1].db_path, tmp_path / "utah.sqlite")
+        edit(cluster.client("Utah"), job, "lost Utah edit one")
+        edit(cluster.client("Utah"), job, "lost Utah edit two")
+        _ok(sync(cluster))
+        assert description(cluster.client("Ohio"), job) == "lost Utah edit two"
+
+        servers.restore_offline("Utah", utah_copy)
+        edit(cluster.client("Utah"), job, "Utah edit after the restore")
+        if parent_setback == "rebuild":
+            servers.rebuild("Parent")
+        else:
+            servers.restore_offline("Parent", parent_copy)
+        listener = Recorder()
+        _ok(sync(cluster, listener))
+
+        assert any("cannot be ruled out" in w for w in listener.warnings), listener.warnings
+        for name in cluster.names:
+            assert description(cluster.client(name), job) == "Utah edit after the restore"
+        losers = [
+            c["loser"]["content"]["description"]
+            for c in cluster.client("Parent").get("replication/conflicts")["conflicts"]
+        ]
+        assert "lost Utah edit two" in losers  # the edit the restore lost: logged
+        assert_converged(cluster)
+    finally:
+        cluster.close()
+
+
 def test_the_identity_is_in_replication_info(pair: Any) -> None:
     cluster, servers = pair
     _ok(sync(cluster))

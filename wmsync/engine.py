@@ -174,6 +174,11 @@ class _Run:
         self.pairs = [_Pair(spec, ChildResult(spec)) for spec in specs]
         self._parent_back_lock = threading.Lock()
         self.parent_back: Optional[str] = None  # the parent's new incarnation, once taken
+        # Some child's record shows the parent went back (found before any pair is
+        # prepared): every child is then handled as if it might have gone back too.
+        self.parent_back_seen = False
+        # By pair: its child's name and info as survey_parent read them, or the failure.
+        self.surveyed: Dict[int, Union[Tuple[str, Dict[str, Any]], Exception]] = {}
 
     # -- parent ----------------------------------------------------------------
 
@@ -213,7 +218,12 @@ class _Run:
     ) -> None:
         """Check one child and register the pair; decide whether watermarks are trusted."""
         url = pair.spec.url.rstrip("/")
-        name, info = read_child(child, pair.spec, self.parent_name, self.parent_url)
+        surveyed = self.surveyed.pop(id(pair), None)  # read by survey_parent just before
+        if isinstance(surveyed, Exception):
+            raise surveyed  # one read per run: a child that failed it is not read again
+        if surveyed is None:
+            surveyed = read_child(child, pair.spec, self.parent_name, self.parent_url)
+        name, info = surveyed
         pair.result.repository = name
         pair.result.kind = repository_kind(info)
         p_row = node_row(parent_info, name)
@@ -244,6 +254,11 @@ class _Run:
             pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
         if child_back:
             self.child_went_back(pair, child, parent, p_row, c_row, child_back, block)
+        elif pair.extended and (parent_back or self.parent_back_seen):
+            # The signs of a child's own restore are in the parent's node row of it, which
+            # went back with the parent: the child is handled as if it went back too.
+            pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
+            self.child_went_back(pair, child, parent, p_row, c_row, [], block)
         if parent_back:
             self.parent_went_back(pair, parent, parent_info, parent_back)
         own = node_row(info, name)
@@ -325,13 +340,26 @@ class _Run:
         """The child was restored or rebuilt: a new incarnation, re-stamped changes since
         its last confirmed synchronization, job ids past what the parent saw in its
         block, and the jobs it made since it went back under ids the parent holds for
-        other jobs renumbered past them."""
+        other jobs renumbered past them.
+
+        Without *reasons*, the parent went back and took its records of the child with
+        it, so a restore of the child cannot be ruled out: the child is handled the same
+        way (an unneeded new incarnation costs at most a logged conflict), and the other
+        children are asked too, since the parent may have lost jobs of its block.
+        """
         since = int_or_none((c_row or {}).get("lastSyncGen")) or 0
-        seen = self.block_view([parent], block, JOB_ID_BLOCK, []).highest
-        high = _highest(int_or_none((p_row or {}).get("jobIdHigh")), seen)
-        answer = _new_incarnation(child, since, None if high is None else high + 1)
-        self.events.warning(_went_back_text(pair.name, reasons, answer))
-        self.renumber_reused(pair, child, pair.name, [parent], block, JOB_ID_BLOCK, since, high)
+        with ExitStack() as stack:
+            partners = [parent]
+            if not reasons:
+                partners += self.children_to_ask(stack, but=pair)
+            seen = self.block_view(partners, block, JOB_ID_BLOCK, []).highest
+            high = _highest(int_or_none((p_row or {}).get("jobIdHigh")), seen)
+            answer = _new_incarnation(child, since, None if high is None else high + 1)
+            if reasons:
+                self.events.warning(_went_back_text(pair.name, reasons, answer))
+            else:
+                self.events.warning(_parent_took_records_text(pair.name, self.parent_name, answer))
+            self.renumber_reused(pair, child, pair.name, partners, block, JOB_ID_BLOCK, since, high)
 
     def parent_went_back(
         self, pair: _Pair, parent: Replica, parent_info: Mapping[str, Any], reasons: List[str]
@@ -366,18 +394,52 @@ class _Run:
                     pair, parent, self.parent_name, children, start, size, since, high
                 )
 
-    def children_to_ask(self, stack: ExitStack) -> List[Replica]:
+    def survey_parent(self, parent_info: Mapping[str, Any]) -> None:
+        """Before the pairs are prepared (at the same time): does any child's record of
+        the parent show that the parent went back in time? A child restored to the same
+        moment as the parent shows nothing in its own pair, yet it may reuse version
+        counters that another child holds from before; so one child's finding counts for
+        all (:attr:`parent_back_seen`). Each child's answer (or failure) is kept for its
+        preparation, so a child is still read once a run."""
+
+        def look(pair: _Pair) -> bool:
+            try:
+                with closing(self.factory(pair.spec.url)) as child:
+                    name, info = read_child(child, pair.spec, self.parent_name, self.parent_url)
+            except Exception as exc:  # its preparation fails with it, as the read's owner
+                self.surveyed[id(pair)] = exc
+                return False
+            self.surveyed[id(pair)] = (name, info)
+            if not (info.get("instanceId") and parent_info.get("instanceId")):
+                return False  # not a pair of extension servers: no such records
+            c_row = node_row(info, self.parent_name)
+            if not gone_back(parent_info, c_row, node_row(parent_info, name)):
+                return False
+            try:  # read again: not a rival run's push between the two reads
+                with closing(self.factory(self.parent_url)) as parent:
+                    fresh = parent.replication_info()
+            except WMSyncError:
+                return False
+            return bool(gone_back(fresh, c_row, node_row(fresh, name)))
+
+        with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.pairs)))) as pool:
+            self.parent_back_seen = any(list(pool.map(look, self.pairs)))
+
+    def children_to_ask(self, stack: ExitStack, but: Optional[_Pair] = None) -> List[Replica]:
         """The run's children that are this parent's (their node row of it exists), open
-        until *stack* closes; one that cannot be read is left out with a warning."""
+        until *stack* closes, except *but*'s; one that cannot be read is left out with a
+        warning."""
         children = []
         for other in self.pairs:
+            if other is but:
+                continue
             try:
                 replica = stack.enter_context(closing(self.factory(other.spec.url)))
                 _, info = read_child(replica, other.spec, self.parent_name, self.parent_url)
             except WMSyncError as exc:
                 self.events.warning(
-                    f"{other.name}: not asked which job ids it holds ({exc}); a job id the "
-                    f"restored {self.parent_name} gave again is renumbered where it arrives"
+                    f"{other.name}: not asked which job ids it holds ({exc}); a job id "
+                    "given again after a restore is renumbered where it arrives"
                 )
                 continue
             if node_row(info, self.parent_name) is not None and hasattr(replica, "job_ids"):
@@ -805,6 +867,16 @@ def _went_back_text(name: str, reasons: List[str], answer: Mapping[str, Any]) ->
     )
 
 
+def _parent_took_records_text(name: str, parent: str, answer: Mapping[str, Any]) -> str:
+    return (
+        f"{name}: {parent} went back in time with its records of {name}, so a restore "
+        f"of {name} cannot be ruled out; handled as one: its edits now count as "
+        f"{answer.get('incarnation')}, {answer.get('restamped', 0)} element(s) it changed "
+        "since its last confirmed synchronization were re-stamped (a version a restore "
+        "lost meets them as a logged conflict); full exchange both ways"
+    )
+
+
 def _conflict_entry(conflict: Any, repository: str) -> Dict[str, Any]:
     """A conflict of an import answer, as the report lists it: who won, whose version lost."""
     if not isinstance(conflict, Mapping):
@@ -1084,6 +1156,7 @@ def _synchronize(
         results = _in_table_order(inputs.specs, skipped, [p.result for p in run.pairs])
 
         blocks = run.allocate_blocks(parent_info)
+        run.survey_parent(parent_info)
         try:
             _run_all(
                 [
