@@ -112,6 +112,7 @@ class _Pair:
     doing: str = "being checked"  # what the run is doing with it, for a failure message
     ready: bool = False  # prepared: registered and reachable
     pulled: bool = False
+    quiet_pull_gen: Optional[int] = None  # a trusted pull that moved nothing: its watermark
     extended: bool = False  # both sides report instance ids: restore detection applies
     seq: int = 0  # the pair's syncId sequence number, as last written
     child_instance: Optional[str] = None
@@ -643,7 +644,12 @@ class _Run:
                 raise ElementsLeftOut(describe_all(left_out), left_out)
             # Commit: the child's watermark is the generation the export covered, never the
             # child's generation after the push (that would skip edits made during the run).
-            if pair.trusted:
+            if pair.trusted and not answers:
+                # Nothing moved: the child's watermark goes with the push's renewal (two
+                # node writes fewer). A run cut before it leaves the old watermark and
+                # syncIds, as a run cut before the pull's renewal did.
+                pair.quiet_pull_gen = generation
+            elif pair.trusted:
                 # A new syncId at every watermark move, the moved side first.
                 sync_id, extra = self.renewal(pair)
                 child.update_node(
@@ -777,15 +783,21 @@ class _Run:
                 # failed (the pair stays trusted on the child's old watermark): a child
                 # restored to before this push then holds an older one.
                 sync_id, extra = self.renewal(pair)
+                quiet_pull = pair.quiet_pull_gen
                 stamped = parent.update_node(
                     name,
                     last_sync_gen=generation,
                     sync_id=sync_id,
                     stamp_last_sync=both,
-                    **extra(pair.child_instance, _last_generation(answers), pair.child_counter),
+                    **extra(
+                        pair.child_instance,
+                        _highest(quiet_pull, _last_generation(answers)),
+                        pair.child_counter,
+                    ),
                 )
                 child.update_node(
                     self.parent_name,
+                    last_sync_gen=quiet_pull,  # the quiet pull's watermark (None: unchanged)
                     sync_id=sync_id,
                     **extra(pair.parent_instance, generation, pair.parent_counter, confirmed=True),
                 )
