@@ -660,9 +660,38 @@ class WMServerClient:
         count, generation = self._counted(since_gen, exclude_via, "count", "generation")
         return count, generation
 
+    def count_excluding_each(
+        self, since_gen: int, names: List[str]
+    ) -> Tuple[int, int, Optional[Dict[str, int]]]:
+        """:meth:`count_window` of the uncut window, and in the same request the count
+        of the window cut by each of *names* (``excludeEachVia``): one request where
+        counting each would take one per name.
+
+        :returns: (count, generation, count by name); the counts by name are ``None``
+            from a server that does not know ``excludeEachVia`` (its answer has no
+            ``excludingEach``: it counted the uncut window only).
+        :raises ProtocolError: when a count is not an integer or a name is missing.
+        """
+        op = "replication/export"
+        each = json.dumps(names)
+        answer = self.get(op, sinceGen=since_gen, countOnly="true", excludeEachVia=each)
+        total, generation = self._integers(op, answer, "count", "generation")
+        cut = answer.get("excludingEach")
+        if cut is None:
+            return total, generation, None
+        if not isinstance(cut, dict):
+            text = f"{op} answered an excludingEach that is not an object"
+            raise ProtocolError(text, self._where(op))
+        return total, generation, dict(zip(names, self._integers(op, cut, *names)))
+
     def _counted(self, since_gen: int, exclude_via: Optional[str], *keys: str) -> List[int]:
         op = "replication/export"
         answer = self.get(op, sinceGen=since_gen, excludeVia=exclude_via, countOnly="true")
+        return self._integers(op, answer, *keys)
+
+    def _integers(self, op: str, answer: Mapping[str, Any], *keys: str) -> List[int]:
+        """The integer values of *keys* in *answer*; a missing or other value is refused
+        by name."""
         values: List[int] = []
         for key in keys:
             value = answer.get(key)

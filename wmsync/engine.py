@@ -696,9 +696,10 @@ class _Run:
         A trusted pair's window leaves out what came from the child (``excludeVia``);
         when the parent holds nothing after the watermark that came from the child, the
         cut window and the uncut one are the same document. The parent counts them
-        (``count_changes``, no file written): one count for the uncut window, and one
-        per child only when that one is not empty. A count that fails just keeps the
-        pairs on their own windows.
+        (no file written): the uncut window and every child's cut window in one request
+        (``excludeEachVia``); from a parent without it, one count for the uncut window,
+        and one per child only when that one is not empty. A count that fails just keeps
+        the pairs on their own windows.
         """
         by_mark: Dict[int, List[_Pair]] = {}
         for pair in pairs:
@@ -708,14 +709,15 @@ class _Run:
         groups = [(mark, group) for mark, group in by_mark.items() if len(group) > 1]
         if not groups:
             return shared, {}
-        totals = self.count_windows([(mark, None) for mark, _ in groups])
+        totals, counts, rest = self.count_each_cut(groups)
+        totals.update(self.count_windows([(m, None) for m, _ in rest if (m, None) not in totals]))
         cut: List[Tuple[int, Optional[str]]] = [
             (mark, pair.name)
-            for mark, group in groups
+            for mark, group in rest
             for pair in group
             if totals.get((mark, None), (-1, None))[0] > 0
         ]
-        counts = self.count_windows(cut)
+        counts.update(self.count_windows(cut))
         for mark, group in groups:
             total = totals.get((mark, None), (None, None))[0]
             for pair in group:
@@ -728,6 +730,42 @@ class _Run:
             if total == 0 and generation is not None
         }
         return shared, empty
+
+    def count_each_cut(
+        self, groups: List[Tuple[int, List[_Pair]]]
+    ) -> Tuple[
+        Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]],
+        Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]],
+        List[Tuple[int, List[_Pair]]],
+    ]:
+        """Each group's uncut window and its members' cut windows, counted in one
+        request per group (``count_excluding_each``): (uncut counts, cut counts, the
+        groups whose cut windows are left to count one at a time, as a parent without it
+        needs)."""
+        totals: Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]] = {}
+        counts: Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]] = {}
+        rest: List[Tuple[int, List[_Pair]]] = []
+        parent = self.factory(self.parent_url)
+        try:
+            count_each = getattr(parent, "count_excluding_each", None)
+            for mark, group in groups:
+                if count_each is None:
+                    rest.append((mark, group))
+                    continue
+                try:
+                    total, generation, cut = count_each(mark, [pair.name for pair in group])
+                except WMSyncError as exc:
+                    log.info("counting the parent's changes failed (%s): %s", mark, exc)
+                    continue  # as a failed count: the group keeps its own windows
+                totals[(mark, None)] = (total, generation)
+                if cut is None:  # a parent from before excludeEachVia
+                    rest.append((mark, group))
+                    continue
+                for name, count in cut.items():
+                    counts[(mark, name)] = (count, generation)
+        finally:
+            parent.close()
+        return totals, counts, rest
 
     def count_windows(
         self, windows: List[Tuple[int, Optional[str]]]

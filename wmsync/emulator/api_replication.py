@@ -9,11 +9,12 @@ stock mode answers instead.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from collections import Counter
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -243,7 +244,7 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     exclude_via = call.text("excludeVia") or None
     ctx.exports.sweep()
     if call.boolean("countOnly"):
-        return _count(ctx, since_gen, exclude_via)
+        return _count(ctx, since_gen, exclude_via, _names(call, "excludeEachVia"))
     # A split export (docs/protocol.md): at most maxCount elements, up to untilGen,
     # after the cursor the previous chunk answered.
     max_count = call.integer("maxCount")
@@ -280,7 +281,25 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     return answer
 
 
-def _count(ctx: Context, since_gen: int, exclude_via: Any) -> Dict[str, Any]:
+def _names(call: Call, name: str) -> Optional[List[str]]:
+    """A parameter holding a JSON array of repository names, or ``None`` when absent."""
+    text = call.text(name)
+    if text is None:
+        return None
+    try:
+        names = json.loads(text)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise BadRequest(f"Invalid value for parameter {name}", [name])
+    return names
+
+
+def _count(
+    ctx: Context, since_gen: int, exclude_via: Any, each_via: Optional[List[str]]
+) -> Dict[str, Any]:
+    """The export's count; with *each_via*, also the count of the window cut by each
+    of those names (what ``excludeVia=<name>`` would count), in the same snapshot."""
     kinds: Counter[str] = Counter()
     deleted = 0
     with ctx.store.reading() as s:
@@ -288,13 +307,19 @@ def _count(ctx: Context, since_gen: int, exclude_via: Any) -> Dict[str, Any]:
         for element in s.elements_since(since_gen, exclude_via):
             kinds[element.kind] += 1
             deleted += 1 if element.deleted else 0
-    return {
+        by_via = s.counts_by_via(since_gen) if each_via is not None else {}
+    answer: Dict[str, Any] = {
         "generation": generation,
         "sinceGen": since_gen,
         "count": sum(kinds.values()),
         "counts": dict(sorted(kinds.items())),
         "deleted": deleted,
     }
+    if each_via is not None:
+        answer["excludingEach"] = {
+            name: sum(n for via, n in by_via.items() if via != name) for name in each_via
+        }
+    return answer
 
 
 def export_file(ctx: Context, call: Call, export_file: str) -> Response:

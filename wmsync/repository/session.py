@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from typing import (
     TYPE_CHECKING,
     Any,
+    Dict,
     Generator,
     Iterator,
     List,
@@ -208,6 +209,15 @@ class Session:
                 yield row_element(row).element
         finally:
             cursor.close()
+
+    def counts_by_via(self, since_gen: int = 0) -> Dict[str, int]:
+        """How many versions written after *since_gen* came through each repository
+        (``via``; ``""`` for the repository's own edits): what windows cut by each of
+        them hold, from one pass."""
+        rows = self.conn.execute(
+            "SELECT via, COUNT(*) FROM elements WHERE gen > ? GROUP BY via", (since_gen,)
+        )
+        return {via: int(count) for via, count in rows}
 
     # -- local ids --------------------------------------------------------------------
 
