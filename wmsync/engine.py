@@ -246,20 +246,14 @@ class _Run:
             child_back = gone_back(info, p_row, c_row)
             parent_back = gone_back(parent_info, c_row, p_row)
             if parent_back:
-                # The parent's rows were read before this child's: a rival run's push
-                # in between (sequence bump, import, renewal) makes the child confirm a
-                # newer number than the parent held then. Only what it holds now counts.
-                fresh = parent.replication_info()
-                parent_back = gone_back(fresh, c_row, node_row(fresh, name))
-        if child_back or parent_back:
+                parent_back = parent_still_back(parent, c_row, name)
+        # The signs of a child's own restore are in the parent's node row of it: when the
+        # parent went back, they went back with it, so the child is handled as if it
+        # went back too.
+        parent_seen_back = pair.extended and (bool(parent_back) or self.parent_back_seen)
+        if child_back or parent_seen_back:
             pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
-        if child_back:
             self.child_went_back(pair, child, parent, p_row, c_row, child_back, block)
-        elif pair.extended and (parent_back or self.parent_back_seen):
-            # The signs of a child's own restore are in the parent's node row of it, which
-            # went back with the parent: the child is handled as if it went back too.
-            pair.trusted, pair.parent_mark, pair.child_mark = False, 0, 0
-            self.child_went_back(pair, child, parent, p_row, c_row, [], block)
         if parent_back:
             self.parent_went_back(pair, parent, parent_info, parent_back)
         own = node_row(info, name)
@@ -416,12 +410,11 @@ class _Run:
             c_row = node_row(info, self.parent_name)
             if not gone_back(parent_info, c_row, node_row(parent_info, name)):
                 return False
-            try:  # read again: not a rival run's push between the two reads
+            try:
                 with closing(self.factory(self.parent_url)) as parent:
-                    fresh = parent.replication_info()
+                    return bool(parent_still_back(parent, c_row, name))
             except WMSyncError:
                 return False
-            return bool(gone_back(fresh, c_row, node_row(fresh, name)))
 
         with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.pairs)))) as pool:
             self.parent_back_seen = any(list(pool.map(look, self.pairs)))
@@ -887,6 +880,15 @@ class _Run:
         elif isinstance(exc, ElementsLeftOut):  # every element left out is named
             pair.result.error += f"; and while {pair.doing}: {text}"
             self.events.warning(f"{pair.name}: while {pair.doing}: {text}")
+
+
+def parent_still_back(parent: Replica, c_row: Optional[Mapping[str, Any]], name: str) -> List[str]:
+    """:func:`gone_back` of the parent against the child's row of it (*c_row*), on the
+    parent's rows read again now. They were first read before the child's: a rival
+    run's push in between (sequence bump, import, renewal) makes the child confirm a
+    newer number than the parent held then; only what it holds now counts."""
+    fresh = parent.replication_info()
+    return gone_back(fresh, c_row, node_row(fresh, name))
 
 
 def _new_incarnation(replica: Replica, since_gen: int, floor: Optional[int]) -> Dict[str, Any]:
