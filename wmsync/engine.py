@@ -99,6 +99,10 @@ def default_client_factory(
 # Per-child state
 
 
+# A count of the parent's changes by window (watermark, excludeVia): (count, generation).
+_Counts = Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]]
+
+
 @dataclass
 class _Pair:
     """Replication state of one (parent, child) pair, as read at the start of the run."""
@@ -726,47 +730,38 @@ class _Run:
 
     def count_each_cut(
         self, groups: List[Tuple[int, List[_Pair]]]
-    ) -> Tuple[
-        Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]],
-        Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]],
-        List[Tuple[int, List[_Pair]]],
-    ]:
+    ) -> Tuple[_Counts, _Counts, List[Tuple[int, List[_Pair]]]]:
         """Each group's uncut window and its members' cut windows, counted in one
         request per group (``count_excluding_each``): (uncut counts, cut counts, the
         groups whose cut windows are left to count one at a time, as a parent without it
-        needs)."""
-        totals: Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]] = {}
-        counts: Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]] = {}
+        needs). A count that fails leaves its group out of all three."""
+        totals: _Counts = {}
+        counts: _Counts = {}
         rest: List[Tuple[int, List[_Pair]]] = []
-        parent = self.factory(self.parent_url)
-        try:
-            count_each = getattr(parent, "count_excluding_each", None)
-            for mark, group in groups:
-                if count_each is None:
-                    rest.append((mark, group))
-                    continue
-                try:
+        for mark, group in groups:
+            try:
+                with closing(self.factory(self.parent_url)) as parent:
+                    count_each = getattr(parent, "count_excluding_each", None)
+                    if count_each is None:
+                        rest.append((mark, group))
+                        continue
                     total, generation, cut = count_each(mark, [pair.name for pair in group])
-                except WMSyncError as exc:
-                    log.info("counting the parent's changes failed (%s): %s", mark, exc)
-                    continue  # as a failed count: the group keeps its own windows
-                totals[(mark, None)] = (total, generation)
-                if cut is None:  # a parent from before excludeEachVia
-                    rest.append((mark, group))
-                    continue
-                for name, count in cut.items():
-                    counts[(mark, name)] = (count, generation)
-        finally:
-            parent.close()
+            except WMSyncError as exc:
+                log.info("counting the parent's changes failed (%s): %s", mark, exc)
+                continue
+            totals[(mark, None)] = (total, generation)
+            if cut is None:  # a parent from before excludeEachVia
+                rest.append((mark, group))
+                continue
+            for name, count in cut.items():
+                counts[(mark, name)] = (count, generation)
         return totals, counts, rest
 
-    def count_windows(
-        self, windows: List[Tuple[int, Optional[str]]]
-    ) -> Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]]:
+    def count_windows(self, windows: List[Tuple[int, Optional[str]]]) -> _Counts:
         """The parent's count of each window and the generation it was made at (``None``
         from a replica that counts without one), asked at the same time; a window whose
         count failed is left out."""
-        counts: Dict[Tuple[int, Optional[str]], Tuple[int, Optional[int]]] = {}
+        counts: _Counts = {}
 
         def count(window: Tuple[int, Optional[str]]) -> None:
             try:
