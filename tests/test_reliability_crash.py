@@ -74,7 +74,7 @@ def stored_names(server):
 # pull's commit (see the last boundary).
 ONE = ["--max-workers", "1"]
 BOUNDARIES = {
-    # Ohio's sequence number is bumped for its pull (its node update 1); the parent's
+    # Ohio's sequence number is bumped for its pull (with its export); the parent's
     # import of Ohio's changes is being uploaded: Ohio is then ahead of what the parent
     # confirmed, which must not count as a restore (no full exchange next)
     "between the pull's sequence bump and its import": (
@@ -82,20 +82,20 @@ BOUNDARIES = {
         [("replication/import", None)],
         ONE,
     ),
-    # the parent has imported Ohio's changes; Ohio's watermark update (its node update
-    # 2, after the sequence bump) waits
+    # the parent has imported Ohio's changes; Ohio's watermark update (its first node
+    # update: the sequence bump went with its export) waits
     "pull import committed, watermark not": (
         "Ohio",
-        [("replication/nodes/update", 1), ("replication/nodes/update", None)],
+        [("replication/nodes/update", None)],
         ONE,
     ),
     # every pull committed; the push's export on the parent waits
     "between pull and push": ("Parent", [("replication/export$", None)], []),
-    # one worker: parent node updates 1-2 are the pulls' commits, 3 is the sequence bump
-    # of Ohio's push, 4 its commit
+    # one worker: parent node updates 1-2 are the pulls' commits, 3 Ohio's push commit
+    # (the push's sequence bump went with the parent's export)
     "push import committed, watermark not": (
         "Parent",
-        [("replication/nodes/update", 3), ("replication/nodes/update", None)],
+        [("replication/nodes/update", 2), ("replication/nodes/update", None)],
         ONE,
     ),
     # Ohio's import is being uploaded when the process dies (one worker: AZ's push,

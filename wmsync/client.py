@@ -98,6 +98,9 @@ class ExportInfo:
     after: Optional[str] = None
     #: Elements the server left out because they cannot travel (``skipped``).
     skipped: Tuple[LeftOut, ...] = ()
+    #: The node rows whose ``syncSeq`` the export bumped (``syncSeqMarked``); ``None``
+    #: when the server did not say (it does not know ``syncSeq``, or none was asked).
+    sync_seq_marked: Optional[Tuple[str, ...]] = None
 
 
 @dataclass(frozen=True)
@@ -586,6 +589,8 @@ class WMServerClient:
 
     #: :meth:`export` takes ``max_count``/``until_gen``/``after`` (a split export).
     splits_exports = True
+    #: :meth:`export` takes ``sync_seqs`` (the sender's sequence bump with the export).
+    marks_exports = True
 
     def export(
         self,
@@ -595,6 +600,7 @@ class WMServerClient:
         max_count: Optional[int] = None,
         until_gen: Optional[int] = None,
         after: Optional[str] = None,
+        sync_seqs: Optional[Mapping[str, int]] = None,
     ) -> ExportInfo:
         """``replication/export``: make an exchange document of the changes after *since_gen*.
 
@@ -604,6 +610,10 @@ class WMServerClient:
             answer says whether ``more`` follow and from which cursor (``after``). A
             server that does not split answers everything, without ``more``.
         :param until_gen: the later chunks of a split export: the first chunk's generation.
+        :param sync_seqs: node rows of this server (name: sequence number) that take
+            that number as ``syncSeq`` once the export is read, if it holds anything
+            (``syncSeq``): the sender's bump before an import, without a node update
+            per row. The answer's ``sync_seq_marked`` names the rows bumped.
         :raises ProtocolError: when the answer lacks a key or has the wrong type.
         """
         op = "replication/export"
@@ -613,6 +623,7 @@ class WMServerClient:
             "maxCount": max_count,
             "untilGen": until_gen,
             "after": after,
+            "syncSeq": None if sync_seqs is None else json.dumps(dict(sync_seqs)),
         }
         answer = self._json("GET", op, params=params, transfer=True)
         jxl_url = answer.get("jxlURL")
@@ -633,6 +644,12 @@ class WMServerClient:
         skipped = answer.get("skipped") or []
         if not isinstance(skipped, list):
             raise ProtocolError(f"{op} answered a skipped that is not a list", self._where(op))
+        marked = answer.get("syncSeqMarked")
+        if marked is not None and (
+            not isinstance(marked, list) or not all(isinstance(n, str) for n in marked)
+        ):
+            text = f"{op} answered a syncSeqMarked that is not a list of names"
+            raise ProtocolError(text, self._where(op))
         return ExportInfo(
             urljoin(self.url + "/", jxl_url),
             generation,
@@ -641,6 +658,7 @@ class WMServerClient:
             more=more,
             after=cursor if more else None,
             skipped=tuple(LeftOut.from_dict(e) for e in skipped if isinstance(e, Mapping)),
+            sync_seq_marked=None if marked is None else tuple(marked),
         )
 
     def count_changes(self, since_gen: int, exclude_via: Optional[str] = None) -> int:

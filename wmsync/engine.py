@@ -500,9 +500,10 @@ class _Run:
         label: str,
         members: int,
         empty_at: Optional[int] = None,
+        marks: Optional[Dict[str, int]] = None,
     ) -> Feed:
         """A started :class:`Feed` of one export window of *source_url* for *members*
-        (*empty_at*: see :class:`Feed`)."""
+        (*empty_at*, *marks* as ``sync_seqs``: see :class:`Feed`)."""
         feed = Feed(
             lambda: self.factory(source_url),
             since_gen,
@@ -513,9 +514,18 @@ class _Run:
             self.events.cancelled,
             gzip_level=UPLOAD_GZIP_LEVEL,
             empty_at=empty_at,
+            sync_seqs=marks,
         )
         feed.start()
         return feed
+
+    @staticmethod
+    def marks(pairs: List[_Pair], row: Callable[[_Pair], str]) -> Optional[Dict[str, int]]:
+        """The sequence numbers the sending side's rows (*row* of each pair) take for a
+        direction, asked with its export: one request where each pair's bump
+        (:meth:`sender_mark`) would make one (restore detection pairs only)."""
+        marks = {row(pair): pair.seq + 1 for pair in pairs if pair.extended}
+        return marks or None
 
     def transfer(
         self,
@@ -567,7 +577,7 @@ class _Run:
             )
 
     def sender_mark(
-        self, pair: _Pair, sender: Replica, row: str, sender_name: str
+        self, pair: _Pair, sender: Replica, row: str, sender_name: str, feed: Feed
     ) -> Callable[[], Dict[str, Any]]:
         """What makes a direction's import carry the sender's sequence number.
 
@@ -580,13 +590,19 @@ class _Run:
         renewal: :func:`gone_back` finds it (docs/design.md §4, "Restores and
         rebuilds"). A run cut between the bump and the import leaves the sender ahead,
         which is never taken for a restore. Extension servers only (``{}`` otherwise).
+
+        When *feed*'s export already bumped the row (:meth:`marks`), no request is made.
         """
 
         def announce() -> Dict[str, Any]:
             if not pair.extended:
                 return {}
-            pair.seq += 1
-            sender.update_node(row, sync_seq=pair.seq)
+            marked = feed.marked.get(row)
+            if marked is not None:
+                pair.seq = max(pair.seq, marked)
+            else:
+                pair.seq += 1
+                sender.update_node(row, sync_seq=pair.seq)
             return {"peer": sender_name, "peer_seq": pair.seq}
 
         return announce
@@ -622,14 +638,15 @@ class _Run:
 
         def work(child: Replica, parent: Replica) -> None:
             via = self.parent_name if pair.trusted else None
-            feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1)
+            marks = self.marks([pair], lambda _: self.parent_name)
+            feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1, marks=marks)
             try:
                 sent, generation, answers, left_out = self.transfer(
                     feed,
                     0,
                     parent,
                     self.parent_import_lock,
-                    self.sender_mark(pair, child, self.parent_name, pair.name),
+                    self.sender_mark(pair, child, self.parent_name, pair.name, feed),
                 )
             finally:
                 feed.leave(0)
@@ -679,7 +696,8 @@ class _Run:
         for (mark, via), members in groups.items():
             label = members[0].name if len(members) == 1 else self.parent_name
             empty_at = empty.get(mark) if via is None else None
-            feed = self.feed(self.parent_url, mark, via, label, len(members), empty_at)
+            marks = self.marks(members, lambda pair: pair.name)
+            feed = self.feed(self.parent_url, mark, via, label, len(members), empty_at, marks)
             for number, pair in enumerate(members):
                 feeds[id(pair)] = (feed, number)
         return feeds
@@ -796,7 +814,11 @@ class _Run:
 
         def work(child: Replica, parent: Replica) -> None:
             received, generation, answers, left_out = self.transfer(
-                feed, member, child, None, self.sender_mark(pair, parent, name, self.parent_name)
+                feed,
+                member,
+                child,
+                None,
+                self.sender_mark(pair, parent, name, self.parent_name, feed),
             )
             for answer in answers:
                 self.record(pair, answer, name)

@@ -60,6 +60,9 @@ class Feed:
     :param gzip_level: uploads are gzip-compressed at this zlib level (0: not).
     :param empty_at: the source was counted to hold nothing in the window at this
         generation: the feed is one empty chunk covering it, and no export is asked for.
+    :param sync_seqs: the sender's sequence bump of the members' node rows on the
+        source (name: number), asked with the first export when the source takes it
+        (``marks_exports``); :attr:`marked` then names the rows it bumped.
     """
 
     def __init__(
@@ -74,9 +77,14 @@ class Feed:
         gzip_level: int = 1,
         chunk_elements: Optional[int] = None,
         empty_at: Optional[int] = None,
+        sync_seqs: Optional[Mapping[str, int]] = None,
     ) -> None:
         self._open_source = open_source
         self._empty_at = empty_at
+        self._sync_seqs = dict(sync_seqs) if sync_seqs else None
+        #: The rows of :attr:`_sync_seqs` the first export bumped, set before the first
+        #: chunk is handed out (empty: none, the members bump theirs themselves).
+        self.marked: Dict[str, int] = {}
         self.since_gen = since_gen
         self.exclude_via = exclude_via
         self.label = label
@@ -153,6 +161,9 @@ class Feed:
                     f"{generation}, the first one {self.generation}",
                     source.display_url,
                 )
+            if self._sync_seqs is not None and self.exports == 1:
+                marked = getattr(info, "sync_seq_marked", None) or ()
+                self.marked = {n: self._sync_seqs[n] for n in marked if n in self._sync_seqs}
             chunk = self._fetch(source, info, len(self._chunks))
             with self._cond:
                 self._skipped.extend(getattr(info, "skipped", None) or ())
@@ -164,16 +175,14 @@ class Feed:
 
     def _export(self, source: Replica, splits: bool, after: Optional[str]) -> Any:
         self.exports += 1
-        if not splits:
-            return source.export(self.since_gen, self.exclude_via)
         export: Any = source.export  # the split export's keywords are optional
-        return export(
-            self.since_gen,
-            self.exclude_via,
-            max_count=self._chunk_elements,
-            until_gen=self.generation,
-            after=after,
-        )
+        options: Dict[str, Any] = {}
+        if self._sync_seqs is not None and self.exports == 1:
+            if getattr(source, "marks_exports", False):
+                options["sync_seqs"] = self._sync_seqs
+        if splits:
+            options.update(max_count=self._chunk_elements, until_gen=self.generation, after=after)
+        return export(self.since_gen, self.exclude_via, **options)
 
     def _fetch(self, source: Replica, info: Any, index: int) -> Chunk:
         """Download, validate and compress one chunk."""

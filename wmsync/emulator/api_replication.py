@@ -257,6 +257,7 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
             chunk_cursor(after)  # checked here, so no other ValueError is blamed on it
     except ValueError:
         raise BadRequest("Invalid value for parameter after", ["after"]) from None
+    marks = _sequence_marks(call, "syncSeq")
     info = ctx.store.export(
         ctx.exports.path,
         since_gen,
@@ -278,7 +279,28 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
             answer["after"] = info.after
     if info.skipped:  # elements that cannot travel, left out (docs/protocol.md)
         answer["skipped"] = [entry.to_dict() for entry in info.skipped]
+    if marks is not None:
+        # The sender's sequence bump of the rows named, after the export's read and
+        # only when it holds something to import (docs/protocol.md, "syncSeq").
+        answer["syncSeqMarked"] = ctx.store.mark_sync_seqs(marks) if info.count else []
     return answer
+
+
+def _sequence_marks(call: Call, name: str) -> Optional[Dict[str, int]]:
+    """A parameter holding a JSON object of node-row names and positive sequence
+    numbers, or ``None`` when absent."""
+    text = call.text(name)
+    if text is None:
+        return None
+    try:
+        marks = json.loads(text)
+    except ValueError:
+        marks = None
+    if not isinstance(marks, dict) or not all(
+        isinstance(k, str) and k and type(v) is int and v > 0 for k, v in marks.items()
+    ):
+        raise BadRequest(f"Invalid value for parameter {name}", [name])
+    return marks
 
 
 def _names(call: Call, name: str) -> Optional[List[str]]:

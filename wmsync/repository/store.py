@@ -363,6 +363,25 @@ class Store:
             assert updated is not None
             return updated
 
+    def mark_sync_seqs(self, marks: Mapping[str, int]) -> List[str]:
+        """The sending side's sequence bump of several node rows in one transaction:
+        each row named in *marks* takes its number as ``syncSeq`` (only moving forward),
+        as :meth:`update_node` with ``sync_seq`` would. Rows that do not exist are not
+        made (the caller bumps those the long way).
+
+        :returns: the names of the rows marked.
+        """
+        marked: List[str] = []
+        with self.atomic() as session:
+            for name, seq in marks.items():
+                cursor = session.conn.execute(
+                    "UPDATE nodes SET syncSeq = MAX(COALESCE(syncSeq, 0), ?) WHERE name = ?",
+                    (int(seq), name),
+                )
+                if cursor.rowcount > 0:
+                    marked.append(name)
+        return marked
+
     def reset_node(self, name: str) -> bool:
         """Forget a node row's watermark and ``syncId``; False if there is no such row."""
         with self.atomic() as session:
