@@ -302,3 +302,47 @@ def test_the_emulator_refuses_a_bad_split_request_by_name(emulator):
             assert name in str(refused.value)
     finally:
         client.close()
+
+
+def test_the_next_chunk_is_exported_while_this_one_is_downloaded(
+    emulator, tiny_chunks, monkeypatch
+):
+    """The producer asks for chunk 2's export as soon as chunk 1's is answered, so the
+    source exports while the client downloads and validates; the first chunk is small,
+    so that the imports start early."""
+    import threading
+
+    monkeypatch.setattr(feed, "FIRST_CHUNK_ELEMENTS", 2)
+    cluster = make_cluster(emulator, "Parent", "Ohio")
+    try:
+        parent = cluster.client("Parent")
+        for n in range(9):
+            create_job(parent, f"job {n}")
+        asked_next = threading.Event()
+        waited: List[bool] = []
+        sizes: List[Any] = []
+
+        def factory(url: str) -> WMServerClient:
+            class Client(WMServerClient):
+                def export(self, since_gen: int, exclude_via: Any = None, **split: Any) -> Any:
+                    info = super().export(since_gen, exclude_via, **split)
+                    if url == parent.url:
+                        sizes.append(split.get("max_count"))
+                        if split.get("after"):
+                            asked_next.set()
+                    return info
+
+                def download(self, jxl_url: str, dest: Any) -> int:
+                    if url == parent.url and not waited:
+                        waited.append(asked_next.wait(20))  # chunk 1, before it is read
+                    return super().download(jxl_url, dest)
+
+            return Client(url, user="tester")
+
+        result = synchronize(parent.url, "Parent", cluster.table(), replica_factory=factory)
+        assert result.status == 0, result.summary_lines()
+        assert waited == [True]
+        assert sizes[0] == 2 and set(sizes[1:]) == {tiny_chunks}
+        assert len(assert_converged(cluster)["jobs"]) == 9
+    finally:
+        cluster.close()

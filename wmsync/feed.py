@@ -12,6 +12,9 @@ whole repository; every chunk covers the same generation (the first chunk's). A 
 thread makes the chunks one or two ahead of the slowest target, so that the next chunk's
 export, download and validation overlap the targets' imports of this one (targets still
 waiting for a worker are not waited for: their chunks stay on disk until they read them).
+The first chunk is smaller (:data:`FIRST_CHUNK_ELEMENTS`), so that the imports begin
+early, and each next chunk's export is asked as soon as the previous one is answered, so
+that the source exports while the client downloads and validates.
 
 Each target is a *member*: it reads the chunks in order and leaves when it is done or has
 failed. A member's failure is its own; the producer's failure (the source's export,
@@ -23,7 +26,9 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Set, Tuple
 
 from . import exchange
@@ -35,6 +40,10 @@ from .repository import quick
 #: No exchange document a run downloads holds more elements than this (a split export);
 #: at about 300 bytes per job, some 15 MB uncompressed.
 CHUNK_ELEMENTS = 50_000
+#: The first chunk of a split export is smaller: the targets' imports begin once it is
+#: validated, while the source exports the next chunk (a first chunk of CHUNK_ELEMENTS
+#: kept every target idle for the time of one large export and its validation).
+FIRST_CHUNK_ELEMENTS = 10_000
 #: How many chunks the producer may have ready beyond the slowest member's.
 LOOKAHEAD = 2
 #: How many elements one chunk's import may leave out, one per refusal, before the
@@ -145,43 +154,61 @@ class Feed:
 
     def _export_all(self, source: Replica) -> None:
         splits = bool(getattr(source, "splits_exports", False))
-        after: Optional[str] = None
-        while True:
-            if not self._wait_for_room():
-                return  # every member has left
-            if self._cancelled():
-                raise Cancelled("cancelled before this step")
-            info = self._export(source, splits, after)
-            generation = int(info.generation)
-            if self.generation is None:
-                self.generation = generation
-            elif generation != self.generation:
-                raise ProtocolError(
-                    f"{self.label}: a chunk of a split export covers generation "
-                    f"{generation}, the first one {self.generation}",
-                    source.display_url,
-                )
-            if self._sync_seqs is not None and self.exports == 1:
-                marked = getattr(info, "sync_seq_marked", None) or ()
-                self.marked = {n: self._sync_seqs[n] for n in marked if n in self._sync_seqs}
-            chunk = self._fetch(source, info, len(self._chunks))
-            with self._cond:
-                self._skipped.extend(getattr(info, "skipped", None) or ())
-                self._chunks.append(chunk)
-                self._cond.notify_all()
-            if not (splits and getattr(info, "more", False)):
-                return
-            after = info.after
+        if not self._wait_for_room():
+            return  # every member has left
+        if self._cancelled():
+            raise Cancelled("cancelled before this step")
+        info = self._export(source, splits, None)
+        self.generation = int(info.generation)
+        if self._sync_seqs is not None:
+            marked = getattr(info, "sync_seq_marked", None) or ()
+            self.marked = {n: self._sync_seqs[n] for n in marked if n in self._sync_seqs}
+        ahead: Optional[_Ahead] = None
+        try:
+            while True:
+                following: Optional[Future[Any]] = None
+                if splits and getattr(info, "more", False):
+                    # The next chunk's export runs on the source while this one is
+                    # downloaded, validated and compressed here.
+                    if self._cancelled():
+                        raise Cancelled("cancelled before this step")
+                    ahead = ahead or _Ahead(self._open_source)
+                    following = ahead.ask(partial(self._export, splits=True, after=info.after))
+                chunk = self._fetch(source, info, len(self._chunks))
+                with self._cond:
+                    self._skipped.extend(getattr(info, "skipped", None) or ())
+                    self._chunks.append(chunk)
+                    self._cond.notify_all()
+                if following is None:
+                    return
+                info = following.result()
+                if int(info.generation) != self.generation:
+                    raise ProtocolError(
+                        f"{self.label}: a chunk of a split export covers generation "
+                        f"{info.generation}, the first one {self.generation}",
+                        source.display_url,
+                    )
+                if not self._wait_for_room():
+                    return  # every member has left
+        finally:
+            if ahead is not None:
+                ahead.close()
 
     def _export(self, source: Replica, splits: bool, after: Optional[str]) -> Any:
+        """One export call: the first carries the sequence marks and, split, asks for a
+        smaller chunk (:data:`FIRST_CHUNK_ELEMENTS`) so that the imports start early."""
         self.exports += 1
+        first = self.exports == 1
         export: Any = source.export  # the split export's keywords are optional
         options: Dict[str, Any] = {}
-        if self._sync_seqs is not None and self.exports == 1:
+        if self._sync_seqs is not None and first:
             if getattr(source, "marks_exports", False):
                 options["sync_seqs"] = self._sync_seqs
         if splits:
-            options.update(max_count=self._chunk_elements, until_gen=self.generation, after=after)
+            size = min(FIRST_CHUNK_ELEMENTS, self._chunk_elements) if first else None
+            options.update(
+                max_count=size or self._chunk_elements, until_gen=self.generation, after=after
+            )
         return export(self.since_gen, self.exclude_via, **options)
 
     def _fetch(self, source: Replica, info: Any, index: int) -> Chunk:
@@ -283,6 +310,30 @@ class Feed:
         for chunk in self._chunks[:low]:
             _remove(chunk)
         self._cond.notify_all()
+
+
+class _Ahead:
+    """One thread asking the source for the next chunk's export, on a replica of its own,
+    while the producer downloads and validates the current chunk."""
+
+    def __init__(self, open_source: Callable[[], Replica]) -> None:
+        self._open_source = open_source
+        self._replica: Optional[Replica] = None
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="export ahead")
+
+    def ask(self, export: Callable[[Replica], Any]) -> Future[Any]:
+        return self._pool.submit(self._run, export)
+
+    def _run(self, export: Callable[[Replica], Any]) -> Any:
+        if self._replica is None:
+            self._replica = self._open_source()
+        return export(self._replica)
+
+    def close(self) -> None:
+        """Wait for an export in flight, then close the replica."""
+        self._pool.shutdown(wait=True)
+        if self._replica is not None:
+            self._replica.close()
 
 
 def import_chunk(

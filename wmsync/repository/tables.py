@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Mapping, Sequence, Tuple
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple
 
 from wmsync.model import KINDS, Element
 
@@ -146,12 +146,36 @@ def dumps(value: Any) -> str:
 _quote = json.encoder.encode_basestring  # the encoder's own string quoting (C)
 
 
+def _quoted_fields(fields: Mapping[str, str]) -> str:
+    return "{" + ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in sorted(fields.items())]) + "}"
+
+
+def _c_fields_encoder() -> Optional[Callable[[Mapping[str, str]], str]]:
+    """The json module's C encoder with :data:`_ENCODER`'s options, made once (about 60 %
+    of :func:`_quoted_fields`' time; ``JSONEncoder.encode`` makes a new one per call),
+    or ``None`` where this Python has none or it writes anything else."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:
+        encode = make(None, None, _quote, None, ":", ",", True, False, True)
+
+        def encoded(fields: Mapping[str, str]) -> str:
+            return "".join(encode(fields, 0))
+
+        probe = {"z": 'a"b\\c\n\u00e9\U0001f600', "a": "", "\u00e9": "\x00\x1f"}
+        return encoded if encoded(probe) == _quoted_fields(probe) else None
+    except (TypeError, ValueError):  # another signature
+        return None
+
+
+_encode_fields = _c_fields_encoder() or _quoted_fields
+
+
 def fields_json(fields: Mapping[str, str]) -> str:
-    """``dumps(fields)`` for text fields, character for character, in about 70 % of
+    """``dumps(fields)`` for text fields, character for character, in about 40 % of
     its time (an import writes one per row)."""
-    return _storable(
-        "{" + ",".join([f"{_quote(k)}:{_quote(v)}" for k, v in sorted(fields.items())]) + "}"
-    )
+    return _storable(_encode_fields(fields))
 
 
 def row_element(row: Sequence[Any]) -> StoredElement:
