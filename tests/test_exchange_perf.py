@@ -206,3 +206,30 @@ def test_invalid_documents_still_get_the_schema_message():
         exchange.validate_file(io.BytesIO(data))
     assert "priority" in str(info.value) and "high" in str(info.value)
     assert info.value.line == 3 and info.value.element == "Job"
+
+
+def test_a_value_written_again_is_written_and_vouched_for_as_the_first_time():
+    """The writer remembers each (field, value) attribute it wrote, with the checks'
+    verdict: a warm cache gives the same text and the same verdict as a cold one, and
+    the verdict never vouches for what the schema refuses."""
+    from wmsync.exchange import writer
+
+    elements = [
+        Element(kind, G, {"R": 1}, 5, "R", {name: value}, local_id=7)
+        for kind in KINDS
+        for name in FIELDS[kind]
+        if name != "notes"
+        for value in TRICKY
+    ]
+    writer._ATTRIBUTES.clear()
+    cold = []
+    for element in elements:
+        cold.append(writer._element_text(element, False))
+        writer._ATTRIBUTES.clear()
+    warm = [writer._element_text(element, False) for element in elements]
+    warm_again = [writer._element_text(element, False) for element in elements]
+    assert warm == cold and warm_again == cold
+    for text, certain in cold:
+        if certain:
+            node = etree.fromstring(text.encode(), exchange.new_parser())
+            assert _schema().validate(node), text

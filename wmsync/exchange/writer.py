@@ -260,10 +260,17 @@ def _element_text(element: Element, escaped: bool) -> Tuple[str, bool]:
                 f"cannot write {kind} {guid}: unknown field(s) " + ", ".join(sorted(unknown)),
                 element=kind,
             )
+        known = _ATTRIBUTES.setdefault(tag, {})
         for name, rule in _field_rules(kind, rules):
             value = fields.get(name)
             if value is None:
                 continue
+            if not escaped:  # most values repeat (users, states, types): written once
+                written = known.get((name, value))
+                if written is not None:
+                    parts.append(written[0])
+                    certain = certain and written[1]
+                    continue
             text = str(value)
             if len(text) > MAX_TEXT_CHARS:
                 raise ExchangeFormatError(
@@ -276,14 +283,12 @@ def _element_text(element: Element, escaped: bool) -> Tuple[str, bool]:
             if name == "notes":
                 note = text
             else:
-                if rule is not None and certain:  # most values are digits: checked first
-                    if rule is _UNKNOWN:
-                        certain = False
-                    elif not (rule.digits and text.isdigit() and text.isascii() and len(text) < 19):
-                        certain = rule.match(text) is not None
-                    if certain and rule.low is not None:
-                        certain = int(text) >= rule.low
-                parts.append(f' {name}="{_content_attr(text)}"')
+                attribute = f' {name}="{_content_attr(text)}"'
+                sure = _value_sure(rule, text)
+                parts.append(attribute)
+                certain = certain and sure
+                if not escaped and type(value) is str and len(known) < _ATTRIBUTES_KEPT:
+                    known[(name, value)] = (attribute, sure)
     if note is None:
         parts.append("/>\n")
     else:
@@ -296,6 +301,25 @@ def _element_text(element: Element, escaped: bool) -> Tuple[str, bool]:
 
 
 _UNKNOWN: Any = object()  # an attribute the compiled checks do not know
+# Per tag, (field, value) -> (the attribute as written, whether the checks vouch for it).
+_ATTRIBUTES: Dict[str, Dict[Tuple[str, str], Tuple[str, bool]]] = {}
+_ATTRIBUTES_KEPT = 20_000  # per tag; values past it are written the long way
+
+
+def _value_sure(rule: Any, text: str) -> bool:
+    """The compiled checks vouch for *text* under *rule* (``None``: any text)."""
+    if rule is None:
+        return True
+    if rule is _UNKNOWN:
+        return False
+    # Most values are digits: checked first.
+    if rule.digits and text.isdigit() and text.isascii() and len(text) < 19:
+        sure = True
+    else:
+        sure = rule.match(text) is not None
+    return sure and (rule.low is None or int(text) >= rule.low)
+
+
 _FIELD_RULES: Dict[str, List[Tuple[str, Any]]] = {}
 
 
