@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import http.client
 import http.server
+import importlib
 import inspect
 import io
 import json
@@ -18,7 +19,7 @@ import threading
 import time
 import types
 from contextlib import contextmanager
-from typing import List
+from typing import Any, List
 from urllib.parse import parse_qs, urlsplit
 
 import certifi
@@ -27,7 +28,7 @@ import requests
 import responses
 import urllib3
 
-from wmsync import errors
+from wmsync import errors, transport
 from wmsync.auth import TokenSource
 from wmsync.client import TOKEN_HEADER, ExportInfo, WMServerClient
 
@@ -986,7 +987,30 @@ def test_error_reason_is_short_and_url_free(monkeypatch):
 # -- TLS verification, counters, life cycle ---------------------------------------------------
 
 
-def test_truststore_context_used_when_available(monkeypatch):
+@pytest.fixture
+def fresh_truststore_lookup():
+    """The client looks for truststore once per process: these tests look again."""
+    transport._truststore.cache_clear()
+    yield
+    transport._truststore.cache_clear()
+
+
+def test_truststore_is_looked_for_once(monkeypatch, fresh_truststore_lookup):
+    looked: List[str] = []
+    real = importlib.import_module
+
+    def spy(name: str, *args: Any) -> Any:
+        looked.append(name)
+        return real(name, *args)
+
+    monkeypatch.setitem(sys.modules, "truststore", None)  # import raises ImportError
+    monkeypatch.setattr(transport.importlib, "import_module", spy)
+    for _ in range(3):
+        WMServerClient(ROOT, user="bob").close()
+    assert looked == ["truststore"]
+
+
+def test_truststore_context_used_when_available(monkeypatch, fresh_truststore_lookup):
     made = []
 
     def SSLContext(protocol):
@@ -1008,7 +1032,7 @@ def test_truststore_context_used_when_available(monkeypatch):
     assert c._session.get_adapter("https://wm.example/x")._ssl_context is made[0]
 
 
-def test_without_truststore_requests_default(monkeypatch):
+def test_without_truststore_requests_default(monkeypatch, fresh_truststore_lookup):
     monkeypatch.setitem(sys.modules, "truststore", None)  # import raises ImportError
     c = WMServerClient(ROOT, user="bob")
     adapter = c._session.get_adapter("https://wm.example/x")
@@ -1022,7 +1046,7 @@ def test_verify_is_passed_on(rsps, verify):
     assert rsps.calls[0].request.req_kwargs["verify"] == verify
 
 
-def test_a_ca_bundle_is_added_to_the_default_store(rsps, monkeypatch):
+def test_a_ca_bundle_is_added_to_the_default_store(rsps, monkeypatch, fresh_truststore_lookup):
     monkeypatch.setitem(sys.modules, "truststore", None)
     rsps.get(ROOT, json={})
     client = WMServerClient(ROOT, user="bob", verify=certifi.where())

@@ -131,22 +131,21 @@ class _Pair:
 
 
 def _run_all(
+    pool: ThreadPoolExecutor,
     tasks: List[Callable[[], None]],
     events: QueuedListener,
     listener: SyncListener,
-    max_workers: int,
 ) -> None:
-    """Run *tasks* in a bounded pool; relay their listener calls and the user's cancel
-    on this thread."""
+    """Run *tasks* in the run's bounded *pool*; relay their listener calls and the user's
+    cancel on this thread."""
     if not tasks:
         return
-    with ThreadPoolExecutor(max_workers=max(1, min(max_workers, len(tasks)))) as pool:
-        pending: set[Future[None]] = {pool.submit(task) for task in tasks}
-        while pending:
-            done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-            events.relay(listener)
-            for future in done:
-                future.result()  # tasks catch their own errors; this re-raises bugs
+    pending: set[Future[None]] = {pool.submit(task) for task in tasks}
+    while pending:
+        done, pending = wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+        events.relay(listener)
+        for future in done:
+            future.result()  # tasks catch their own errors; this re-raises bugs
     events.relay(listener)
 
 
@@ -165,6 +164,7 @@ class _Run:
         factory: ReplicaFactory,
         full: bool,
         workdir: str,
+        max_workers: int = 4,
     ) -> None:
         self.parent_url = parent_url.rstrip("/")
         self.parent_name = parent_name  # the parent's own spelling
@@ -184,6 +184,16 @@ class _Run:
         self.parent_back_seen = False
         # By pair: its child's name and info as survey_parent read them, or the failure.
         self.surveyed: Dict[int, Union[Tuple[str, Dict[str, Any]], Exception]] = {}
+        # One pool for every phase of the run: its threads start once, where a pool per
+        # phase started them again (on a busy machine each start waits to be scheduled,
+        # which spread the children's first requests out by several ms each).
+        self.pool = ThreadPoolExecutor(
+            max_workers=max(1, min(max_workers, len(self.pairs))), thread_name_prefix="wmsync"
+        )
+
+    def close(self) -> None:
+        """Let the run's worker threads go (after its phases)."""
+        self.pool.shutdown(wait=True)
 
     # -- parent ----------------------------------------------------------------
 
@@ -420,8 +430,7 @@ class _Run:
             except WMSyncError:
                 return False
 
-        with ThreadPoolExecutor(max_workers=min(8, max(1, len(self.pairs)))) as pool:
-            self.parent_back_seen = any(list(pool.map(look, self.pairs)))
+        self.parent_back_seen = any(list(self.pool.map(look, self.pairs)))
 
     def children_to_ask(self, stack: ExitStack, but: Optional[_Pair] = None) -> List[Replica]:
         """The run's children that are this parent's (their node row of it exists), open
@@ -796,9 +805,7 @@ class _Run:
             except WMSyncError as exc:
                 log.info("counting the parent's changes failed (%s): %s", window, exc)
 
-        if windows:
-            with ThreadPoolExecutor(max_workers=min(8, len(windows))) as pool:
-                list(pool.map(count, windows))
+        list(self.pool.map(count, windows))
         return counts
 
     def push(self, pair: _Pair, feed: Feed, member: int) -> None:
@@ -1207,7 +1214,9 @@ def _synchronize(
     with tempfile.TemporaryDirectory(prefix="wmsync-") as workdir:
         try:
             parent_name, parent_info = read_parent(factory, parent_url, parent_name)
-            run = _Run(parent_url, parent_name, inputs.connected, factory, full, workdir)
+            run = _Run(
+                parent_url, parent_name, inputs.connected, factory, full, workdir, max_workers
+            )
             parent_info = run.register_parent(parent_info)
         except (SyncRefused, RepositoryError) as exc:
             message = f"parent {parent_name}: {exc}"
@@ -1225,16 +1234,16 @@ def _synchronize(
         results = _in_table_order(inputs.specs, skipped, [p.result for p in run.pairs])
 
         blocks = run.allocate_blocks(parent_info)
-        run.survey_parent(parent_info)
         try:
+            run.survey_parent(parent_info)
             _run_all(
+                run.pool,
                 [
                     _prepare_task(run, pair, parent_info, blocks[pair.spec.row])
                     for pair in run.pairs
                 ],
                 run.events,
                 listener,
-                max_workers,
             )
             ready = [pair for pair in run.pairs if pair.ready]
             for pair in ready:
@@ -1243,20 +1252,21 @@ def _synchronize(
                     (listener.warning if note[0] == "warning" else listener.info)(note[1])
             # Only children that are ready have steps: one per phase.
             listener.begin(len(ready) * 2, "Synchronizing job data")
-            _run_all([_bind(run.pull, pair) for pair in ready], run.events, listener, max_workers)
+            _run_all(run.pool, [_bind(run.pull, pair) for pair in ready], run.events, listener)
             feeds = run.push_feeds(ready)
             try:
                 _run_all(
+                    run.pool,
                     [_bind_push(run, pair, *feeds[id(pair)]) for pair in ready],
                     run.events,
                     listener,
-                    max_workers,
                 )
             finally:
                 for feed, _ in feeds.values():
                     feed.leave_all()
                     feed.join()
         finally:
+            run.close()
             run.events.replay(listener)
         warnings, stock_conflicts = stock_findings(builder, run.relayed)
         for warning in warnings:

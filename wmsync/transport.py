@@ -25,6 +25,7 @@ The policies (docs/design.md §7, §8):
 
 from __future__ import annotations
 
+import functools
 import http.client
 import importlib
 import re
@@ -124,11 +125,21 @@ class TokenSafeSession(requests.Session):
             del headers[TOKEN_HEADER]
 
 
+@functools.lru_cache(maxsize=1)
+def _truststore() -> Any:
+    """The ``truststore`` module, or ``None``: looked for once per process (a run makes
+    a client per task, and a failed import searches the path again every time, under
+    the import lock every thread shares)."""
+    try:
+        return importlib.import_module("truststore")
+    except ImportError:
+        return None
+
+
 def system_ssl_context() -> Optional[ssl.SSLContext]:
     """The operating system's trust store through ``truststore`` (ArcGIS Pro 3.3+), if any."""
-    try:
-        truststore = importlib.import_module("truststore")
-    except ImportError:
+    truststore = _truststore()
+    if truststore is None:
         return None  # requests' default: certifi
     context: ssl.SSLContext = truststore.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     return context
