@@ -40,6 +40,7 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
 
     rss_before = peak_rss_mb()
     started = time.perf_counter()
+    cpu_started = time.process_time()
     result = synchronize(
         spec["parent_url"],
         spec["parent_name"],
@@ -49,8 +50,10 @@ def run(spec: Dict[str, Any]) -> Dict[str, Any]:
         max_workers=int(spec.get("max_workers", 4)),
     )
     wall = time.perf_counter() - started
+    cpu = time.process_time() - cpu_started
     return {
         "wall_s": round(wall, 4),
+        "client_cpu_s": round(cpu, 3),
         "requests": sum(c.requests_made for c in clients),
         "bytes_sent": sum(c.bytes_sent for c in clients),
         "bytes_received": sum(c.bytes_received for c in clients),
