@@ -233,3 +233,17 @@ def test_a_value_written_again_is_written_and_vouched_for_as_the_first_time():
         if certain:
             node = etree.fromstring(text.encode(), exchange.new_parser())
             assert _schema().validate(node), text
+
+
+def test_the_writer_keeps_only_short_values_and_a_bounded_number(monkeypatch):
+    from wmsync.exchange import writer
+
+    monkeypatch.setattr(writer, "_ATTRIBUTES_KEPT", 5)
+    writer._ATTRIBUTES.clear()
+    long_text = "x" * 10_000  # descriptions can hold a million characters
+    writer._element_text(Element("Job", G, {"R": 1}, 5, "R", {"description": long_text}), False)
+    assert writer._ATTRIBUTES.get("Job", {}) == {}
+    for n in range(20):
+        writer._element_text(Element("Job", G, {"R": 1}, 5, "R", {"name": f"job {n}"}), False)
+    assert len(writer._ATTRIBUTES["Job"]) == 5
+    writer._ATTRIBUTES.clear()

@@ -287,7 +287,12 @@ def _element_text(element: Element, escaped: bool) -> Tuple[str, bool]:
                 sure = _value_sure(rule, text)
                 parts.append(attribute)
                 certain = certain and sure
-                if not escaped and type(value) is str and len(known) < _ATTRIBUTES_KEPT:
+                if (
+                    not escaped
+                    and type(value) is str
+                    and len(value) <= _ATTRIBUTE_CHARS_KEPT
+                    and len(known) < _ATTRIBUTES_KEPT
+                ):
                     known[(name, value)] = (attribute, sure)
     if note is None:
         parts.append("/>\n")
@@ -304,6 +309,7 @@ _UNKNOWN: Any = object()  # an attribute the compiled checks do not know
 # Per tag, (field, value) -> (the attribute as written, whether the checks vouch for it).
 _ATTRIBUTES: Dict[str, Dict[Tuple[str, str], Tuple[str, bool]]] = {}
 _ATTRIBUTES_KEPT = 20_000  # per tag; values past it are written the long way
+_ATTRIBUTE_CHARS_KEPT = 200  # longer values (descriptions) rarely repeat: not kept
 
 
 def _value_sure(rule: Any, text: str) -> bool:
