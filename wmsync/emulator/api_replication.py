@@ -14,7 +14,7 @@ import os
 import shutil
 import tempfile
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
 
 import requests
@@ -286,34 +286,41 @@ def export(ctx: Context, call: Call) -> Dict[str, Any]:
     return answer
 
 
-def _sequence_marks(call: Call, name: str) -> Optional[Dict[str, int]]:
-    """A parameter holding a JSON object of node-row names and positive sequence
-    numbers, or ``None`` when absent."""
+def _json_param(call: Call, name: str, valid: Callable[[Any], bool]) -> Any:
+    """A parameter holding JSON that *valid* accepts, or ``None`` when absent; anything
+    else is a 400 naming it."""
     text = call.text(name)
     if text is None:
         return None
     try:
-        marks = json.loads(text)
+        value = json.loads(text)
     except ValueError:
-        marks = None
-    if not isinstance(marks, dict) or not all(
-        isinstance(k, str) and k and type(v) is int and v > 0 for k, v in marks.items()
-    ):
+        value = None
+    if not valid(value):
         raise BadRequest(f"Invalid value for parameter {name}", [name])
+    return value
+
+
+def _sequence_marks(call: Call, name: str) -> Optional[Dict[str, int]]:
+    """A parameter holding a JSON object of node-row names and positive sequence
+    numbers, or ``None`` when absent."""
+
+    def valid(marks: Any) -> bool:
+        return isinstance(marks, dict) and all(
+            isinstance(k, str) and k and type(v) is int and v > 0 for k, v in marks.items()
+        )
+
+    marks: Optional[Dict[str, int]] = _json_param(call, name, valid)
     return marks
 
 
 def _names(call: Call, name: str) -> Optional[List[str]]:
     """A parameter holding a JSON array of repository names, or ``None`` when absent."""
-    text = call.text(name)
-    if text is None:
-        return None
-    try:
-        names = json.loads(text)
-    except ValueError:
-        names = None
-    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
-        raise BadRequest(f"Invalid value for parameter {name}", [name])
+
+    def valid(names: Any) -> bool:
+        return isinstance(names, list) and all(isinstance(n, str) and n for n in names)
+
+    names: Optional[List[str]] = _json_param(call, name, valid)
     return names
 
 
