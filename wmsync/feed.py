@@ -205,10 +205,10 @@ class Feed:
             if getattr(source, "marks_exports", False):
                 options["sync_seqs"] = self._sync_seqs
         if splits:
-            size = min(FIRST_CHUNK_ELEMENTS, self._chunk_elements) if first else None
-            options.update(
-                max_count=size or self._chunk_elements, until_gen=self.generation, after=after
+            size = (
+                min(FIRST_CHUNK_ELEMENTS, self._chunk_elements) if first else self._chunk_elements
             )
+            options.update(max_count=size, until_gen=self.generation, after=after)
         return export(self.since_gen, self.exclude_via, **options)
 
     def _fetch(self, source: Replica, info: Any, index: int) -> Chunk:
