@@ -31,8 +31,12 @@ def reads(monkeypatch) -> List[str]:
     seen: List[str] = []
     lock = threading.Lock()
 
+    real = WMServerClient.replication_info
+
     def replication_info(self, own_counter: bool = True) -> Dict[str, Any]:
-        assert not own_counter, "the factory reads a server's kind without ownCounter"
+        if self._held_info is not None:  # the factory's read, handed over: no read
+            return real(self, own_counter)
+        assert own_counter, "the factory reads the whole answer, to hand it over"
         with lock:
             seen.append(self.url)
         if "down" in self.url:
@@ -166,3 +170,84 @@ def test_info_for_the_kind_leaves_out_the_own_counter_pass(emulator):
         assert "ownCounter" not in client.replication_info(own_counter=False)
     finally:
         client.close()
+
+
+# -- the factory's read handed over (one request fewer per server and run) -----------
+
+
+def test_the_factorys_read_answers_the_replicas_first_read(reads):
+    make = default_replica_factory(user="tester")
+    replica = make(OURS)
+    try:
+        answer = {"nodes": [], "repository": "Parent", "extensions": [EXTENSION], "generation": 0}
+        first = replica.replication_info()
+        assert first == answer and reads == [OURS]
+        first["nodes"].append({"name": "changed by the caller"})  # the caller's own copy
+        assert replica.replication_info() == answer
+        assert reads == [OURS, OURS]  # handed over once: the next read asks
+    finally:
+        replica.close()
+
+
+def test_a_held_read_is_let_go_when_another_replica_of_the_server_is_made(reads):
+    make = default_replica_factory(user="tester")
+    first = make(OURS)
+    second = make(OURS)  # it could write before the first one reads
+    try:
+        first.replication_info()
+        second.replication_info()
+        assert reads == [OURS, OURS, OURS]
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_stock_servers_read_is_not_held(reads):
+    built: List[WMServerClient] = []
+
+    def stock(url: str, client: WMServerClient, info: Any) -> Any:
+        built.append(client)
+        return client
+
+    default_replica_factory(user="tester", stock=stock)(STOCK)
+    try:
+        assert built[0]._held_info is None  # the stock replica reads its own state
+    finally:
+        built[0].close()
+
+
+def test_a_held_read_is_let_go_once_the_client_asks_anything_else(emulator):
+    server = emulator("Parent")
+    make = default_replica_factory(user="tester")
+    replica = make(server.url)
+    try:
+        replica.update_node("Ohio", server_url="http://ohio.test/WMServer", is_parent=False)
+        names = [row["name"] for row in replica.replication_info()["nodes"]]
+        assert "Ohio" in names  # read after the write, not the answer from before it
+        assert replica.requests_made == 3  # the factory's read, the write, this read
+    finally:
+        replica.close()
+
+
+def test_a_run_reads_each_servers_info_once(emulator, monkeypatch):
+    from tests.cluster import create_job, make_cluster
+    from wmsync import synchronize
+
+    cluster = make_cluster(emulator, "Parent", "Ohio", "AZ")
+    create_job(cluster.client("Parent"), "first")
+    for _ in range(2):  # registered, then trusted
+        assert synchronize(cluster.parent.url, "Parent", cluster.table(), user="t").status == 0
+    create_job(cluster.client("Parent"), "second")
+    infos: List[str] = []
+    real_send = WMServerClient._send
+
+    def send(self: WMServerClient, request: Any, token: Any, consume: Any) -> Any:
+        if request.url.endswith("/replication/info"):
+            infos.append(self.url)
+        return real_send(self, request, token, consume)
+
+    monkeypatch.setattr(WMServerClient, "_send", send)
+    result = synchronize(cluster.parent.url, "Parent", cluster.table(), user="t")
+    assert result.status == 0 and all(c.received for c in result.children)
+    urls = [cluster.parent.url, *(child.url for child in cluster.children)]
+    assert sorted(infos) == sorted(urls)  # without the hand-over: twice each

@@ -22,6 +22,7 @@ unless its URL is on the server's own origin.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import logging
@@ -361,6 +362,9 @@ class WMServerClient:
         self.requests_made = 0
         self.bytes_sent = 0
         self.bytes_received = 0
+        # A replication/info answer this client just read, given to its next
+        # replication_info() instead of asking again (see hold_info).
+        self._held_info: Optional[Dict[str, Any]] = None
 
         self._owns_session = session is None
         self._verify: Union[bool, str, None]
@@ -407,9 +411,30 @@ class WMServerClient:
         :param own_counter: ``False`` asks an extension server to leave out
             ``ownCounter`` (work for the server) when only its kind is wanted.
         """
+        with self._lock:
+            held, self._held_info = self._held_info, None
+        if held is not None:
+            return copy.deepcopy(held)  # the caller's own copy, as an answer would be
         if own_counter:
             return self._json("GET", "replication/info")
         return self._json("GET", "replication/info", params={"ownCounter": "false"})
+
+    def hold_info(self, info: Mapping[str, Any]) -> None:
+        """Give *info*, a full ``replication/info`` answer this client has just read, to
+        its next :meth:`replication_info` call instead of reading again.
+
+        Used by the replica factory, which reads each server's info to learn its kind
+        and hands the replica over to a caller whose first step is that same read: one
+        request fewer per server and run. The answer is let go, unused, as soon as this
+        client makes any other request or :meth:`drop_held_info` is called (the factory
+        does when it makes another replica of the same server, which could write)."""
+        with self._lock:
+            self._held_info = copy.deepcopy(dict(info))
+
+    def drop_held_info(self) -> None:
+        """Let go of an answer given to :meth:`hold_info`, so the next read asks."""
+        with self._lock:
+            self._held_info = None
 
     def require_extensions(self, info: Mapping[str, Any]) -> None:
         """Check that *info* (from :meth:`replication_info`) lists ``wmsync-replication/1``.
@@ -873,6 +898,8 @@ class WMServerClient:
 
     def _count(self, *, made: int = 0, sent: int = 0, received: int = 0) -> None:
         with self._lock:
+            if made:
+                self._held_info = None  # a request may change what the server would answer
             self.requests_made += made
             self.bytes_sent += sent
             self.bytes_received += received

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import getpass
 import threading
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Mapping, Optional, Protocol
 
 from .auth import TokenLike, as_token_source
@@ -131,6 +132,9 @@ class _Factory:
         self._lock = threading.Lock()
         self._url_locks: Dict[str, threading.Lock] = {}
         self._kinds: Dict[str, Mapping[str, Any]] = {}  # url -> its replication/info
+        # url -> the client holding the info read just now, until another replica of
+        # that server is made (see __call__)
+        self._holding: Dict[str, weakref.ref[WMServerClient]] = {}
 
     def client(self, url: str) -> WMServerClient:
         from . import client  # looked up at each call: tests may substitute the class
@@ -146,10 +150,18 @@ class _Factory:
         client = self.client(url)
         try:
             with url_lock:  # one read per URL, even when workers ask at the same moment
+                _drop_held(self._holding.pop(key, None))  # this replica could write
                 info = self._kinds.get(key)
-                if info is None:  # only its kind is wanted here: no ownCounter pass
-                    info = client.replication_info(own_counter=False)
+                if info is None:
+                    info = client.replication_info()
                     self._kinds[key] = info
+                    if has_extensions(info):
+                        # A caller's first request to a server it reaches is this same
+                        # read (the engine reads each repository's info as a run
+                        # begins): handed over, not repeated, unless the client asks
+                        # something else first or another replica of it is made.
+                        client.hold_info(info)
+                        self._holding[key] = weakref.ref(client)
             if self._stock is not None and not has_extensions(info):
                 return self._stock(url, client, info)  # it owns the client from now on
             client.require_extensions(info)  # without a stock builder: refused, by URL
@@ -157,6 +169,12 @@ class _Factory:
             client.close()
             raise
         return client
+
+
+def _drop_held(held: Optional[weakref.ref[WMServerClient]]) -> None:
+    client = held() if held is not None else None
+    if client is not None:
+        client.drop_held_info()
 
 
 def has_extensions(info: Mapping[str, Any]) -> bool:
