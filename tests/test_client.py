@@ -129,6 +129,37 @@ def test_replication_info_and_require_extensions(rsps, client):
     client.require_extensions(got)
 
 
+def test_the_environment_is_read_once_per_server(rsps, client, monkeypatch):
+    from requests import sessions
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    reads = []
+    real = sessions.get_environ_proxies
+
+    def get_environ_proxies(url, no_proxy=None):
+        reads.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(sessions, "get_environ_proxies", get_environ_proxies)
+    rsps.get(ROOT + "/replication/info", json={"nodes": []})
+    rsps.get("http://other.test/arcgis/rest/services/X/WMServer/replication/info", json={})
+    for _ in range(3):
+        client.replication_info()
+    assert len(reads) == 1  # requests alone reads it at every request
+    settings = client._session.merge_environment_settings(ROOT, {}, True, True, None)
+    assert settings["proxies"]["http"] == "http://proxy.test:3128"  # still applied
+    settings["proxies"]["http"] = "changed by the caller"
+    again = client._session.merge_environment_settings(ROOT, {}, True, True, None)
+    assert again["proxies"]["http"] == "http://proxy.test:3128"
+    other = WMServerClient("http://other.test/arcgis/rest/services/X/WMServer", user="bob")
+    other._session.close()
+    other._session = client._session  # another server on the same session: its own read
+    other.replication_info()
+    assert len(reads) == 2
+
+
 @pytest.mark.parametrize(
     "info",
     [
