@@ -36,6 +36,7 @@ import lxml.etree
 
 from wmsync.repository.store import Store
 
+from .calibration import calibrate
 from .cluster import ROOT, Cluster
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -448,6 +449,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         else RESULTS / ("smoke.json" if args.smoke else "latest.json")
     )
     wanted = args.only or list(SCENARIOS)
+    speed_at_start = calibrate()
+    log(f"machine speed (fixed workload, s): {speed_at_start}")
     started = time.perf_counter()
     records: List[Dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="wmsync-bench-") as tmp:
@@ -458,11 +461,14 @@ def main(argv: Optional[List[str]] = None) -> int:
                 continue
             done.add(runner)
             runner(mode, Path(tmp), records)
+    runtime = time.perf_counter() - started
+    speed_at_end = calibrate()
+    log(f"machine speed (fixed workload, s): {speed_at_end}")
     document = {
         "meta": {
             "mode": mode.name,
             "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "runtime_s": round(time.perf_counter() - started, 1),
+            "runtime_s": round(runtime, 1),
             "python": platform.python_version(),
             "lxml": ".".join(map(str, lxml.etree.LXML_VERSION)),
             "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)),
@@ -470,6 +476,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "cpus": os.cpu_count(),
             "machine": platform.machine(),
             "scenarios_run": wanted,
+            # The same fixed workload before and after (benchmarks/calibration.py):
+            # absolute figures of two runs compare once scaled by it.
+            "calibration": {"start": speed_at_start, "end": speed_at_end},
         },
         "scenarios": records,
         **summarize(mode, records),

@@ -33,6 +33,11 @@ def test_smoke_run_writes_every_field(tmp_path):
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     document = json.loads(output.read_text(encoding="utf-8"))
     assert document["meta"]["mode"] == "smoke"
+    calibration = document["meta"]["calibration"]  # the machine's speed, start and end
+    for moment in ("start", "end"):
+        parts = calibration[moment]
+        assert parts["total_s"] == round(parts["python_s"] + parts["sqlite_s"] + parts["lxml_s"], 4)
+        assert all(value > 0 for value in parts.values())
     scenarios = {record["scenario"] for record in document["scenarios"]}
     assert scenarios == {
         "first_full_sync",
