@@ -47,7 +47,15 @@ from .idblocks import (
     node_rows,
 )
 from .membership import node_row, same_name
-from .pairrules import counter_text, gone_back, read_child, read_parent, repository_kind, watermarks
+from .pairrules import (
+    counter_text,
+    gone_back,
+    nothing_waiting,
+    read_child,
+    read_parent,
+    repository_kind,
+    watermarks,
+)
 from .progress import QueuedListener, SyncListener
 from .replica import Replica, ReplicaFactory, default_replica_factory
 from .report import (
@@ -117,6 +125,9 @@ class _Pair:
     ready: bool = False  # prepared: registered and reachable
     pulled: bool = False
     quiet_pull_gen: Optional[int] = None  # a trusted pull that moved nothing: its watermark
+    # The child's generation at which its info counted nothing waiting for the parent
+    # (its parent row's ``pending`` was 0): the pull then asks for no export.
+    quiet_at: Optional[int] = None
     extended: bool = False  # both sides report instance ids: restore detection applies
     seq: int = 0  # the pair's syncId sequence number, as last written
     child_instance: Optional[str] = None
@@ -323,6 +334,11 @@ class _Run:
                 peer_counter_seen=pair.child_counter,
             )
         pair.result.full_exchange = not pair.trusted
+        pair.quiet_at = (
+            nothing_waiting(info, c_row, self.parent_name, pair.child_mark)
+            if pair.trusted
+            else None
+        )
         pair.ready = True
 
     def renumber(self, pair: _Pair, child: Replica, block: int) -> None:
@@ -648,7 +664,15 @@ class _Run:
         def work(child: Replica, parent: Replica) -> None:
             via = self.parent_name if pair.trusted else None
             marks = self.marks([pair], lambda _: self.parent_name)
-            feed = self.feed(pair.spec.url, pair.child_mark, via, pair.name, 1, marks=marks)
+            feed = self.feed(
+                pair.spec.url,
+                pair.child_mark,
+                via,
+                pair.name,
+                1,
+                empty_at=pair.quiet_at,
+                marks=marks,
+            )
             try:
                 sent, generation, answers, left_out = self.transfer(
                     feed,

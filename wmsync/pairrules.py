@@ -48,6 +48,32 @@ def watermarks(
     )
 
 
+def nothing_waiting(
+    info: Mapping[str, Any],
+    child_row: Optional[Mapping[str, Any]],
+    parent_name: str,
+    child_mark: int,
+) -> Optional[int]:
+    """The child's generation when its ``replication/info`` (*info*, with *child_row*,
+    its row of the parent) counted nothing waiting for the parent in the pull's window,
+    else ``None``.
+
+    The count (``pending``, docs/protocol.md) is the server's, made in the same snapshot
+    as the answer's ``generation``, from the row's ``lastSyncGen`` and cut by the row's
+    name; it stands for the pull's own count only when that is the window the pull
+    would export: the row spelled as the parent names itself, at the pair's watermark.
+    A server without it (stock, older) answers ``None`` here, and the pull exports.
+    """
+    if child_row is None or child_row.get("name") != parent_name:
+        return None
+    pending = child_row.get("pending")
+    if type(pending) is not int or pending != 0:  # not a bool, not a count of something
+        return None
+    if (int_or_none(child_row.get("lastSyncGen")) or 0) != child_mark:
+        return None
+    return int_or_none(info.get("generation"))
+
+
 def gone_back(
     info: Mapping[str, Any],
     row_of_it: Optional[Mapping[str, Any]],

@@ -72,12 +72,17 @@ def replication_info_extended(ctx: Context, call: Call) -> Dict[str, Any]:
     repository's ``instanceId``, ``incarnation`` and highest own counter
     (``ownCounter``; read from the store's mark and the rows written since, left out with
     ``ownCounter=false``),
-    and per node row with a job id block the highest job id held in it (``jobIdHigh``)."""
+    per node row with a job id block the highest job id held in it (``jobIdHigh``), and
+    per parent row (``isParent``, not its own) the changes waiting for it (``pending``)."""
     call.user()
     with_counter = call.boolean("ownCounter", default=True)
     with ctx.store.reading() as s:
         nodes = [n.to_dict() for n in s.nodes()]
         for node in nodes:
+            if node.get("isParent") and node["name"] != ctx.repository:
+                # What an export from this row's watermark, cut by its name, would
+                # hold now: a client that finds 0 asks for no export (docs/protocol.md).
+                node["pending"] = s.count_since(node.get("lastSyncGen") or 0, node["name"])
             if node.get("jobIdStart") is not None:
                 row = s.conn.execute(
                     "SELECT MAX(local_id) FROM elements WHERE kind = 'Job' "

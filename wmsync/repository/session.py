@@ -188,11 +188,8 @@ class Session:
         key *after* (:func:`order_key` of the previous chunk's last element), at most
         *limit* of them.
         """
-        sql = f"SELECT {COLUMNS} FROM elements WHERE gen > ?"
-        params: List[Any] = [since_gen]
-        if exclude_via:
-            sql += " AND via != ?"
-            params.append(exclude_via)
+        where, params = _window(since_gen, exclude_via)
+        sql = f"SELECT {COLUMNS} FROM elements WHERE {where}"
         if until_gen is not None:
             sql += " AND gen <= ?"
             params.append(until_gen)
@@ -209,6 +206,14 @@ class Session:
                 yield row_element(row).element
         finally:
             cursor.close()
+
+    def count_since(self, since_gen: int = 0, exclude_via: Optional[str] = None) -> int:
+        """How many versions :meth:`elements_since` would give (tombstones too), counted
+        in SQL."""
+        where, params = _window(since_gen, exclude_via)
+        return int(
+            self.conn.execute(f"SELECT COUNT(*) FROM elements WHERE {where}", params).fetchone()[0]
+        )
 
     def counts_by_via(self, since_gen: int = 0) -> Dict[str, int]:
         """How many versions written after *since_gen* came through each repository
@@ -424,3 +429,11 @@ class Session:
             (int(seq), name),
         )
         return cursor.rowcount > 0
+
+
+def _window(since_gen: int, exclude_via: Optional[str]) -> Tuple[str, List[Any]]:
+    """The WHERE clause (and its parameters) of an export window: versions written after
+    *since_gen* that did not come through *exclude_via*."""
+    if exclude_via:
+        return "gen > ? AND via != ?", [since_gen, exclude_via]
+    return "gen > ?", [since_gen]
