@@ -429,7 +429,7 @@ class WMServerClient:
         client makes any other request or :meth:`drop_held_info` is called (the factory
         does when it makes another replica of the same server, which could write)."""
         with self._lock:
-            self._held_info = copy.deepcopy(dict(info))
+            self._held_info = dict(info)  # copied once more as it is handed out
 
     def drop_held_info(self) -> None:
         """Let go of an answer given to :meth:`hold_info`, so the next read asks."""
