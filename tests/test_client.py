@@ -160,6 +160,63 @@ def test_the_environment_is_read_once_per_server(rsps, client, monkeypatch):
     assert len(reads) == 2
 
 
+@pytest.fixture
+def environment_reads(monkeypatch):
+    """The URLs requests reads the environment's proxy settings for (HTTP_PROXY set)."""
+    from requests import sessions
+
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    reads: List[str] = []
+    real = sessions.get_environ_proxies
+
+    def get_environ_proxies(url, no_proxy=None):
+        reads.append(url)
+        return real(url, no_proxy=no_proxy)
+
+    monkeypatch.setattr(sessions, "get_environ_proxies", get_environ_proxies)
+    return reads
+
+
+def test_the_clients_of_one_factory_read_the_environment_once_per_server(rsps, environment_reads):
+    from wmsync.replica import default_replica_factory
+
+    info = {"nodes": [], "repository": "Parent", "extensions": ["wmsync-replication/1"]}
+    rsps.get(ROOT + "/replication/info", json=info)
+    rsps.get(ROOT + "/replication/export", json={"count": 0, "generation": 7})
+    make = default_replica_factory(user="bob")
+    for _ in range(3):  # the engine makes a client per task, all of one run
+        replica = make(ROOT)
+        try:
+            replica.count_changes(0)
+        finally:
+            replica.close()
+    assert len(rsps.calls) == 4  # the factory's read of the kind, and three counts
+    assert len(environment_reads) == 1
+    # Another factory (the next run) reads it again: a changed environment is seen.
+    make_again = default_replica_factory(user="bob")
+    make_again(ROOT).close()
+    assert len(environment_reads) == 2
+
+
+def test_sessions_that_share_environment_settings_keep_their_own_settings_apart(
+    rsps, environment_reads
+):
+    rsps.get(ROOT + "/replication/info", json={"nodes": []})
+    shared = transport.EnvironmentSettings()
+    trusting = transport.TokenSafeSession(shared)
+    distrusting = transport.TokenSafeSession(shared)
+    distrusting.trust_env = False  # as a caller may set on its own session
+    first = trusting.merge_environment_settings(ROOT, {}, None, True, None)
+    assert first["proxies"]["http"] == "http://proxy.test:3128"
+    assert trusting.merge_environment_settings(ROOT, {}, None, True, None) == first
+    assert len(environment_reads) == 1
+    assert "http" not in distrusting.merge_environment_settings(ROOT, {}, None, True, None)[
+        "proxies"
+    ]
+
+
 @pytest.mark.parametrize(
     "info",
     [

@@ -65,6 +65,7 @@ from .transport import (
     RETRY_STATUSES,
     SAFE_METHODS,
     TOKEN_HEADER,
+    EnvironmentSettings,
     TokenSafeSession,
     build_session,
     mapped_errors,
@@ -328,6 +329,9 @@ class WMServerClient:
     :param session: a session to use instead of the client's own (tests, benchmarks);
         it is used as it is (its adapters and retry policy) and not closed by
         :meth:`close`; with a token, redirects are then not followed at all.
+    :param environment: the environment's proxy and CA-bundle settings as read by
+        other clients of the same run (:class:`~wmsync.transport.EnvironmentSettings`);
+        without it the client reads them for itself, once per server.
     :raises ConnectionFailed: when *url* is not an http(s) URL.
     """
 
@@ -344,6 +348,7 @@ class WMServerClient:
         retries: int = 3,
         backoff: float = 0.5,
         session: Optional[requests.Session] = None,
+        environment: Optional[EnvironmentSettings] = None,
     ) -> None:
         parts = urlsplit(url.strip())
         if parts.scheme.lower() not in _DEFAULT_PORTS or not parts.hostname:
@@ -375,6 +380,7 @@ class WMServerClient:
                 retries=self._retries,
                 backoff=backoff,
                 user_agent=f"wmsync/{__version__}",
+                environment=environment,
             )
         else:
             self._verify = session.verify if verify is True else verify

@@ -129,6 +129,11 @@ class _Factory:
         self._timeout = timeout
         self._verify = verify
         self._stock = stock
+        from .transport import EnvironmentSettings  # with the HTTP client, not before
+
+        # One read of the proxy and CA-bundle settings per server for every client
+        # made here, rather than one per client (the factory makes one per task).
+        self._environment = EnvironmentSettings()
         self._lock = threading.Lock()
         self._url_locks: Dict[str, threading.Lock] = {}
         self._kinds: Dict[str, Mapping[str, Any]] = {}  # url -> its replication/info
@@ -140,7 +145,12 @@ class _Factory:
         from . import client  # looked up at each call: tests may substitute the class
 
         return client.WMServerClient(
-            url, user=self._user, token=self._token, timeout=self._timeout, verify=self._verify
+            url,
+            user=self._user,
+            token=self._token,
+            timeout=self._timeout,
+            verify=self._verify,
+            environment=self._environment,
         )
 
     def __call__(self, url: str) -> Replica:

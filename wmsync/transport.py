@@ -33,7 +33,7 @@ import ssl
 import threading
 import time
 from types import TracebackType
-from typing import Any, Dict, Iterable, List, Optional, Tuple, Type, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Type, Union
 from urllib.parse import urlsplit
 
 import certifi
@@ -109,43 +109,80 @@ class SSLContextAdapter(HTTPAdapter):
         return super().proxy_manager_for(proxy, **proxy_kwargs)
 
 
+class EnvironmentSettings:
+    """The proxy and CA-bundle settings requests reads from the environment, kept per
+    server and request arguments for the sessions that share this object.
+
+    requests reads them at every request (on Windows the registry too), which cost a
+    tenth to a fifth of the client's time per request. A replica factory makes a client
+    per task, so the sessions of one factory (one run or command) share one of these:
+    the environment does not change under a run, and is read again by the next one.
+    """
+
+    def __init__(self) -> None:
+        self._merged: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def merged(self, key: Tuple[Any, ...], read: Callable[[], Dict[str, Any]]) -> Dict[str, Any]:
+        """The settings under *key*, from *read* the first time; the caller's own copy."""
+        with self._lock:
+            merged = self._merged.get(key)
+        if merged is None:
+            merged = dict(read())
+            with self._lock:
+                self._merged[key] = merged
+        return {**merged, "proxies": dict(merged["proxies"])}
+
+
+def _frozen(value: Any) -> Any:
+    """*value* as a dictionary key: mappings and lists become sorted tuples."""
+    if isinstance(value, dict):
+        return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
 class TokenSafeSession(requests.Session):
     """A Session that drops the token header on a redirect to another host, and reads
-    the environment's proxy and CA-bundle settings once per server.
+    the environment's proxy and CA-bundle settings once per server
+    (:class:`EnvironmentSettings`, its own or one it shares).
 
     requests strips only ``Authorization`` there (``Session.rebuild_auth``); the same
     rule (``should_strip_auth``: other host, or a scheme/port change other than
     http -> https) is applied here to ``X-Esri-Authorization``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, environment: Optional[EnvironmentSettings] = None) -> None:
         super().__init__()
-        self._environment: Dict[Tuple[Any, ...], Dict[str, Any]] = {}
-        self._environment_lock = threading.Lock()
+        self._environment = environment if environment is not None else EnvironmentSettings()
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
     ) -> Any:
-        """requests' own merge, kept per server and arguments: it reads the proxy and
-        CA-bundle variables (on Windows the registry too) at every request, which cost
-        a tenth to a fifth of the client's time per request; a session lives for one
-        client, whose environment does not change under it."""
+        """requests' own merge, read once per server and arguments (see
+        :class:`EnvironmentSettings`). The session's own settings are part of the key,
+        as sessions that share the settings may differ in them."""
         parts = urlsplit(url.decode() if isinstance(url, bytes) else url or "")
         key = (
             parts.scheme,
             parts.netloc,
-            tuple(sorted((proxies or {}).items())),
+            _frozen(proxies or {}),
             stream,
-            verify,
-            cert if cert is None or isinstance(cert, str) else tuple(cert),
+            _frozen(verify),
+            _frozen(cert),
+            self.trust_env,
+            _frozen(self.proxies),
+            self.stream,
+            _frozen(self.verify),
+            _frozen(self.cert),
         )
-        with self._environment_lock:
-            merged: Optional[Dict[str, Any]] = self._environment.get(key)
-        if merged is None:
-            merged = dict(super().merge_environment_settings(url, proxies, stream, verify, cert))
-            with self._environment_lock:
-                self._environment[key] = merged
-        return {**merged, "proxies": dict(merged["proxies"])}  # the caller's own copy
+
+        def read() -> Dict[str, Any]:
+            merged = super(TokenSafeSession, self).merge_environment_settings
+            return dict(merged(url, proxies, stream, verify, cert))
+
+        return self._environment.merged(key, read)
 
     def rebuild_auth(
         self, prepared_request: requests.PreparedRequest, response: requests.Response
@@ -200,15 +237,17 @@ def build_session(
     retries: int,
     backoff: float,
     user_agent: str,
+    environment: Optional[EnvironmentSettings] = None,
 ) -> Tuple[TokenSafeSession, Union[bool, str]]:
     """A session with the retry policy mounted, and the ``verify`` value to send with it.
 
     :param idempotent_urls: URL prefixes where POST is retried too.
     :param verify: ``True`` (system trust store through ``truststore`` when installed,
         else certifi), ``False``, or a CA bundle path *added* to that store.
+    :param environment: environment settings shared with other sessions (else its own).
     :raises OSError: when the CA bundle cannot be read.
     """
-    session = TokenSafeSession()
+    session = TokenSafeSession(environment)
     context = None
     if verify is True:
         context = system_ssl_context()
