@@ -13,8 +13,9 @@ import select
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import AbstractSet, Dict, Iterator, List, Optional, Sequence
 
 from wmsync.repository.store import Store
 
@@ -139,6 +140,28 @@ class Cluster:
         names = [self.parent_name, *self.child_names]
         ids = self.job_ids(name, count, skip=names.index(name) * count)
         return self.stores[name].bulk_update_jobs(ids, {"description": stamp})
+
+    @contextmanager
+    def pinned(self, cpus: AbstractSet[int]) -> Iterator[None]:
+        """Run this process (and so every client run it starts) and every emulator on
+        *cpus* only; each gets its former CPUs back afterwards. Linux only.
+
+        Affinity belongs to a thread, and a new thread takes its creator's: every
+        thread of every process is pinned (an emulator serves from a thread of its own,
+        which starts one per request)."""
+        pids = [os.getpid(), *(e.process.pid for e in self.emulators.values())]
+        threads = [int(tid) for pid in pids for tid in os.listdir(f"/proc/{pid}/task")]
+        before = {tid: os.sched_getaffinity(tid) for tid in threads}
+        try:
+            for tid in threads:
+                os.sched_setaffinity(tid, cpus)
+            yield
+        finally:
+            for tid, allowed in before.items():
+                try:
+                    os.sched_setaffinity(tid, allowed)
+                except ProcessLookupError:  # a thread that ended meanwhile
+                    pass
 
     def converged(self) -> bool:
         """True when every repository holds the same elements (fingerprints)."""

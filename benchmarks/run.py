@@ -10,7 +10,9 @@ Scenarios (issue 6, docs/performance.md):
   ``first_full_sync`` at 10^5 jobs. The client's peak RSS of those first runs, whose
   exchange documents hold all the jobs, is scenario ``memory``.
 - ``no_change``: a run with nothing to move, three children (the fixed cost of a run).
-- ``parallel``: one child vs eight children with 100 changes each.
+- ``parallel``: one child vs eight children with 100 changes each; and the parent's
+  changes pushed to eight children vs one, on every CPU and again on one CPU (Linux:
+  how much of that ratio is the number of CPUs).
 - ``emulator_import``: the emulator's import of a document of 10^5 new jobs, in jobs/s.
 
 Every synchronization runs in a fresh client process (``benchmarks.client_run``), the
@@ -227,6 +229,7 @@ def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
             one.append(sync(cluster, names=["Child1"], max_workers=many))
         best_one, best_many = fastest(one), fastest(all_of_them)
         best_push_one, best_push_all = fastest(push_one), fastest(push_all)
+        run_push_on_one_core(mode, cluster, out)
         log(
             f"parallel: 1 child {best_one['all_wall_s']}, {many} children "
             f"{best_many['all_wall_s']}; parent changes to 1 child "
@@ -275,6 +278,44 @@ def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
                 best_push_all,
                 all_wall_s=best_push_all["all_wall_s"],
                 note="the same parent changes to every child",
+            )
+        )
+
+
+def run_push_on_one_core(mode: Mode, cluster: Cluster, out: List[Dict[str, Any]]) -> None:
+    """The parent's changes to every child and to one, again with the client and every
+    emulator on a single CPU: next to the same pushes on every CPU, it shows how much
+    of the ratio of the two is the number of CPUs (docs/performance.md)."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        log("parallel: one-CPU pushes skipped (needs Linux and two CPUs or more)")
+        return
+    sync(cluster, max_workers=mode.parallel_children)  # every child in step again, unmeasured
+    push_one, push_all = [], []
+    with cluster.pinned({min(os.sched_getaffinity(0))}):
+        for round_no in range(mode.repeats):
+            cluster.edit(cluster.parent_name, mode.changes, f"one CPU, push all {round_no}")
+            push_all.append(sync(cluster, max_workers=mode.parallel_children))
+        for round_no in range(mode.repeats):
+            cluster.edit(cluster.parent_name, mode.changes, f"one CPU, push one {round_no}")
+            push_one.append(sync(cluster, names=["Child1"], max_workers=mode.parallel_children))
+    best_one, best_all = fastest(push_one), fastest(push_all)
+    log(
+        f"parallel on one CPU: parent changes to 1 child {best_one['all_wall_s']}, "
+        f"to {mode.parallel_children} {best_all['all_wall_s']}"
+    )
+    for name, children, best in (
+        ("parallel_push_1_child_one_cpu", 1, best_one),
+        ("parallel_push_many_children_one_cpu", mode.parallel_children, best_all),
+    ):
+        out.append(
+            entry(
+                name,
+                mode.parallel_jobs,
+                mode.changes,
+                children,
+                best,
+                all_wall_s=best["all_wall_s"],
+                note="client and every emulator on one CPU",
             )
         )
 
@@ -391,6 +432,14 @@ def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
         ratios[f"parallel_push_wall_ratio_{many['children']}_to_1"] = round(
             many["wall_s"] / one["wall_s"], 3
         )
+    one, many = (
+        _find(records, "parallel_push_1_child_one_cpu"),
+        _find(records, "parallel_push_many_children_one_cpu"),
+    )
+    if one and many:  # not a target: what one CPU instead of all makes of 16.2's ratio
+        ratios[f"one_cpu_parallel_push_wall_ratio_{many['children']}_to_1"] = round(
+            many["wall_s"] / one["wall_s"], 3
+        )
     mem_s, mem_l = _find(records, "memory", small), _find(records, "memory", large)
     if mem_s and mem_l:
         ratios["memory_rss_ratio"] = round(
@@ -474,6 +523,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             "libxml2": ".".join(map(str, lxml.etree.LIBXML_VERSION)),
             "sqlite": sqlite3.sqlite_version,
             "cpus": os.cpu_count(),
+            "cpus_usable": len(os.sched_getaffinity(0))
+            if hasattr(os, "sched_getaffinity")
+            else os.cpu_count(),
             "machine": platform.machine(),
             "scenarios_run": wanted,
             # The same fixed workload before and after (benchmarks/calibration.py):
