@@ -363,11 +363,11 @@ print(result.status)
 KILLS = int(os.environ.get("WMSYNC_STOCK_KILLS") or (24 if os.environ.get("WMSYNC_LONG") else 4))
 
 
-def _record_kills(killed_running: int, mid_write: int, jobs: int) -> None:
+def _record_kills(killed: int, killed_running: int, mid_write: int, jobs: int) -> None:
     """Print the tallies (``-s`` shows them; the long run's figures are in
     docs/reliability.md)."""
     print(
-        f"stock kills: {KILLS} runs killed, {killed_running} while running, "
+        f"stock kills: {killed} runs killed, {killed_running} while running, "
         f"{mid_write} in the middle of writing a job; {jobs} jobs converged"
     )
 
@@ -409,7 +409,10 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
     )
     killed_running = mid_write = 0
     whole = 0.0
-    for round_ in range(1 + KILLS):
+    round_ = 0
+    # KILLS kills at random moments, and more (up to 3 x KILLS) until one lands in the
+    # middle of writing a job: on a loaded machine a few random kills can all miss it.
+    while round_ <= KILLS or (mid_write == 0 and round_ <= 3 * KILLS):
         for index, name in enumerate(cluster.names):
             client = cluster.client(name)
             for extra in range(3):
@@ -424,7 +427,8 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        if round_ == 0:  # a whole run: how long one takes here
+        round_ += 1
+        if round_ == 1:  # a whole run: how long one takes here
             runner.wait()
             whole = time.monotonic() - started
             continue
@@ -437,8 +441,8 @@ def test_a_run_killed_while_writing_leaves_nothing_twice_and_nothing_lost(
     assert mid_write >= 1  # at least one in the middle of writing a job
     converge(cluster, state, ALL, runs=2)
     held = assert_converged(cluster)  # every comment exactly once everywhere
-    assert len(held) == 6 + (1 + KILLS) * 3 * 3
-    _record_kills(killed_running, mid_write, len(held))
+    assert len(held) == 6 + round_ * 3 * 3
+    _record_kills(round_ - 1, killed_running, mid_write, len(held))
     for name in cluster.names:
         for key, value in held.items():
             assert len(value[8]) == len(set(value[8])), f"{name}: job {key} has a hold twice"
