@@ -27,12 +27,13 @@ import json
 import os
 import platform
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import lxml.etree
 
@@ -63,6 +64,7 @@ class Mode:
         repeats: int,
         parallel_children: int = 8,
         first_sync_only_from: int = 10**9,
+        push_pairs: int = 7,
     ) -> None:
         self.name = name
         self.sizes = sizes
@@ -72,6 +74,7 @@ class Mode:
         self.import_jobs = import_jobs
         self.repeats = repeats
         self.first_sync_only_from = first_sync_only_from  # sizes that run the first sync only
+        self.push_pairs = push_pairs  # interleaved pushes to every child and to one (16.2)
 
 
 MODES = {
@@ -85,7 +88,7 @@ MODES = {
         REPEATS,
         first_sync_only_from=1_000_000,
     ),
-    "smoke": Mode("smoke", [100, 200], 10, 50, 200, 1, parallel_children=2),
+    "smoke": Mode("smoke", [100, 200], 10, 50, 200, 1, parallel_children=2, push_pairs=2),
 }
 
 
@@ -213,17 +216,12 @@ def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
         sync(cluster, max_workers=many)
         # The order keeps every round's window exact: the rounds with every child first
         # (all in step afterwards), then those with Child1 alone.
-        one, all_of_them, push_one, push_all = [], [], [], []
+        one, all_of_them = [], []
         for round_no in range(mode.repeats):
             for name in cluster.child_names:
                 cluster.edit(name, mode.changes, f"all {round_no}")
             all_of_them.append(sync(cluster, max_workers=many))
-        for round_no in range(mode.repeats):  # the same parent changes to every child
-            cluster.edit(cluster.parent_name, mode.changes, f"push all {round_no}")
-            push_all.append(sync(cluster, max_workers=many))
-        for round_no in range(mode.repeats):
-            cluster.edit(cluster.parent_name, mode.changes, f"push one {round_no}")
-            push_one.append(sync(cluster, names=["Child1"], max_workers=many))
+        push_all, push_one = push_pairs(mode, cluster, "")
         for round_no in range(mode.repeats):
             cluster.edit("Child1", mode.changes, f"one {round_no}")
             one.append(sync(cluster, names=["Child1"], max_workers=many))
@@ -278,8 +276,45 @@ def run_parallel(mode: Mode, workdir: Path, out: List[Dict[str, Any]]) -> None:
                 best_push_all,
                 all_wall_s=best_push_all["all_wall_s"],
                 note="the same parent changes to every child",
+                **pair_figures(push_all, push_one),
             )
         )
+
+
+def push_pairs(
+    mode: Mode, cluster: Cluster, label: str
+) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]]]:
+    """*mode.push_pairs* pairs of pushes of the parent's changes, to every child and to
+    Child1 alone, one right after the other (in turns, which goes first), so that both
+    of a pair see the host at the same speed: the host's speed drifts within a run, and
+    blocks of rounds of one kind then the other measured the drift too (16.2).
+
+    After Child1's push the others catch up, unmeasured, so that every push to every
+    child moves exactly the changes made for it. Returns (to every child, to Child1)."""
+    many = mode.parallel_children
+    push_all: List[Dict[str, Any]] = []
+    push_one: List[Dict[str, Any]] = []
+
+    def to_all(round_no: int) -> None:
+        cluster.edit(cluster.parent_name, mode.changes, f"{label}push all {round_no}")
+        push_all.append(sync(cluster, max_workers=many))
+
+    def to_one(round_no: int) -> None:
+        cluster.edit(cluster.parent_name, mode.changes, f"{label}push one {round_no}")
+        push_one.append(sync(cluster, names=["Child1"], max_workers=many))
+        sync(cluster, max_workers=many)  # the others catch up, unmeasured
+
+    for round_no in range(mode.push_pairs):
+        for push in (to_all, to_one) if round_no % 2 == 0 else (to_one, to_all):
+            push(round_no)
+    return push_all, push_one
+
+
+def pair_figures(many: List[Dict[str, Any]], one: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The ratio of each pair's two wall times (to every child / to one), and their
+    median: what 16.2 is judged on."""
+    ratios = [round(m["wall_s"] / o["wall_s"], 3) for m, o in zip(many, one)]
+    return {"pair_ratios": ratios, "median_pair_ratio": round(statistics.median(ratios), 3)}
 
 
 def run_push_on_one_core(mode: Mode, cluster: Cluster, out: List[Dict[str, Any]]) -> None:
@@ -290,22 +325,21 @@ def run_push_on_one_core(mode: Mode, cluster: Cluster, out: List[Dict[str, Any]]
         log("parallel: one-CPU pushes skipped (needs Linux and two CPUs or more)")
         return
     sync(cluster, max_workers=mode.parallel_children)  # every child in step again, unmeasured
-    push_one, push_all = [], []
     with cluster.pinned({min(os.sched_getaffinity(0))}):
-        for round_no in range(mode.repeats):
-            cluster.edit(cluster.parent_name, mode.changes, f"one CPU, push all {round_no}")
-            push_all.append(sync(cluster, max_workers=mode.parallel_children))
-        for round_no in range(mode.repeats):
-            cluster.edit(cluster.parent_name, mode.changes, f"one CPU, push one {round_no}")
-            push_one.append(sync(cluster, names=["Child1"], max_workers=mode.parallel_children))
+        push_all, push_one = push_pairs(mode, cluster, "one CPU, ")
     best_one, best_all = fastest(push_one), fastest(push_all)
     log(
         f"parallel on one CPU: parent changes to 1 child {best_one['all_wall_s']}, "
         f"to {mode.parallel_children} {best_all['all_wall_s']}"
     )
-    for name, children, best in (
-        ("parallel_push_1_child_one_cpu", 1, best_one),
-        ("parallel_push_many_children_one_cpu", mode.parallel_children, best_all),
+    for name, children, best, extra in (
+        ("parallel_push_1_child_one_cpu", 1, best_one, {}),
+        (
+            "parallel_push_many_children_one_cpu",
+            mode.parallel_children,
+            best_all,
+            pair_figures(push_all, push_one),
+        ),
     ):
         out.append(
             entry(
@@ -316,6 +350,7 @@ def run_push_on_one_core(mode: Mode, cluster: Cluster, out: List[Dict[str, Any]]
                 best,
                 all_wall_s=best["all_wall_s"],
                 note="client and every emulator on one CPU",
+                **extra,
             )
         )
 
@@ -429,7 +464,12 @@ def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
         _find(records, "parallel_push_many_children"),
     )
     if one and many:
-        ratios[f"parallel_push_wall_ratio_{many['children']}_to_1"] = round(
+        # 16.2: the median over interleaved pairs (push_pairs); the fastest of each kind
+        # is kept beside it, as earlier rounds judged it.
+        ratios[f"parallel_push_wall_ratio_{many['children']}_to_1"] = many.get(
+            "median_pair_ratio", round(many["wall_s"] / one["wall_s"], 3)
+        )
+        ratios[f"fastest_parallel_push_wall_ratio_{many['children']}_to_1"] = round(
             many["wall_s"] / one["wall_s"], 3
         )
     one, many = (
@@ -437,8 +477,8 @@ def summarize(mode: Mode, records: List[Dict[str, Any]]) -> Dict[str, Any]:
         _find(records, "parallel_push_many_children_one_cpu"),
     )
     if one and many:  # not a target: what one CPU instead of all makes of 16.2's ratio
-        ratios[f"one_cpu_parallel_push_wall_ratio_{many['children']}_to_1"] = round(
-            many["wall_s"] / one["wall_s"], 3
+        ratios[f"one_cpu_parallel_push_wall_ratio_{many['children']}_to_1"] = many.get(
+            "median_pair_ratio", round(many["wall_s"] / one["wall_s"], 3)
         )
     mem_s, mem_l = _find(records, "memory", small), _find(records, "memory", large)
     if mem_s and mem_l:
