@@ -212,9 +212,8 @@ def test_sessions_that_share_environment_settings_keep_their_own_settings_apart(
     assert first["proxies"]["http"] == "http://proxy.test:3128"
     assert trusting.merge_environment_settings(ROOT, {}, None, True, None) == first
     assert len(environment_reads) == 1
-    assert "http" not in distrusting.merge_environment_settings(ROOT, {}, None, True, None)[
-        "proxies"
-    ]
+    other = distrusting.merge_environment_settings(ROOT, {}, None, True, None)
+    assert "http" not in other["proxies"]
 
 
 @pytest.mark.parametrize(
