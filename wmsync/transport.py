@@ -128,14 +128,15 @@ class EnvironmentSettings:
         with self._lock:
             merged = self._merged.get(key)
         if merged is None:
-            merged = dict(read())
+            merged = read()
             with self._lock:
                 self._merged[key] = merged
         return {**merged, "proxies": dict(merged["proxies"])}
 
 
 def _frozen(value: Any) -> Any:
-    """*value* as a dictionary key: mappings and lists become sorted tuples."""
+    """*value* as a dictionary key: a mapping becomes a sorted tuple of its pairs, a
+    list a tuple."""
     if isinstance(value, dict):
         return tuple(sorted((k, _frozen(v)) for k, v in value.items()))
     if isinstance(value, (list, tuple)):
