@@ -129,37 +129,6 @@ def test_replication_info_and_require_extensions(rsps, client):
     client.require_extensions(got)
 
 
-def test_the_environment_is_read_once_per_server(rsps, client, monkeypatch):
-    from requests import sessions
-
-    monkeypatch.setenv("HTTP_PROXY", "http://proxy.test:3128")
-    monkeypatch.delenv("NO_PROXY", raising=False)
-    monkeypatch.delenv("no_proxy", raising=False)
-    reads = []
-    real = sessions.get_environ_proxies
-
-    def get_environ_proxies(url, no_proxy=None):
-        reads.append(url)
-        return real(url, no_proxy=no_proxy)
-
-    monkeypatch.setattr(sessions, "get_environ_proxies", get_environ_proxies)
-    rsps.get(ROOT + "/replication/info", json={"nodes": []})
-    rsps.get("http://other.test/arcgis/rest/services/X/WMServer/replication/info", json={})
-    for _ in range(3):
-        client.replication_info()
-    assert len(reads) == 1  # requests alone reads it at every request
-    settings = client._session.merge_environment_settings(ROOT, {}, True, True, None)
-    assert settings["proxies"]["http"] == "http://proxy.test:3128"  # still applied
-    settings["proxies"]["http"] = "changed by the caller"
-    again = client._session.merge_environment_settings(ROOT, {}, True, True, None)
-    assert again["proxies"]["http"] == "http://proxy.test:3128"
-    other = WMServerClient("http://other.test/arcgis/rest/services/X/WMServer", user="bob")
-    other._session.close()
-    other._session = client._session  # another server on the same session: its own read
-    other.replication_info()
-    assert len(reads) == 2
-
-
 @pytest.fixture
 def environment_reads(monkeypatch):
     """The URLs requests reads the environment's proxy settings for (HTTP_PROXY set)."""
@@ -177,6 +146,24 @@ def environment_reads(monkeypatch):
 
     monkeypatch.setattr(sessions, "get_environ_proxies", get_environ_proxies)
     return reads
+
+
+def test_the_environment_is_read_once_per_server(rsps, client, environment_reads):
+    rsps.get(ROOT + "/replication/info", json={"nodes": []})
+    rsps.get("http://other.test/arcgis/rest/services/X/WMServer/replication/info", json={})
+    for _ in range(3):
+        client.replication_info()
+    assert len(environment_reads) == 1  # requests alone reads it at every request
+    settings = client._session.merge_environment_settings(ROOT, {}, True, True, None)
+    assert settings["proxies"]["http"] == "http://proxy.test:3128"  # still applied
+    settings["proxies"]["http"] = "changed by the caller"
+    again = client._session.merge_environment_settings(ROOT, {}, True, True, None)
+    assert again["proxies"]["http"] == "http://proxy.test:3128"
+    other = WMServerClient("http://other.test/arcgis/rest/services/X/WMServer", user="bob")
+    other._session.close()
+    other._session = client._session  # another server on the same session: its own read
+    other.replication_info()
+    assert len(environment_reads) == 2
 
 
 def test_the_clients_of_one_factory_read_the_environment_once_per_server(rsps, environment_reads):
@@ -201,9 +188,8 @@ def test_the_clients_of_one_factory_read_the_environment_once_per_server(rsps, e
 
 
 def test_sessions_that_share_environment_settings_keep_their_own_settings_apart(
-    rsps, environment_reads
+    environment_reads,
 ):
-    rsps.get(ROOT + "/replication/info", json={"nodes": []})
     shared = transport.EnvironmentSettings()
     trusting = transport.TokenSafeSession(shared)
     distrusting = transport.TokenSafeSession(shared)
